@@ -1,0 +1,3 @@
+from sessionmon.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,436 @@
+"""The auth flow: login, authenticate (with silent refresh), logout and force-logout.
+
+Composes the token codec, the SQLite store and the Redis blacklist. Logout order is always:
+blacklist every known token and the session id in one MULTI/EXEC (TTLs read back), then delete the
+session rows and write the audit rows in one SQLite transaction. A Redis failure deletes nothing;
+a SQLite failure after the blacklist leaves the tokens revoked and is reported as a partial outcome.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sessionmon.core.blacklist import (
+    KIND_ACCESS,
+    KIND_REFRESH,
+    KIND_SESSION,
+    Blacklist,
+    RevokeRequest,
+)
+from sessionmon.core.clock import SYSTEM_CLOCK, Clock
+from sessionmon.core.errors import DatabaseError, RedisUnavailable
+from sessionmon.core.store import Session, Store
+from sessionmon.core.tokens import (
+    ACCESS,
+    REFRESH,
+    Claims,
+    Reason,
+    TokenCodec,
+    TokenRejected,
+    new_id,
+)
+
+
+@dataclass(frozen=True)
+class User:
+    """The authenticated user (the original design's ``DecodeUser``)."""
+
+    session_id: str
+    email: str | None
+    name: str | None
+    user_id: str | None = None
+    valid: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "email": self.email,
+            "name": self.name,
+            "user_id": self.user_id,
+            "valid": self.valid,
+        }
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """What ``authenticate`` decided: a user, or a reason; and a new access token after a refresh."""
+
+    user: User | None = None
+    reason: Reason | None = None
+    detail: str = ""
+    new_access_token: str | None = None
+    claims: Claims | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.user is not None
+
+    @property
+    def refreshed(self) -> bool:
+        return self.new_access_token is not None
+
+    @classmethod
+    def reject(cls, exc: TokenRejected) -> AuthResult:
+        return cls(reason=exc.reason, detail=exc.detail, claims=exc.claims)
+
+
+@dataclass
+class LogoutResult:
+    """What one (force-)logout did, session by session.
+
+    ``outcome`` is ``ok``, ``not_found`` (nothing to do), or ``revoked_not_deleted: ...`` when the
+    tokens were blacklisted but the session row could not be deleted.
+    """
+
+    action: str
+    requested: list[str]
+    found: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    revoked: dict[str, int] = field(default_factory=dict)  # key -> TTL read back
+    deleted: int = 0
+    outcome: str = "ok"
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "requested": self.requested,
+            "found": self.found,
+            "missing": self.missing,
+            "revoked": [{"key": k, "ttl": t} for k, t in self.revoked.items()],
+            "deleted": self.deleted,
+            "outcome": self.outcome,
+            "error": self.error,
+        }
+
+
+class Auth:
+    """The auth core a backend uses: one instance per process is enough (thread-safe)."""
+
+    def __init__(
+        self,
+        store: Store,
+        blacklist: Blacklist,
+        codec: TokenCodec,
+        *,
+        access_ttl: float = 900.0,
+        refresh_ttl: float = 7 * 86400.0,
+        clock: Clock = SYSTEM_CLOCK,
+        touch_interval: float = 15.0,
+        source: str | None = None,
+    ) -> None:
+        self.store = store
+        self.blacklist = blacklist
+        self.codec = codec
+        self.access_ttl = float(access_ttl)
+        self.refresh_ttl = float(refresh_ttl)
+        self.clock = clock
+        self.touch_interval = touch_interval
+        self.source = source
+        self._touched: OrderedDict[str, float] = OrderedDict()
+        self._touch_lock = threading.Lock()
+
+    # -- login -------------------------------------------------------------------------------
+
+    def login(
+        self,
+        user_id: str,
+        email: str | None,
+        name: str | None,
+        ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> tuple[Session, str, str]:
+        """Create a session; returns it with a new access token and refresh token."""
+        now = self.clock.now()
+        sid = new_id()
+        email = email.strip().lower() if email else email
+        access, a = self.codec.mint(
+            ACCESS, sub=str(user_id), sid=sid, ttl=self.access_ttl, email=email, name=name, now=now
+        )
+        refresh, r = self.codec.mint(
+            REFRESH, sub=str(user_id), sid=sid, ttl=self.refresh_ttl, now=now
+        )
+        session = Session(
+            id=sid,
+            user_id=str(user_id),
+            email=email,
+            name=name,
+            created_at=now,
+            last_seen_at=now,
+            ip=ip,
+            user_agent=user_agent[:512] if user_agent else user_agent,
+            access_jti=a.jti,
+            access_exp=a.exp,
+            refresh_jti=r.jti,
+            refresh_exp=r.exp,
+            refresh_count=0,
+            source=self.source,
+        )
+        self.store.insert_session(session)
+        return session, access, refresh
+
+    # -- authenticate ------------------------------------------------------------------------
+
+    def authenticate(
+        self, access_token: str | None, refresh_token: str | None = None
+    ) -> AuthResult:
+        """Verify the access token (and the blacklist); silently refresh when it has expired.
+
+        Never raises for a bad token: the result carries the reason. Raises ``RedisUnavailable``
+        (the caller decides whether to fail closed) and ``DatabaseError``.
+        """
+        claims: Claims | None = None
+        rejection: TokenRejected | None = None
+        if access_token:
+            try:
+                claims = self.codec.verify(access_token, ACCESS)
+            except TokenRejected as exc:
+                rejection = exc
+        if claims is not None:
+            if self.blacklist.is_revoked(claims.jti, claims.sid):
+                return AuthResult(
+                    reason=Reason.REVOKED, detail="token or session revoked", claims=claims
+                )
+            self._maybe_touch(claims.sid)
+            return AuthResult(user=_user(claims), claims=claims)
+
+        # Only an expired (or absent) access token may be replaced by a silent refresh.
+        if rejection is not None and rejection.reason is not Reason.EXPIRED:
+            return AuthResult.reject(rejection)
+        if not refresh_token:
+            if rejection is not None:
+                return AuthResult.reject(rejection)
+            return AuthResult(reason=Reason.MISSING_CLAIM, detail="no token")
+        return self.refresh(refresh_token)
+
+    def refresh(self, refresh_token: str) -> AuthResult:
+        """Silent refresh: a valid, unrevoked refresh token of a live session -> new access token."""
+        try:
+            r = self.codec.verify(refresh_token, REFRESH)
+        except TokenRejected as exc:
+            return AuthResult.reject(exc)
+        if self.blacklist.is_revoked(r.jti, r.sid):
+            return AuthResult(
+                reason=Reason.REVOKED, detail="refresh token or session revoked", claims=r
+            )
+        session = self.store.get_session(r.sid)
+        if session is None:
+            return AuthResult(reason=Reason.SESSION_NOT_FOUND, detail="session is gone", claims=r)
+        if session.refresh_jti and session.refresh_jti != r.jti:
+            return AuthResult(reason=Reason.REVOKED, detail="refresh token was replaced", claims=r)
+        now = self.clock.now()
+        token, a = self.codec.mint(
+            ACCESS,
+            sub=session.user_id,
+            sid=session.id,
+            ttl=self.access_ttl,
+            email=session.email,
+            name=session.name,
+            now=now,
+        )
+        if not self.store.update_access(session.id, a.jti, a.exp, now):
+            # Deleted while we minted (a force-logout won the race): the token is never handed out.
+            return AuthResult(reason=Reason.SESSION_NOT_FOUND, detail="session is gone", claims=r)
+        return AuthResult(user=_user(a), new_access_token=token, claims=a)
+
+    def _maybe_touch(self, sid: str) -> None:
+        """Update last_seen_at at most once per ``touch_interval`` per session (best effort)."""
+        if self.touch_interval < 0:
+            return
+        now = self.clock.now()
+        with self._touch_lock:
+            last = self._touched.get(sid)
+            if last is not None and now - last < self.touch_interval:
+                return
+            self._touched[sid] = now
+            self._touched.move_to_end(sid)
+            while len(self._touched) > 100_000:
+                self._touched.popitem(last=False)
+        try:
+            self.store.touch(sid, now)
+        except DatabaseError:
+            pass  # last_seen is informational; never fail a request over it
+
+    # -- logout -------------------------------------------------------------------------------
+
+    def logout(
+        self,
+        session_id: str,
+        actor: str = "user",
+        reason: str | None = "logout",
+        *,
+        tokens: Sequence[Claims] = (),
+    ) -> LogoutResult:
+        """The user logs out: blacklist the session's tokens (and ``tokens``), delete the session."""
+        return self._revoke_sessions([session_id], "logout", actor, reason, extra=tokens)
+
+    def force_logout(self, session_id: str, actor: str, reason: str | None = None) -> LogoutResult:
+        """An operator ends one session."""
+        return self._revoke_sessions([session_id], "force_logout", actor, reason)
+
+    def force_logout_many(
+        self, session_ids: Sequence[str], actor: str, reason: str | None = None
+    ) -> LogoutResult:
+        """An operator ends several sessions (one MULTI/EXEC, one SQLite transaction)."""
+        return self._revoke_sessions(list(session_ids), "force_logout", actor, reason)
+
+    def force_logout_user(self, user: str, actor: str, reason: str | None = None) -> LogoutResult:
+        """An operator ends every session of a user (by user id or email)."""
+        sessions = self.store.sessions_for_user(user)
+        result = self._revoke_sessions(
+            [s.id for s in sessions], "force_logout_user", actor, reason, sessions=sessions
+        )
+        if not sessions:
+            result.requested = [user]
+            result.missing = [user]
+            result.outcome = "not_found"
+            self._audit_safely(
+                [
+                    {
+                        "action": "force_logout_user",
+                        "actor": actor,
+                        "reason": reason,
+                        "user_id": user,
+                        "outcome": "not_found",
+                    }
+                ]
+            )
+        return result
+
+    def _revoke_sessions(
+        self,
+        session_ids: list[str],
+        action: str,
+        actor: str,
+        reason: str | None,
+        *,
+        sessions: Sequence[Session] | None = None,
+        extra: Sequence[Claims] = (),
+    ) -> LogoutResult:
+        result = LogoutResult(action=action, requested=list(session_ids))
+        if sessions is None:
+            sessions = self.store.get_sessions(session_ids) if session_ids else []
+        by_id = {s.id: s for s in sessions}
+        result.found = [s.id for s in sessions]
+        result.missing = [sid for sid in session_ids if sid not in by_id]
+        if not sessions and not extra:
+            if session_ids:
+                result.outcome = "not_found"
+                self._audit_safely(
+                    [
+                        {
+                            "action": action,
+                            "actor": actor,
+                            "reason": reason,
+                            "session_id": sid,
+                            "outcome": "not_found",
+                        }
+                        for sid in session_ids
+                    ]
+                )
+            return result
+
+        now = self.clock.now()
+        requests: list[RevokeRequest] = []
+        keys_by_session: dict[str, list[str]] = {}
+        for s in sessions:
+            reqs = []
+            if s.access_jti and s.access_exp is not None:
+                reqs.append(
+                    RevokeRequest(KIND_ACCESS, s.id, s.access_exp, s.access_jti, s.user_id, s.email)
+                )
+            if s.refresh_jti and s.refresh_exp is not None:
+                reqs.append(
+                    RevokeRequest(
+                        KIND_REFRESH, s.id, s.refresh_exp, s.refresh_jti, s.user_id, s.email
+                    )
+                )
+            # The session key outlives every token of the session, including an access token a
+            # racing silent refresh may mint right now.
+            session_exp = max(s.refresh_exp or now, s.access_exp or now, now + self.access_ttl)
+            reqs.append(RevokeRequest(KIND_SESSION, s.id, session_exp, None, s.user_id, s.email))
+            keys_by_session[s.id] = [self.blacklist.key_for(q) for q in reqs]
+            requests += reqs
+        for c in extra:
+            kind = KIND_REFRESH if c.typ == REFRESH else KIND_ACCESS
+            owner = by_id.get(c.sid)
+            requests.append(
+                RevokeRequest(kind, c.sid, c.exp, c.jti, c.sub, owner.email if owner else c.email)
+            )
+            keys_by_session.setdefault(c.sid, []).append(self.blacklist.token_key(c.jti))
+
+        try:
+            result.revoked = self.blacklist.revoke(requests, reason=reason, actor=actor)
+        except RedisUnavailable as exc:
+            result.outcome = "failed: redis unavailable"
+            result.error = f"nothing was revoked or deleted: {exc}"
+            self._audit_safely(
+                [
+                    {
+                        "action": action,
+                        "actor": actor,
+                        "reason": reason,
+                        "session_id": s.id,
+                        "user_id": s.user_id,
+                        "email": s.email,
+                        "outcome": result.outcome,
+                    }
+                    for s in sessions
+                ]
+            )
+            raise RedisUnavailable(result.error) from None
+
+        audit_rows = [
+            {
+                "at": now,
+                "action": action,
+                "actor": actor,
+                "reason": reason,
+                "session_id": s.id,
+                "user_id": s.user_id,
+                "email": s.email,
+                "revoked": [k for k in keys_by_session.get(s.id, []) if k in result.revoked],
+                "outcome": "ok",
+            }
+            for s in sessions
+        ]
+        try:
+            result.deleted = self.store.delete_sessions_with_audit(result.found, audit_rows)
+        except DatabaseError as exc:
+            result.outcome = f"revoked_not_deleted: {exc}"
+            result.error = f"tokens are revoked but the session rows were not deleted: {exc}"
+            return result
+        if result.missing:
+            self._audit_safely(
+                [
+                    {
+                        "action": action,
+                        "actor": actor,
+                        "reason": reason,
+                        "session_id": sid,
+                        "outcome": "not_found",
+                    }
+                    for sid in result.missing
+                ]
+            )
+            result.outcome = "partial: some sessions not found" if result.found else "not_found"
+        return result
+
+    def _audit_safely(self, rows: list[dict[str, Any]]) -> None:
+        now = self.clock.now()
+        try:
+            self.store.write_audit([{"at": now, **r} for r in rows])
+        except DatabaseError:
+            pass  # the audit of a failure must not hide the failure itself
+
+
+def _user(c: Claims) -> User:
+    return User(session_id=c.sid, email=c.email, name=c.name, user_id=c.sub, valid=True)

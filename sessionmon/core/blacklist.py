@@ -1,0 +1,335 @@
+"""The Redis blacklist: one key per revoked token or session, each with a TTL, plus an expiry index.
+
+Keys: ``<prefix>bl:<jti>`` for a token, ``<prefix>bl:sid:<sid>`` for a whole session. Values are
+small JSON documents. ``<prefix>bl:index`` is a sorted set (score = expiry time) written in the same
+MULTI/EXEC as the keys, so the next-to-expire keys can be listed without SCAN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from sessionmon.core.clock import SYSTEM_CLOCK, Clock
+from sessionmon.core.errors import RedisUnavailable
+
+T = TypeVar("T")
+
+KIND_ACCESS = "access"
+KIND_REFRESH = "refresh"
+KIND_SESSION = "session"
+
+
+def connect(url: str, *, timeout: float = 2.0, **kwargs: Any) -> redis.Redis:
+    """A redis-py client that fails fast (seconds, not minutes) and retries a stale connection."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        health_check_interval=30,
+        **kwargs,
+    )
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+@contextlib.contextmanager
+def redis_errors(what: str = "Redis") -> Iterator[None]:
+    """Turn redis-py connection-level errors into ``RedisUnavailable``."""
+    try:
+        yield
+    except redis.exceptions.BusyLoadingError as exc:
+        raise RedisUnavailable(f"{what} is loading its data after a restart ({_describe(exc)})")
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise RedisUnavailable(f"{what} unreachable: {_describe(exc)}") from None
+    except redis.exceptions.ResponseError as exc:
+        msg = _describe(exc)
+        if msg.startswith(("NOAUTH", "WRONGPASS", "NOPERM", "LOADING", "MISCONF", "READONLY")):
+            raise RedisUnavailable(f"{what} refused the command: {msg}") from None
+        raise
+
+
+@dataclass(frozen=True)
+class RevokeRequest:
+    """A token (``jti``) or a whole session (``jti`` None) to put on the blacklist until ``exp``."""
+
+    kind: str
+    sid: str
+    exp: float
+    jti: str | None = None
+    sub: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class BlacklistEntry:
+    """A key on the blacklist with what it says and when it expires."""
+
+    key: str
+    kind: str
+    sid: str | None
+    sub: str | None
+    email: str | None
+    reason: str | None
+    actor: str | None
+    revoked_at: float | None
+    exp: float | None
+    expires_at: float
+    ttl: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Blacklist:
+    """Revocation keys in Redis, each with a TTL; an expiry index for cheap listing."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "sessionmon:",
+        leeway: float = 10.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.leeway = float(leeway)
+        self.clock = clock
+        self.index_key = f"{prefix}bl:index"
+        self._key_prefix = f"{prefix}bl:"
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def token_key(self, jti: str) -> str:
+        return f"{self._key_prefix}{jti}"
+
+    def sid_key(self, sid: str) -> str:
+        return f"{self._key_prefix}sid:{sid}"
+
+    def key_for(self, req: RevokeRequest) -> str:
+        return self.sid_key(req.sid) if req.jti is None else self.token_key(req.jti)
+
+    def ttl_for(self, exp: float, now: float | None = None) -> int:
+        """Seconds a key for a token expiring at ``exp`` must live: ceil(exp - now + leeway)."""
+        now = self.clock.now() if now is None else now
+        return int(math.ceil(exp - now + self.leeway))
+
+    def _run(self, fn: Callable[[], T]) -> T:
+        with redis_errors():
+            return fn()
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def revoke(
+        self,
+        requests: Sequence[RevokeRequest],
+        *,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> dict[str, int]:
+        """Blacklist tokens and sessions in one MULTI/EXEC; returns {key: TTL read back}.
+
+        Tokens already expired beyond the leeway are skipped (they cannot be used anyway).
+        Raises ``RedisUnavailable`` if Redis did not take them: then nothing was written.
+        """
+        now = self.clock.now()
+        planned: list[tuple[str, int, str]] = []
+        for req in requests:
+            ttl = self.ttl_for(req.exp, now)
+            if ttl <= 0:
+                continue
+            value = json.dumps(
+                {
+                    "kind": req.kind,
+                    "sid": req.sid,
+                    "sub": req.sub,
+                    "email": req.email,
+                    "reason": reason,
+                    "actor": actor,
+                    "revoked_at": round(now, 3),
+                    "exp": req.exp,
+                },
+                separators=(",", ":"),
+            )
+            planned.append((self.key_for(req), ttl, value))
+        if not planned:
+            return {}
+
+        def write() -> list[Any]:
+            pipe = self.client.pipeline(transaction=True)
+            for key, ttl, value in planned:
+                pipe.set(key, value, ex=ttl)
+                pipe.zadd(self.index_key, {key: now + ttl})
+            pipe.zremrangebyscore(self.index_key, "-inf", now)
+            for key, _, _ in planned:
+                pipe.ttl(key)
+            return pipe.execute()
+
+        results = self._run(write)
+        ttls = results[-len(planned) :]
+        return {key: int(t) for (key, _, _), t in zip(planned, ttls, strict=True)}
+
+    def unrevoke(self, keys: Sequence[str]) -> int:
+        """Remove keys (and their index entries); for tests and operator corrections."""
+        if not keys:
+            return 0
+
+        def delete() -> list[Any]:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(*keys)
+            pipe.zrem(self.index_key, *keys)
+            return pipe.execute()
+
+        return int(self._run(delete)[0])
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def is_revoked(self, jti: str | None, sid: str | None) -> bool:
+        """True if the token or its session is on the blacklist: one round trip (EXISTS a b)."""
+        keys = []
+        if jti:
+            keys.append(self.token_key(jti))
+        if sid:
+            keys.append(self.sid_key(sid))
+        if not keys:
+            return False
+        return bool(self._run(lambda: self.client.exists(*keys)))
+
+    def ping(self) -> float:
+        """Round-trip time in seconds; raises ``RedisUnavailable``."""
+        start = time.perf_counter()
+        self._run(self.client.ping)
+        return time.perf_counter() - start
+
+    def count(self) -> int:
+        """Number of live keys in the expiry index (expired members pruned first)."""
+        now = self.clock.now()
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zremrangebyscore(self.index_key, "-inf", now)
+            pipe.zcard(self.index_key)
+            return pipe.execute()
+
+        return int(self._run(run)[1])
+
+    def page(
+        self, offset: int = 0, limit: int = 200, *, descending: bool = False
+    ) -> list[BlacklistEntry]:
+        """Keys ordered by expiry (soonest first) from the index, with their values."""
+        now = self.clock.now()
+
+        def run() -> tuple[list[tuple[bytes, float]], list[Any]]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zremrangebyscore(self.index_key, "-inf", now)
+            if descending:
+                pipe.zrevrange(self.index_key, offset, offset + limit - 1, withscores=True)
+            else:
+                pipe.zrange(self.index_key, offset, offset + limit - 1, withscores=True)
+            members = pipe.execute()[1]
+            if not members:
+                return [], []
+            values = self.client.mget([m for m, _ in members])
+            return members, values
+
+        members, values = self._run(run)
+        entries: list[BlacklistEntry] = []
+        stale: list[bytes] = []
+        for (member, score), raw in zip(members, values, strict=True):
+            if raw is None:
+                stale.append(member)
+                continue
+            entries.append(self._entry(_text(member), raw, float(score), now))
+        if stale:
+            with contextlib.suppress(RedisUnavailable):
+                self._run(lambda: self.client.zrem(self.index_key, *stale))
+        return entries
+
+    def entries_for_session(self, sid: str, jtis: Sequence[str] = ()) -> list[BlacklistEntry]:
+        """The blacklist keys of one session (the sid key and any of ``jtis``)."""
+        keys = [self.sid_key(sid)] + [self.token_key(j) for j in jtis if j]
+        now = self.clock.now()
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for k in keys:
+                pipe.get(k)
+                pipe.pttl(k)
+            return pipe.execute()
+
+        res = self._run(run)
+        out = []
+        for i, key in enumerate(keys):
+            raw, pttl = res[2 * i], res[2 * i + 1]
+            if raw is None or pttl is None or pttl < 0:
+                continue
+            out.append(self._entry(key, raw, now + pttl / 1000, now))
+        return out
+
+    def scan(self, cursor: int = 0, count: int = 1000) -> tuple[int, list[BlacklistEntry]]:
+        """One SCAN step over ``<prefix>bl:*``: finds keys written without the index."""
+        now = self.clock.now()
+
+        def run() -> tuple[int, list[BlacklistEntry]]:
+            next_cursor, keys = self.client.scan(cursor, match=f"{self._key_prefix}*", count=count)
+            keys = [k for k in keys if _text(k) != self.index_key]
+            if not keys:
+                return int(next_cursor), []
+            pipe = self.client.pipeline(transaction=False)
+            for k in keys:
+                pipe.get(k)
+                pipe.pttl(k)
+            res = pipe.execute()
+            out = []
+            for i, k in enumerate(keys):
+                raw, pttl = res[2 * i], res[2 * i + 1]
+                if raw is None:
+                    continue
+                expires = now + pttl / 1000 if pttl and pttl > 0 else math.inf
+                out.append(self._entry(_text(k), raw, expires, now))
+            return int(next_cursor), out
+
+        return self._run(run)
+
+    def _entry(self, key: str, raw: Any, expires_at: float, now: float) -> BlacklistEntry:
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict):
+                doc = {}
+        except (ValueError, TypeError):
+            doc = {}
+        kind = doc.get("kind")
+        if kind is None:
+            kind = KIND_SESSION if key.startswith(self._key_prefix + "sid:") else "token"
+        return BlacklistEntry(
+            key=key,
+            kind=str(kind),
+            sid=doc.get("sid"),
+            sub=doc.get("sub"),
+            email=doc.get("email"),
+            reason=doc.get("reason"),
+            actor=doc.get("actor"),
+            revoked_at=doc.get("revoked_at"),
+            exp=doc.get("exp"),
+            expires_at=expires_at,
+            ttl=max(0.0, expires_at - now),
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,113 @@
+"""Wire settings into live objects: store, Redis client (embedded or by URL), blacklist, auth."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from sessionmon.core.auth import Auth
+from sessionmon.core.blacklist import Blacklist, connect
+from sessionmon.core.clock import SYSTEM_CLOCK, Clock
+from sessionmon.core.config import Settings, load_keys
+from sessionmon.core.embedded import EmbeddedRedis
+from sessionmon.core.store import Store
+from sessionmon.core.tokens import TokenCodec
+
+
+def redis_url_for(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
+    """The URL to use, starting (or joining) the embedded server when none is configured."""
+    if settings.redis_url:
+        return settings.redis_url, None
+    embedded = EmbeddedRedis(settings.db)
+    return embedded.start(), embedded
+
+
+@dataclass
+class Runtime:
+    """The core objects for one process. ``close()`` releases the embedded server."""
+
+    settings: Settings
+    store: Store
+    client: redis.Redis
+    blacklist: Blacklist
+    redis_url: str
+    embedded: EmbeddedRedis | None = None
+    clock: Clock = SYSTEM_CLOCK
+    _codec: TokenCodec | None = field(default=None, repr=False)
+    _auth: Auth | None = field(default=None, repr=False)
+    auth_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def codec(self) -> TokenCodec:
+        """The token codec; loads keys on first use (a missing key is a ``ConfigError``)."""
+        if self._codec is None:
+            s = self.settings
+            self._codec = TokenCodec(
+                load_keys(s),
+                leeway=s.leeway,
+                issuer=s.issuer,
+                audience=s.audience,
+                require_typ=s.require_typ,
+                clock=self.clock,
+            )
+        return self._codec
+
+    @property
+    def auth(self) -> Auth:
+        if self._auth is None:
+            self._auth = Auth(
+                self.store,
+                self.blacklist,
+                self.codec,
+                access_ttl=self.settings.access_ttl,
+                refresh_ttl=self.settings.refresh_ttl,
+                clock=self.clock,
+                **self.auth_options,
+            )
+        return self._auth
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+        with contextlib.suppress(Exception):
+            self.store.close()
+        if self.embedded is not None:
+            with contextlib.suppress(Exception):
+                self.embedded.stop()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_runtime(
+    settings: Settings,
+    *,
+    create_db: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
+    **auth_options: Any,
+) -> Runtime:
+    """Open the store and connect Redis (lazily: an unreachable Redis is reported on first use)."""
+    store = Store(settings.db, create=create_db, clock=clock)
+    try:
+        url, embedded = redis_url_for(settings)
+    except BaseException:
+        store.close()
+        raise
+    client = connect(url)
+    blacklist = Blacklist(client, prefix=settings.prefix, leeway=settings.leeway, clock=clock)
+    return Runtime(
+        settings=settings,
+        store=store,
+        client=client,
+        blacklist=blacklist,
+        redis_url=url,
+        embedded=embedded,
+        clock=clock,
+        auth_options=auth_options,
+    )

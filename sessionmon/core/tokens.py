@@ -1,0 +1,276 @@
+"""Mint and verify JWTs with PyJWT. Every rejection carries a machine-readable reason.
+
+Verification pins the one configured algorithm, checks expiry itself against the injectable clock
+(with the leeway), requires ``exp`` and a session id, and checks ``typ``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import jwt
+
+from sessionmon.core.clock import SYSTEM_CLOCK, Clock
+from sessionmon.core.config import HMAC_ALGORITHMS, KeyMaterial
+
+MAX_TOKEN_BYTES = 8 * 1024
+
+ACCESS = "access"
+REFRESH = "refresh"
+
+
+class Reason(StrEnum):
+    """Why a token (or a request) was rejected."""
+
+    MALFORMED = "malformed"
+    BAD_SIGNATURE = "bad_signature"
+    EXPIRED = "expired"
+    WRONG_TYPE = "wrong_type"
+    MISSING_CLAIM = "missing_claim"
+    REVOKED = "revoked"
+    SESSION_NOT_FOUND = "session_not_found"
+    TOO_LARGE = "too_large"
+    NOT_YET_VALID = "not_yet_valid"
+
+
+class TokenRejected(Exception):
+    """A token failed verification. ``claims`` is set when the signature was good."""
+
+    def __init__(self, reason: Reason, detail: str = "", claims: Claims | None = None) -> None:
+        self.reason = reason
+        self.detail = detail
+        self.claims = claims
+        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The verified claims of a token, with the session id and token id normalised."""
+
+    sid: str
+    jti: str
+    exp: float
+    typ: str
+    sub: str | None = None
+    iat: float | None = None
+    email: str | None = None
+    name: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """The claims as decoded (safe to print: no signature, no token)."""
+        return dict(self.raw)
+
+
+def token_fingerprint(token: str) -> str:
+    """SHA-256 of the token text: the id of a token that has no ``jti``."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def redact(token: str | None) -> str:
+    """A short, safe label for a token in logs: never the whole token."""
+    if not token:
+        return "<none>"
+    return f"{token[:10]}…({len(token)} chars)"
+
+
+def new_id(nbytes: int = 16) -> str:
+    """A random URL-safe id (128 bits by default)."""
+    return secrets.token_urlsafe(nbytes)
+
+
+class TokenCodec:
+    """Mints and verifies access and refresh tokens for one algorithm and key pair."""
+
+    def __init__(
+        self,
+        keys: KeyMaterial,
+        *,
+        leeway: float = 10.0,
+        issuer: str | None = None,
+        audience: str | None = None,
+        require_typ: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.keys = keys
+        self.algorithm = keys.algorithm
+        self.leeway = float(leeway)
+        self.issuer = issuer
+        self.audience = audience
+        self.require_typ = require_typ
+        self.clock = clock
+        self._jwt = jwt.PyJWT()
+        # Only the configured algorithm is ever accepted: never "none", never a mix of HMAC
+        # and public-key algorithms that would read the same key in two ways.
+        self._algorithms = [self.algorithm]
+        self._decode_options: dict[str, Any] = {
+            "verify_signature": True,
+            "verify_exp": False,  # checked below against the injectable clock
+            "verify_nbf": False,
+            "verify_iat": False,
+            "verify_aud": audience is not None,
+            "verify_iss": issuer is not None,
+            "require": [],
+        }
+
+    # -- minting -------------------------------------------------------------------------------
+
+    def mint(
+        self,
+        typ: str,
+        *,
+        sub: str,
+        sid: str,
+        ttl: float,
+        email: str | None = None,
+        name: str | None = None,
+        now: float | None = None,
+        exp: float | None = None,
+    ) -> tuple[str, Claims]:
+        """Sign a token of type ``typ``; returns the token and its claims."""
+        if self.keys.signing_key is None:
+            from sessionmon.core.errors import ConfigError
+
+            raise ConfigError(
+                "cannot mint tokens: no private key (set SESSIONMON_PRIVATE_KEY_FILE)"
+            )
+        now = self.clock.now() if now is None else now
+        iat = int(now)
+        expires = int(now + ttl) if exp is None else int(exp)
+        payload: dict[str, Any] = {
+            "sub": sub,
+            "sid": sid,
+            "jti": new_id(),
+            "iat": iat,
+            "exp": expires,
+            "typ": typ,
+        }
+        if typ == ACCESS:
+            payload["email"] = email
+            payload["name"] = name
+        if self.issuer:
+            payload["iss"] = self.issuer
+        if self.audience:
+            payload["aud"] = self.audience
+        token = self._jwt.encode(payload, self.keys.signing_key, algorithm=self.algorithm)
+        return token, self._claims(payload, token, typ)
+
+    # -- verification ----------------------------------------------------------------------------
+
+    def decode(self, token: Any) -> dict[str, Any]:
+        """Check size, header and signature; return the raw payload (no time checks)."""
+        if isinstance(token, bytes):
+            try:
+                token = token.decode("ascii")
+            except UnicodeDecodeError:
+                raise TokenRejected(Reason.MALFORMED, "token is not ASCII") from None
+        if not isinstance(token, str) or not token:
+            raise TokenRejected(Reason.MALFORMED, "no token")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise TokenRejected(Reason.TOO_LARGE, f"token is over {MAX_TOKEN_BYTES} bytes")
+        if token.count(".") != 2:
+            raise TokenRejected(Reason.MALFORMED, "not a JWS compact token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise TokenRejected(Reason.MALFORMED, "unreadable header") from None
+        alg = header.get("alg") if isinstance(header, dict) else None
+        if alg != self.algorithm:
+            raise TokenRejected(Reason.BAD_SIGNATURE, "algorithm not accepted")
+        if self.keys.verifying_key is None:
+            from sessionmon.core.errors import ConfigError
+
+            raise ConfigError(
+                "cannot verify tokens: no public key (set SESSIONMON_PUBLIC_KEY_FILE)"
+            )
+        try:
+            payload = self._jwt.decode(
+                token,
+                self.keys.verifying_key,
+                algorithms=self._algorithms,
+                options=self._decode_options,  # type: ignore[arg-type]
+                audience=self.audience,
+                issuer=self.issuer,
+            )
+        except jwt.InvalidSignatureError:
+            raise TokenRejected(Reason.BAD_SIGNATURE, "signature does not verify") from None
+        except jwt.InvalidAlgorithmError:
+            raise TokenRejected(Reason.BAD_SIGNATURE, "algorithm not accepted") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenRejected(Reason.MISSING_CLAIM, f"missing claim {exc.claim}") from None
+        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
+            raise TokenRejected(Reason.BAD_SIGNATURE, f"not issued for us ({exc})") from None
+        except jwt.InvalidKeyError:
+            raise TokenRejected(Reason.BAD_SIGNATURE, "key not usable for this token") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError, json.JSONDecodeError):
+            raise TokenRejected(Reason.MALFORMED, "payload is not a JSON object") from None
+        if not isinstance(payload, dict):
+            raise TokenRejected(Reason.MALFORMED, "payload is not a JSON object")
+        return payload
+
+    def verify(self, token: Any, expected_typ: str = ACCESS) -> Claims:
+        """Verify ``token`` as a token of ``expected_typ``; raises ``TokenRejected``."""
+        payload = self.decode(token)
+        now = self.clock.now()
+
+        exp = payload.get("exp")
+        if exp is None:
+            raise TokenRejected(Reason.MISSING_CLAIM, "missing claim exp")
+        if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+            raise TokenRejected(Reason.MALFORMED, "exp is not a number")
+        sid = payload.get("sid", payload.get("sessionId"))
+        if sid is None or sid == "":
+            raise TokenRejected(Reason.MISSING_CLAIM, "missing claim sid")
+        if not isinstance(sid, str):
+            raise TokenRejected(Reason.MALFORMED, "sid is not a string")
+
+        typ = payload.get("typ")
+        if typ is None:
+            if self.require_typ:
+                raise TokenRejected(Reason.MISSING_CLAIM, "missing claim typ")
+            typ = expected_typ  # interop: untyped tokens, as the Express design issues them
+        elif typ != expected_typ:
+            raise TokenRejected(Reason.WRONG_TYPE, f"expected a {expected_typ} token, got {typ!r}")
+
+        for claim in ("nbf", "iat"):
+            value = payload.get(claim)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TokenRejected(Reason.MALFORMED, f"{claim} is not a number")
+            if value > now + self.leeway:
+                raise TokenRejected(Reason.NOT_YET_VALID, f"{claim} is in the future")
+
+        claims = self._claims(payload, token, typ)
+        if exp <= now - self.leeway:
+            raise TokenRejected(Reason.EXPIRED, "token has expired", claims)
+        return claims
+
+    def _claims(self, payload: dict[str, Any], token: str, typ: str) -> Claims:
+        jti = payload.get("jti")
+        if not isinstance(jti, str) or not jti:
+            jti = token_fingerprint(token)
+        sid = payload.get("sid", payload.get("sessionId"))
+        sub = payload.get("sub")
+        iat = payload.get("iat")
+        return Claims(
+            sid=str(sid),
+            jti=jti,
+            exp=float(payload["exp"]),
+            typ=typ,
+            sub=None if sub is None else str(sub),
+            iat=float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None,
+            email=payload.get("email") if isinstance(payload.get("email"), str) else None,
+            name=payload.get("name") if isinstance(payload.get("name"), str) else None,
+            raw=payload,
+        )
+
+
+def is_hmac(algorithm: str) -> bool:
+    return algorithm in HMAC_ALGORITHMS

@@ -1,0 +1,132 @@
+"""Shared fixtures: a real Redis (embedded, or SESSIONMON_TEST_REDIS_URL) and a fresh SQLite file."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from sessionmon.core.auth import Auth
+from sessionmon.core.blacklist import Blacklist, connect
+from sessionmon.core.clock import FrozenClock
+from sessionmon.core.config import KeyMaterial, Settings
+from sessionmon.core.embedded import EmbeddedRedis
+from sessionmon.core.store import Store
+from sessionmon.core.tokens import TokenCodec
+from tests.redis_server import RedisProcess
+
+TEST_SECRET = "test-secret-" + secrets.token_hex(24)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redis every test uses: SESSIONMON_TEST_REDIS_URL, else an embedded server."""
+    url = os.environ.get("SESSIONMON_TEST_REDIS_URL")
+    if url:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            pytest.exit(f"SESSIONMON_TEST_REDIS_URL={url} does not answer: {exc}", returncode=3)
+        finally:
+            client.close()
+        yield url
+        return
+    embedded = EmbeddedRedis(tmp_path_factory.mktemp("embedded-redis") / "tests.db")
+    yield embedded.start()
+    embedded.stop(force=True)
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are removed afterwards."""
+    p = f"smtest:{uuid.uuid4().hex[:12]}:"
+    yield p
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=p + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = connect(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    """A clock that starts at the real time (Redis TTLs are real) and moves only when told."""
+    return FrozenClock(time.time())
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "sessions.db"
+
+
+@pytest.fixture
+def store(db_path: Path, clock: FrozenClock) -> Iterator[Store]:
+    s = Store(db_path, clock=clock)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def blacklist(redis_client: redis.Redis, prefix: str, clock: FrozenClock) -> Blacklist:
+    return Blacklist(redis_client, prefix=prefix, leeway=10, clock=clock)
+
+
+@pytest.fixture
+def keys() -> KeyMaterial:
+    return KeyMaterial("HS256", TEST_SECRET.encode(), TEST_SECRET.encode(), "test")
+
+
+@pytest.fixture
+def codec(keys: KeyMaterial, clock: FrozenClock) -> TokenCodec:
+    return TokenCodec(keys, leeway=10, clock=clock)
+
+
+@pytest.fixture
+def auth(store: Store, blacklist: Blacklist, codec: TokenCodec, clock: FrozenClock) -> Auth:
+    return Auth(store, blacklist, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
+
+
+@pytest.fixture
+def settings(db_path: Path, redis_url: str, prefix: str) -> Settings:
+    return Settings(db=db_path, redis_url=redis_url, prefix=prefix, access_ttl=60, refresh_ttl=3600)
+
+
+@pytest.fixture
+def cli_env(db_path: Path, redis_url: str, prefix: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the console script against this test's DB and Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONMON_")}
+    env.update(
+        SESSIONMON_DB=str(db_path),
+        SESSIONMON_REDIS_URL=redis_url,
+        SESSIONMON_PREFIX=prefix,
+        SESSIONMON_SECRET=TEST_SECRET,
+        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+        XDG_DATA_HOME=str(tmp_path / "xdg-data"),
+    )
+    return env
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A private redis-server the test may kill and restart."""
+    proc = RedisProcess(tmp_path / "redis-proc").start()
+    yield proc
+    proc.stop()
