@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,7 +119,7 @@ class Auth:
         self,
         store: Store,
         blacklist: Blacklist,
-        codec: TokenCodec,
+        codec: TokenCodec | Callable[[], TokenCodec],
         *,
         access_ttl: float = 900.0,
         refresh_ttl: float = 7 * 86400.0,
@@ -129,7 +129,9 @@ class Auth:
     ) -> None:
         self.store = store
         self.blacklist = blacklist
-        self.codec = codec
+        # A callable loads the keys on first use: logging out needs no key, minting does.
+        self._codec = codec if isinstance(codec, TokenCodec) else None
+        self._codec_factory = None if isinstance(codec, TokenCodec) else codec
         self.access_ttl = float(access_ttl)
         self.refresh_ttl = float(refresh_ttl)
         self.clock = clock
@@ -137,6 +139,17 @@ class Auth:
         self.source = source
         self._touched: OrderedDict[str, float] = OrderedDict()
         self._touch_lock = threading.Lock()
+
+    @property
+    def codec(self) -> TokenCodec:
+        if self._codec is None:
+            assert self._codec_factory is not None
+            self._codec = self._codec_factory()
+        return self._codec
+
+    @codec.setter
+    def codec(self, value: TokenCodec) -> None:
+        self._codec = value
 
     # -- login -------------------------------------------------------------------------------
 

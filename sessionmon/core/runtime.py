@@ -61,7 +61,7 @@ class Runtime:
             self._auth = Auth(
                 self.store,
                 self.blacklist,
-                self.codec,
+                lambda: self.codec,
                 access_ttl=self.settings.access_ttl,
                 refresh_ttl=self.settings.refresh_ttl,
                 clock=self.clock,

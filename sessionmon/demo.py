@@ -1,0 +1,212 @@
+"""The traffic generator: simulated users driving the real auth core.
+
+Users log in (varied emails, IPs and browsers), make authenticated requests at random intervals,
+silently refresh, some log out, some go idle until their tokens expire. It is what makes the monitor
+come alive. Sessions it creates are marked ``source = "demo"``; it refuses a database that holds
+sessions it did not create (a real user database must never receive fake sessions by accident).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sessionmon.core.auth import Auth
+from sessionmon.core.clock import SYSTEM_CLOCK, Clock
+from sessionmon.core.errors import ConfigError, DatabaseError, RedisUnavailable
+from sessionmon.core.store import Store
+from sessionmon.core.tokens import Reason
+
+DEMO_SOURCE = "demo"
+
+FIRST = (
+    "ann", "bob", "chen", "dara", "eli", "fatima", "gus", "hana", "ivan", "jo", "kemal", "lea",
+    "mo", "nina", "omar", "priya", "quinn", "rosa", "sam", "tariq", "uma", "vic", "wen", "yara",
+)
+LAST = (
+    "smith", "okafor", "li", "novak", "garcia", "haddad", "kim", "silva", "berg", "rossi",
+    "tanaka", "dubois", "kowalski", "nguyen", "meyer", "patel",
+)
+DOMAINS = ("example.com", "acme.test", "corp.example", "mail.example.org", "shop.test")
+AGENTS = (
+    "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 Safari/605.1.15",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/130.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+    "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/130.0 Mobile Safari",
+    "curl/8.10.1",
+    "python-httpx/0.28.1",
+)
+NETWORKS = ("192.0.2.", "198.51.100.", "203.0.113.")
+
+
+class DemoRefused(ConfigError):
+    """The database holds sessions the generator did not create."""
+
+
+def check_demo_database(store: Store, force: bool = False) -> None:
+    """Refuse a database with sessions not created by the demo, unless ``force``."""
+    if not force and store.has_foreign_sessions(DEMO_SOURCE):
+        raise DemoRefused(
+            f"{store.path} holds sessions the demo did not create; refusing to add fake sessions "
+            f"to it (use another --db, or --force if you really mean it)"
+        )
+
+
+@dataclass
+class SimUser:
+    """One simulated user and the tokens their browser holds."""
+
+    user_id: str
+    email: str
+    name: str
+    ip: str
+    agent: str
+    access: str | None = None
+    refresh: str | None = None
+    session_id: str | None = None
+
+
+class TrafficGenerator:
+    """Drives ``Auth`` with simulated users until stopped."""
+
+    def __init__(
+        self,
+        auth: Auth,
+        *,
+        users: int = 40,
+        seed: int | None = None,
+        on_event: Callable[[str], None] | None = None,
+        force: bool = False,
+        clock: Clock = SYSTEM_CLOCK,
+        own_connection: bool = True,
+    ) -> None:
+        store = Store(auth.store.path, clock=clock) if own_connection else auth.store
+        check_demo_database(store, force)
+        self._own_store = store if own_connection else None
+        self.auth = Auth(
+            store,
+            auth.blacklist,
+            auth.codec,
+            access_ttl=auth.access_ttl,
+            refresh_ttl=auth.refresh_ttl,
+            clock=clock,
+            touch_interval=auth.touch_interval,
+            source=DEMO_SOURCE,
+        )
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.on_event = on_event
+        self.users = [self._make_user(i) for i in range(max(1, users))]
+        self._stop = threading.Event()
+        self._queue: list[tuple[float, int]] = []
+        now = clock.now()
+        for i in range(len(self.users)):
+            heapq.heappush(self._queue, (now + self.rng.uniform(0, 3), i))
+        self.counts: dict[str, int] = {}
+
+    def _make_user(self, i: int) -> SimUser:
+        first = FIRST[i % len(FIRST)]
+        last = LAST[(i // len(FIRST) + i) % len(LAST)]
+        n = "" if i < len(FIRST) else str(i // len(FIRST))
+        return SimUser(
+            user_id=f"u{1000 + i}",
+            email=f"{first}.{last}{n}@{DOMAINS[i % len(DOMAINS)]}",
+            name=f"{first.title()} {last.title()}",
+            ip=self.rng.choice(NETWORKS) + str(self.rng.randint(2, 254)),
+            agent=self.rng.choice(AGENTS),
+        )
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def start(self) -> threading.Thread:
+        """Run in a daemon thread."""
+        thread = threading.Thread(target=self.run, name="sessionmon-demo", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Run until ``stop()``; Redis or database trouble is reported and retried."""
+        try:
+            while not self._stop.is_set():
+                due, _ = self._queue[0]
+                wait = due - self.clock.now()
+                if wait > 0 and self._stop.wait(min(wait, 0.5)):
+                    break
+                if wait <= 0:
+                    self.step()
+        finally:
+            if self._own_store is not None:
+                self._own_store.close()
+
+    def step(self) -> None:
+        """Act for the user whose turn it is, and schedule their next turn."""
+        due, i = heapq.heappop(self._queue)
+        user = self.users[i]
+        try:
+            delay = self._act(user)
+        except RedisUnavailable as exc:
+            self._emit("error", user, str(exc))
+            delay = 5.0
+        except DatabaseError as exc:
+            self._emit("error", user, str(exc))
+            delay = 5.0
+        heapq.heappush(self._queue, (max(due, self.clock.now()) + delay, i))
+
+    def _act(self, user: SimUser) -> float:
+        rng, auth = self.rng, self.auth
+        access_ttl = auth.access_ttl
+        if user.access is None:
+            if rng.random() < 0.15:
+                return rng.uniform(2, 10)  # not now
+            if rng.random() < 0.3:  # a new device or network now and then
+                user.ip = rng.choice(NETWORKS) + str(rng.randint(2, 254))
+                user.agent = rng.choice(AGENTS)
+            session, user.access, user.refresh = auth.login(
+                user.user_id, user.email, user.name, ip=user.ip, user_agent=user.agent
+            )
+            user.session_id = session.id
+            self._emit("login", user, f"ip={user.ip}")
+            return rng.uniform(1, access_ttl * 0.6)
+
+        result = auth.authenticate(user.access, user.refresh)
+        if not result.ok:
+            what = "kicked" if result.reason is Reason.REVOKED else "rejected"
+            self._emit(what, user, f"reason={result.reason}")
+            user.access = user.refresh = user.session_id = None
+            return rng.uniform(3, 15)
+        if result.new_access_token:
+            user.access = result.new_access_token
+            self._emit("refresh", user, "silent refresh: new access token")
+        else:
+            self._emit("request", user, "GET /api/me 200")
+
+        roll = rng.random()
+        if roll < 0.06:
+            sid = user.session_id
+            assert sid is not None
+            out = auth.logout(sid, actor="user", reason="logout", tokens=[])
+            self._emit("logout", user, f"{len(out.revoked)} keys blacklisted")
+            user.access = user.refresh = user.session_id = None
+            return rng.uniform(5, 30)
+        if roll < 0.12:
+            # Walk away: the access token expires, maybe the refresh token too.
+            idle = rng.uniform(access_ttl * 1.2, auth.refresh_ttl * 1.3)
+            self._emit("idle", user, f"goes idle for {int(idle)}s")
+            return idle
+        return rng.uniform(1, access_ttl * 1.4)
+
+    def _emit(self, kind: str, user: SimUser, detail: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if self.on_event is None:
+            return
+        stamp = time.strftime("%H:%M:%S", time.localtime(self.clock.now()))
+        sid = (user.session_id or "-")[:8]
+        self.on_event(f"{stamp}  {kind:<8} {user.email:<34} sid={sid:<8}  {detail}")
