@@ -124,6 +124,21 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help='print {"valid", "reason", "claims"}')
     check.add_argument("--refresh", action="store_true", help="check it as a refresh token")
 
+    purge = sub.add_parser(
+        "purge",
+        parents=[common],
+        help="delete sessions whose refresh token has expired",
+        description="Expired sessions stay in the database (ls --all shows them) until purged. "
+        "Their tokens can no longer be used, so nothing is blacklisted.",
+    )
+    purge.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        default="0s",
+        help="only sessions expired at least this long ago (default: all expired)",
+    )
+    purge.add_argument("--json", action="store_true", help='print {"deleted": N}')
+
     audit = sub.add_parser("audit", parents=[common], help="show the audit log, newest first")
     audit.add_argument("--json", action="store_true", help="print a JSON array")
     audit.add_argument("--limit", type=int, default=50, help="at most N rows (default 50)")
@@ -436,6 +451,37 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if reason is None else EXIT_NO_MATCH
 
 
+def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from sessionmon.core.config import parse_duration
+
+    older = parse_duration(args.older_than)
+    store = _open_store(settings)
+    try:
+        before = time.time() - older
+        deleted = store.purge_expired(before)
+        cutoff = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before))
+        store.write_audit(
+            [
+                {
+                    "at": time.time(),
+                    "actor": settings.actor,
+                    "action": "purge",
+                    "reason": f"refresh expired before {cutoff}",
+                    "outcome": f"ok: {deleted} deleted",
+                }
+            ]
+        )
+    finally:
+        store.close()
+    if args.json:
+        _json({"deleted": deleted})
+    else:
+        _out(f"deleted {deleted} expired session{'s' if deleted != 1 else ''}")
+    return EXIT_OK if deleted else EXIT_NO_MATCH
+
+
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
@@ -477,6 +523,7 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace, Settings], int]] = {
     "blacklist": cmd_blacklist,
     "check": cmd_check,
     "audit": cmd_audit,
+    "purge": cmd_purge,
 }
 
 

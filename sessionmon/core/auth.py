@@ -8,6 +8,7 @@ a SQLite failure after the blacklist leaves the tokens revoked and is reported a
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -57,7 +58,7 @@ class User:
 
 @dataclass(frozen=True)
 class AuthResult:
-    """What ``authenticate`` decided: a user, or a reason; and a new access token after a refresh."""
+    """What ``authenticate`` decided: a user or a reason; a new access token after a refresh."""
 
     user: User | None = None
     reason: Reason | None = None
@@ -221,11 +222,11 @@ class Auth:
         if not refresh_token:
             if rejection is not None:
                 return AuthResult.reject(rejection)
-            return AuthResult(reason=Reason.MISSING_CLAIM, detail="no token")
+            return AuthResult(reason=Reason.NO_TOKEN, detail="no token presented")
         return self.refresh(refresh_token)
 
     def refresh(self, refresh_token: str) -> AuthResult:
-        """Silent refresh: a valid, unrevoked refresh token of a live session -> new access token."""
+        """Silent refresh: valid, unrevoked refresh token of a live session -> new access token."""
         try:
             r = self.codec.verify(refresh_token, REFRESH)
         except TokenRejected as exc:
@@ -267,10 +268,9 @@ class Auth:
             self._touched.move_to_end(sid)
             while len(self._touched) > 100_000:
                 self._touched.popitem(last=False)
-        try:
+        # last_seen is informational: never fail a request over it.
+        with contextlib.suppress(DatabaseError):
             self.store.touch(sid, now)
-        except DatabaseError:
-            pass  # last_seen is informational; never fail a request over it
 
     # -- logout -------------------------------------------------------------------------------
 
@@ -282,7 +282,7 @@ class Auth:
         *,
         tokens: Sequence[Claims] = (),
     ) -> LogoutResult:
-        """The user logs out: blacklist the session's tokens (and ``tokens``), delete the session."""
+        """The user logs out: blacklist the session's tokens (and ``tokens``), delete it."""
         return self._revoke_sessions([session_id], "logout", actor, reason, extra=tokens)
 
     def force_logout(self, session_id: str, actor: str, reason: str | None = None) -> LogoutResult:
@@ -439,10 +439,9 @@ class Auth:
 
     def _audit_safely(self, rows: list[dict[str, Any]]) -> None:
         now = self.clock.now()
-        try:
+        # The audit of a failure must not hide the failure itself.
+        with contextlib.suppress(DatabaseError):
             self.store.write_audit([{"at": now, **r} for r in rows])
-        except DatabaseError:
-            pass  # the audit of a failure must not hide the failure itself
 
 
 def _user(c: Claims) -> User:

@@ -53,7 +53,9 @@ def redis_errors(what: str = "Redis") -> Iterator[None]:
     try:
         yield
     except redis.exceptions.BusyLoadingError as exc:
-        raise RedisUnavailable(f"{what} is loading its data after a restart ({_describe(exc)})")
+        raise RedisUnavailable(
+            f"{what} is loading its data after a restart ({_describe(exc)})"
+        ) from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         raise RedisUnavailable(f"{what} unreachable: {_describe(exc)}") from None
     except redis.exceptions.ResponseError as exc:
@@ -127,7 +129,7 @@ class Blacklist:
     def ttl_for(self, exp: float, now: float | None = None) -> int:
         """Seconds a key for a token expiring at ``exp`` must live: ceil(exp - now + leeway)."""
         now = self.clock.now() if now is None else now
-        return int(math.ceil(exp - now + self.leeway))
+        return math.ceil(exp - now + self.leeway)
 
     def _run(self, fn: Callable[[], T]) -> T:
         with redis_errors():

@@ -8,6 +8,7 @@ file generated beside the database when the embedded default is in use.
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import re
 import secrets
@@ -47,6 +48,8 @@ def parse_duration(text: str | float | int) -> float:
             raise ConfigError(f"not a duration: {text!r} (use e.g. 30s, 15m, 2h, 7d)")
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
+    if not math.isfinite(total):
+        raise ConfigError(f"duration too large: {text!r}")
     return total
 
 
@@ -84,14 +87,18 @@ def mask_url(url: str | None) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable URL>"
+    # redis-py also takes the password from the query string (?password=...).
+    query = "&".join(
+        f"{name}=***" if "password" in name.lower() else f"{name}={value}" if value else name
+        for name, _, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
     if parts.password is None:
-        return url
+        return url if query == parts.query else urlunsplit(parts._replace(query=query))
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    # Keep what follows the "@" verbatim (brackets of an IPv6 host, the port).
+    host = parts.netloc.rpartition("@")[2]
     netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -321,11 +328,15 @@ def load_keys(settings: Settings, env: Mapping[str, str] | None = None) -> KeyMa
                 _read_key_file(priv_path, "private key file"), password=None
             )
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"private key file {priv_path} is not a PEM private key: {exc}")
+            raise ConfigError(
+                f"private key file {priv_path} is not a PEM private key: {exc}"
+            ) from None
         public = private.public_key()
     if pub_path:
         try:
             public = serialization.load_pem_public_key(_read_key_file(pub_path, "public key file"))
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"public key file {pub_path} is not a PEM public key: {exc}")
+            raise ConfigError(
+                f"public key file {pub_path} is not a PEM public key: {exc}"
+            ) from None
     return KeyMaterial(alg, private, public, str(priv_path or pub_path))

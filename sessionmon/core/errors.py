@@ -1,4 +1,4 @@
-"""Typed errors raised by the core and turned into banners, exit codes or status codes at the edge."""
+"""Typed errors raised by the core, turned into banners, exit codes or status codes at the edge."""
 
 from __future__ import annotations
 

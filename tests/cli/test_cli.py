@@ -69,7 +69,7 @@ def assert_clean_error(proc: subprocess.CompletedProcess[str], code: int, needle
 
 def test_version_and_help_on_every_command(run_cli: Run) -> None:
     assert run_cli("--version").stdout.startswith("sessionmon ")
-    for cmd in ("tui", "demo", "ls", "logout", "blacklist", "check", "audit"):
+    for cmd in ("tui", "demo", "ls", "logout", "blacklist", "check", "audit", "purge"):
         proc = run_cli(cmd, "--help")
         assert proc.returncode == 0, cmd
         assert "--db" in proc.stdout and "usage: sessionmon " + cmd in proc.stdout
@@ -106,6 +106,20 @@ def test_ls_all_includes_expired(run_cli: Run, auth: Auth, clock) -> None:  # ty
     assert "older@example.com" not in {r["email"] for r in live}
     assert {"older@example.com"} <= {r["email"] for r in everything}
     assert next(r for r in everything if r["email"] == "older@example.com")["state"] == "expired"
+
+
+def test_purge_deletes_only_expired_and_audits(run_cli: Run, auth: Auth, clock) -> None:  # type: ignore[no-untyped-def]
+    live, _, _ = auth.login("u1", "live@example.com", "Live")
+    clock.advance(-7200)
+    gone, _, _ = auth.login("u2", "gone@example.com", "Gone")  # refresh expired an hour ago
+    clock.advance(7200)
+    assert run_cli("purge", "--older-than", "2h").returncode == 1  # expired only 1h ago
+    proc = run_cli("purge", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"deleted": 1}
+    assert auth.store.get_session(gone.id) is None
+    assert auth.store.get_session(live.id) is not None
+    assert auth.store.audit(limit=1)[0].action == "purge"
 
 
 def test_logout_session_then_blacklist_and_audit(
