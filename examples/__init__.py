@@ -1,0 +1,1 @@
+"""Runnable examples (``uvicorn examples.webapp:app``)."""
