@@ -339,4 +339,17 @@ def load_keys(settings: Settings, env: Mapping[str, str] | None = None) -> KeyMa
             raise ConfigError(
                 f"public key file {pub_path} is not a PEM public key: {exc}"
             ) from None
+    # A key of another type (an EC key for RS256, ...) is a configuration error now, not a
+    # TypeError on the first mint or "bad_signature" for every token.
+    import jwt
+
+    for key, path in ((private, priv_path), (public, pub_path)):
+        if key is None:
+            continue
+        try:
+            jwt.get_algorithm_by_name(alg).prepare_key(key)
+        except (jwt.InvalidKeyError, TypeError, ValueError):
+            raise ConfigError(
+                f"key file {path} holds a {type(key).__name__}, not a key for {alg}"
+            ) from None
     return KeyMaterial(alg, private, public, str(priv_path or pub_path))

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import IO
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from sessionmon.core.errors import ConfigError, RedisUnavailable
 
@@ -71,8 +73,13 @@ class EmbeddedRedis:
         return f"unix://{self.socket}"
 
     def _client(self) -> redis.Redis:
+        # No retries: a server that is gone (after SHUTDOWN, or a stale socket) must be
+        # reported at once, not after redis-py's default backoff of several seconds.
         return redis.Redis(
-            unix_socket_path=str(self.socket), socket_timeout=2, socket_connect_timeout=2
+            unix_socket_path=str(self.socket),
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0),
         )
 
     def answering(self) -> bool:

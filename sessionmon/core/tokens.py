@@ -37,6 +37,7 @@ class Reason(StrEnum):
     SESSION_NOT_FOUND = "session_not_found"
     TOO_LARGE = "too_large"
     NOT_YET_VALID = "not_yet_valid"
+    NO_TOKEN = "no_token"  # a request that presented no token at all (not a token rejection)
 
 
 class TokenRejected(Exception):
@@ -222,7 +223,7 @@ class TokenCodec:
         exp = payload.get("exp")
         if exp is None:
             raise TokenRejected(Reason.MISSING_CLAIM, "missing claim exp")
-        if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+        if _finite(exp) is None:
             raise TokenRejected(Reason.MALFORMED, "exp is not a number")
         sid = payload.get("sid", payload.get("sessionId"))
         if sid is None or sid == "":
@@ -242,7 +243,7 @@ class TokenCodec:
             value = payload.get(claim)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if _finite(value) is None:
                 raise TokenRejected(Reason.MALFORMED, f"{claim} is not a number")
             if value > now + self.leeway:
                 raise TokenRejected(Reason.NOT_YET_VALID, f"{claim} is in the future")
@@ -265,11 +266,22 @@ class TokenCodec:
             exp=float(payload["exp"]),
             typ=typ,
             sub=None if sub is None else str(sub),
-            iat=float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None,
+            iat=_finite(iat),
             email=payload.get("email") if isinstance(payload.get("email"), str) else None,
             name=payload.get("name") if isinstance(payload.get("name"), str) else None,
             raw=payload,
         )
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (not a number, NaN, infinite, or too large)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def is_hmac(algorithm: str) -> bool:
