@@ -24,6 +24,7 @@ from sessionmon.core.blacklist import (
 )
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import DatabaseError, RedisUnavailable
+from sessionmon.core.revocation_cache import RevocationCheck
 from sessionmon.core.store import Session, Store
 from sessionmon.core.tokens import (
     ACCESS,
@@ -34,6 +35,10 @@ from sessionmon.core.tokens import (
     TokenRejected,
     new_id,
 )
+
+# Extra life for a session key beyond the longest token: covers an access token minted by a
+# silent refresh that races the logout (its clock reading comes a little later than ours).
+RACE_MARGIN = 30.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class Auth:
         clock: Clock = SYSTEM_CLOCK,
         touch_interval: float = 15.0,
         source: str | None = None,
+        revocation_cache: RevocationCheck | None = None,
     ) -> None:
         self.store = store
         self.blacklist = blacklist
@@ -138,6 +144,9 @@ class Auth:
         self.clock = clock
         self.touch_interval = touch_interval
         self.source = source
+        # Off by default: every check is one EXISTS. A CachedRevocations answers from memory.
+        self.revocation_cache = revocation_cache
+        self._revocations: RevocationCheck = revocation_cache or blacklist
         self._touched: OrderedDict[str, float] = OrderedDict()
         self._touch_lock = threading.Lock()
 
@@ -209,7 +218,7 @@ class Auth:
             except TokenRejected as exc:
                 rejection = exc
         if claims is not None:
-            if self.blacklist.is_revoked(claims.jti, claims.sid):
+            if self._revocations.is_revoked(claims.jti, claims.sid):
                 return AuthResult(
                     reason=Reason.REVOKED, detail="token or session revoked", claims=claims
                 )
@@ -231,7 +240,7 @@ class Auth:
             r = self.codec.verify(refresh_token, REFRESH)
         except TokenRejected as exc:
             return AuthResult.reject(exc)
-        if self.blacklist.is_revoked(r.jti, r.sid):
+        if self._revocations.is_revoked(r.jti, r.sid):
             return AuthResult(
                 reason=Reason.REVOKED, detail="refresh token or session revoked", claims=r
             )
@@ -368,7 +377,9 @@ class Auth:
                 )
             # The session key outlives every token of the session, including an access token a
             # racing silent refresh may mint right now.
-            session_exp = max(s.refresh_exp or now, s.access_exp or now, now + self.access_ttl)
+            session_exp = max(
+                s.refresh_exp or now, s.access_exp or now, now + self.access_ttl + RACE_MARGIN
+            )
             reqs.append(RevokeRequest(KIND_SESSION, s.id, session_exp, None, s.user_id, s.email))
             keys_by_session[s.id] = [self.blacklist.key_for(q) for q in reqs]
             requests += reqs

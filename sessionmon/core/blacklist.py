@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -288,7 +289,9 @@ class Blacklist:
         now = self.clock.now()
 
         def run() -> tuple[int, list[BlacklistEntry]]:
-            next_cursor, keys = self.client.scan(cursor, match=f"{self._key_prefix}*", count=count)
+            # The prefix is literal text: escape the glob characters SCAN MATCH would interpret.
+            pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._key_prefix) + "*"
+            next_cursor, keys = self.client.scan(cursor, match=pattern, count=count)
             keys = [k for k in keys if _text(k) != self.index_key]
             if not keys:
                 return int(next_cursor), []

@@ -473,8 +473,8 @@ class Store:
             where.append("session_id = ?")
             params.append(session_id)
         if user:
-            where.append("(user_id = ? OR email = ?)")
-            params += [user, user]
+            where.append("(user_id = ? OR email = ? OR email = ?)")
+            params += [user, user, user.lower()]
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"

@@ -1,0 +1,272 @@
+"""The Redis blacklist: TTLs, the expiry index in the same MULTI/EXEC, paging, SCAN, one EXISTS."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from sessionmon.core.blacklist import (
+    KIND_ACCESS,
+    KIND_REFRESH,
+    KIND_SESSION,
+    Blacklist,
+    RevokeRequest,
+    connect,
+)
+from sessionmon.core.clock import FrozenClock
+from tests.redis_server import RedisProcess
+
+
+def access(jti: str, exp: float, sid: str = "s1") -> RevokeRequest:
+    return RevokeRequest(KIND_ACCESS, sid, exp, jti, "u1", "ann@example.com")
+
+
+def all_keys(client: redis.Redis, prefix: str) -> list[str]:
+    return sorted(k.decode() for k in client.scan_iter(match=prefix + "*", count=1000))
+
+
+def expected_ttl(bl: Blacklist, exp: float, now: float) -> int:
+    return math.ceil(exp - now + bl.leeway)
+
+
+@pytest.fixture
+def private_redis(redis_process: RedisProcess) -> Iterator[redis.Redis]:
+    client = connect(redis_process.url)
+    yield client
+    client.close()
+
+
+def commandstats(client: redis.Redis) -> dict[str, int]:
+    return {k.removeprefix("cmdstat_"): v["calls"] for k, v in client.info("commandstats").items()}
+
+
+# -- TTLs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("remaining", [1, 5, 59.5, 900, 3600, 7 * 86400])
+def test_every_key_has_a_ttl_within_the_leeway_of_the_token_life(
+    blacklist: Blacklist, redis_client: redis.Redis, clock: FrozenClock, remaining: float
+) -> None:
+    now = clock.now()
+    exp = now + remaining
+    reqs = [access("a1", exp), RevokeRequest(KIND_SESSION, "s1", exp, None, "u1")]
+    written = blacklist.revoke(reqs, reason="test", actor="pytest")
+    want = expected_ttl(blacklist, exp, now)
+    assert set(written) == {blacklist.token_key("a1"), blacklist.sid_key("s1")}
+    for key, ttl in written.items():
+        assert want - 1 <= ttl <= want, (key, ttl, want)
+        live = redis_client.ttl(key)
+        assert live > 0 and want - 1 <= live <= want, (key, live, want)
+        # Never longer than the token's remaining life plus the leeway (+1 s for the ceil).
+        assert live <= remaining + blacklist.leeway + 1
+
+
+def test_no_entry_key_is_ever_left_without_a_ttl(
+    blacklist: Blacklist, redis_client: redis.Redis, clock: FrozenClock, prefix: str
+) -> None:
+    now = clock.now()
+    blacklist.revoke(
+        [access(f"a{i}", now + 10 * i, sid=f"s{i}") for i in range(1, 20)]
+        + [RevokeRequest(KIND_SESSION, f"s{i}", now + 100, None) for i in range(5)]
+        + [RevokeRequest(KIND_REFRESH, "s1", now - 5, "r-in-leeway")],
+    )
+    keys = all_keys(redis_client, prefix)
+    assert len(keys) == 19 + 5 + 1 + 1  # + the index
+    for key in keys:
+        if key == blacklist.index_key:
+            continue
+        assert redis_client.ttl(key) > 0, key
+
+
+def test_token_expired_beyond_the_leeway_is_not_written(
+    blacklist: Blacklist, redis_client: redis.Redis, clock: FrozenClock, prefix: str
+) -> None:
+    now = clock.now()
+    gone = access("long-gone", now - blacklist.leeway - 1)
+    edge = access("at-the-edge", now - blacklist.leeway)
+    assert blacklist.revoke([gone, edge]) == {}
+    assert all_keys(redis_client, prefix) == []  # not even the index
+    within = access("within-leeway", now - blacklist.leeway + 3)
+    written = blacklist.revoke([gone, within])
+    assert list(written) == [blacklist.token_key("within-leeway")]
+    assert 2 <= written[blacklist.token_key("within-leeway")] <= 3
+    assert not redis_client.exists(blacklist.token_key("long-gone"))
+
+
+def test_value_is_small_json(blacklist: Blacklist, redis_client: redis.Redis) -> None:
+    exp = blacklist.clock.now() + 60
+    blacklist.revoke([access("a1", exp)], reason="incident", actor="ops")
+    doc = json.loads(redis_client.get(blacklist.token_key("a1")))
+    assert doc["kind"] == "access" and doc["sid"] == "s1" and doc["sub"] == "u1"
+    assert (doc["email"], doc["reason"], doc["actor"], doc["exp"]) == (
+        "ann@example.com",
+        "incident",
+        "ops",
+        exp,
+    )
+    assert abs(doc["revoked_at"] - blacklist.clock.now()) < 1
+
+
+# -- the expiry index ------------------------------------------------------------------------
+
+
+def test_index_is_written_with_the_keys_in_one_multi_exec(
+    private_redis: redis.Redis, clock: FrozenClock
+) -> None:
+    bl = Blacklist(private_redis, prefix="t:", leeway=10, clock=clock)
+    bl.ping()
+    private_redis.config_resetstat()
+    now = clock.now()
+    written = bl.revoke([access("a1", now + 60), access("a2", now + 120)])
+    stats = commandstats(private_redis)
+    assert stats.get("multi") == 1 and stats.get("exec") == 1
+    assert stats.get("set") == 2 and stats.get("zadd") == 2
+    for key, ttl in written.items():
+        score = private_redis.zscore(bl.index_key, key)
+        assert score is not None and abs(score - (now + ttl)) < 1e-3
+
+
+def test_index_is_pruned_of_expired_members(
+    blacklist: Blacklist, redis_client: redis.Redis, clock: FrozenClock
+) -> None:
+    now = clock.now()
+    blacklist.revoke([access("short", now + 1), access("long", now + 600)])
+    assert redis_client.zcard(blacklist.index_key) == 2
+    clock.advance(60)  # "short" (+ leeway) is over on our clock
+    blacklist.revoke([access("newer", clock.now() + 600)])
+    members = {m.decode() for m in redis_client.zrange(blacklist.index_key, 0, -1)}
+    assert members == {blacklist.token_key("long"), blacklist.token_key("newer")}
+    assert blacklist.count() == 2
+    # Once everything has expired, a prune removes the index key itself.
+    clock.advance(7200)
+    assert blacklist.count() == 0
+    assert not redis_client.exists(blacklist.index_key)
+
+
+def test_page_is_ordered_by_expiry(blacklist: Blacklist, clock: FrozenClock) -> None:
+    now = clock.now()
+    exps = [900, 30, 3600, 120, 60]
+    blacklist.revoke([access(f"a{e}", now + e, sid=f"s{e}") for e in exps], actor="ops")
+    page = blacklist.page()
+    assert [e.key for e in page] == [blacklist.token_key(f"a{e}") for e in sorted(exps)]
+    assert [e.expires_at for e in page] == sorted(e.expires_at for e in page)
+    first = page[0]
+    assert (first.kind, first.sid, first.sub, first.actor) == ("access", "s30", "u1", "ops")
+    assert 30 <= first.ttl <= 30 + blacklist.leeway + 1
+    desc = blacklist.page(descending=True)
+    assert [e.key for e in desc] == [e.key for e in reversed(page)]
+    assert [e.key for e in blacklist.page(offset=1, limit=2)] == [e.key for e in page[1:3]]
+    assert blacklist.page(offset=10) == []
+    assert first.to_dict()["key"] == first.key
+
+
+def test_page_drops_index_members_whose_key_is_gone(
+    blacklist: Blacklist, redis_client: redis.Redis, clock: FrozenClock
+) -> None:
+    now = clock.now()
+    blacklist.revoke([access("a1", now + 60), access("a2", now + 120)])
+    redis_client.delete(blacklist.token_key("a1"))  # e.g. removed by hand
+    assert [e.key for e in blacklist.page()] == [blacklist.token_key("a2")]
+    assert redis_client.zscore(blacklist.index_key, blacklist.token_key("a1")) is None
+
+
+def test_scan_finds_keys_written_by_others_without_the_index(
+    blacklist: Blacklist, redis_client: redis.Redis, clock: FrozenClock
+) -> None:
+    now = clock.now()
+    blacklist.revoke([access("ours", now + 60)])
+    redis_client.set(blacklist.token_key("theirs"), "revoked", ex=100)  # not JSON
+    redis_client.set(
+        blacklist.sid_key("their-session"), json.dumps({"sid": "their-session"}), ex=200
+    )
+    found: dict[str, object] = {}
+    cursor = 0
+    while True:
+        cursor, entries = blacklist.scan(cursor, count=10)
+        found.update((e.key, e) for e in entries)
+        if cursor == 0:
+            break
+    assert set(found) == {
+        blacklist.token_key("ours"),
+        blacklist.token_key("theirs"),
+        blacklist.sid_key("their-session"),
+    }
+    assert blacklist.index_key not in found
+    theirs = found[blacklist.token_key("theirs")]
+    assert theirs.kind == "token" and 90 < theirs.ttl <= 100  # type: ignore[attr-defined]
+    assert found[blacklist.sid_key("their-session")].kind == "session"  # type: ignore[attr-defined]
+    assert [e.key for e in blacklist.page()] == [blacklist.token_key("ours")]
+
+
+def test_entries_for_session_and_unrevoke(
+    blacklist: Blacklist, redis_client: redis.Redis, clock: FrozenClock, prefix: str
+) -> None:
+    now = clock.now()
+    blacklist.revoke(
+        [
+            access("a1", now + 60),
+            RevokeRequest(KIND_REFRESH, "s1", now + 3600, "r1"),
+            RevokeRequest(KIND_SESSION, "s1", now + 3600, None),
+        ]
+    )
+    entries = blacklist.entries_for_session("s1", ["a1", "r1", "not-revoked", ""])
+    assert {e.kind for e in entries} == {"access", "refresh", "session"}
+    assert blacklist.unrevoke([e.key for e in entries]) == 3
+    assert all_keys(redis_client, prefix) == []
+    assert blacklist.unrevoke([]) == 0
+
+
+# -- is_revoked ------------------------------------------------------------------------------
+
+
+def test_is_revoked_by_token_or_session(blacklist: Blacklist, clock: FrozenClock) -> None:
+    now = clock.now()
+    blacklist.revoke([access("a1", now + 60), RevokeRequest(KIND_SESSION, "s2", now + 60)])
+    assert blacklist.is_revoked("a1", "other")
+    assert blacklist.is_revoked("other", "s2")
+    assert blacklist.is_revoked(None, "s2")
+    assert not blacklist.is_revoked("other", "other")
+    assert not blacklist.is_revoked(None, None)
+
+
+def test_is_revoked_is_a_single_exists(private_redis: redis.Redis, clock: FrozenClock) -> None:
+    bl = Blacklist(private_redis, prefix="t:", leeway=10, clock=clock)
+    bl.revoke([RevokeRequest(KIND_SESSION, "s1", clock.now() + 60)])
+    private_redis.config_resetstat()
+    assert bl.is_revoked("some-jti", "s1")
+    stats = commandstats(private_redis)
+    stats.pop("config|resetstat", None)
+    stats.pop("config", None)
+    assert stats == {"exists": 1}
+    private_redis.config_resetstat()
+    assert not bl.is_revoked(None, None)  # nothing to ask: no round trip at all
+    stats = commandstats(private_redis)
+    assert "exists" not in stats
+
+
+def test_ping_and_count(blacklist: Blacklist, clock: FrozenClock) -> None:
+    assert blacklist.ping() >= 0
+    assert blacklist.count() == 0
+    blacklist.revoke([access(f"a{i}", clock.now() + 60) for i in range(3)])
+    assert blacklist.count() == 3
+
+
+def test_scan_treats_the_prefix_as_literal_text(
+    redis_client: redis.Redis, clock: FrozenClock, prefix: str
+) -> None:
+    glob_prefix = prefix + "a[1]*?:"
+    bl = Blacklist(redis_client, prefix=glob_prefix, clock=clock)
+    bl.revoke([access("mine", clock.now() + 60)])
+    # Keys the unescaped pattern "…a[1]*?:bl:*" would also have matched.
+    redis_client.set(prefix + "a1xy:bl:not-mine", "x", ex=60)
+    cursor, keys = 0, set()
+    while True:
+        cursor, entries = bl.scan(cursor, count=100)
+        keys |= {e.key for e in entries}
+        if cursor == 0:
+            break
+    assert keys == {bl.token_key("mine")}
