@@ -1,0 +1,103 @@
+"""The sessions view's model: row ids in view order, the cursor (kept on the same session), marks.
+
+No Textual here. At a million sessions the order is one ``array('q')`` of SQLite row ids (8 MB);
+finding where the cursor's session went after a reload is a ``bytes.find`` over that array.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from collections.abc import Iterable
+
+from sessionmon.tui.reader import SORT_CYCLE, ViewQuery
+
+_PACK = struct.Struct("q")
+
+
+def find_rowid(order: array, rowid: int) -> int:
+    """Index of ``rowid`` in ``order`` or -1, at memory speed (no Python loop over the array)."""
+    data = order.tobytes()
+    needle = _PACK.pack(rowid)
+    start = data.find(needle)
+    while start != -1 and start % _PACK.size:
+        start = data.find(needle, start + 1)
+    return -1 if start == -1 else start // _PACK.size
+
+
+class SessionList:
+    """Which sessions the view shows, in which order, where the cursor is, which are marked."""
+
+    def __init__(self, query: ViewQuery | None = None) -> None:
+        self.query = query or ViewQuery()
+        self.order: array = array("q")
+        self.cursor = 0
+        self.cursor_rowid: int | None = None
+        self.marks: dict[str, str] = {}  # session id -> email, captured when marked
+        self.loaded = False
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def rowid_at(self, index: int) -> int | None:
+        if 0 <= index < len(self.order):
+            return self.order[index]
+        return None
+
+    def set_order(self, order: array, query: ViewQuery | None = None) -> None:
+        """Replace the order; the cursor stays on its session, else at the same position."""
+        if query is not None:
+            self.query = query
+        self.order = order
+        self.loaded = True
+        if not order:
+            self.cursor, self.cursor_rowid = 0, None
+            return
+        index = -1 if self.cursor_rowid is None else find_rowid(order, self.cursor_rowid)
+        if index < 0:
+            index = min(self.cursor, len(order) - 1)
+        self.cursor = index
+        self.cursor_rowid = order[index]
+
+    def move_to(self, index: int) -> bool:
+        """Put the cursor on ``index`` (clamped); True if it moved."""
+        if not self.order:
+            return False
+        index = max(0, min(index, len(self.order) - 1))
+        moved = index != self.cursor or self.cursor_rowid != self.order[index]
+        self.cursor = index
+        self.cursor_rowid = self.order[index]
+        return moved
+
+    # -- query ----------------------------------------------------------------------------------
+
+    def next_sort(self) -> ViewQuery:
+        """The query with the next sort column (in its natural direction)."""
+        i = SORT_CYCLE.index(self.query.sort)
+        return ViewQuery(SORT_CYCLE[(i + 1) % len(SORT_CYCLE)], False, self.query.text)
+
+    def reversed_sort(self) -> ViewQuery:
+        return ViewQuery(self.query.sort, not self.query.reverse, self.query.text)
+
+    def sorted_by(self, sort: str) -> ViewQuery:
+        """Sort by ``sort``; the same column again reverses it (a header click)."""
+        if sort == self.query.sort:
+            return self.reversed_sort()
+        return ViewQuery(sort, False, self.query.text)
+
+    def filtered(self, text: str) -> ViewQuery:
+        return ViewQuery(self.query.sort, self.query.reverse, text)
+
+    # -- marks ----------------------------------------------------------------------------------
+
+    def toggle_mark(self, session_id: str, email: str | None) -> bool:
+        """Mark or unmark; returns True when now marked."""
+        if session_id in self.marks:
+            del self.marks[session_id]
+            return False
+        self.marks[session_id] = email or ""
+        return True
+
+    def unmark(self, session_ids: Iterable[str]) -> None:
+        for sid in session_ids:
+            self.marks.pop(sid, None)

@@ -1,0 +1,201 @@
+"""One poll of SQLite and Redis, run by the app in a worker thread (never two at once).
+
+SQLite: ``PRAGMA data_version`` says whether anything was committed since the last poll; only then
+(or when the query changed, or every ``reload_every`` seconds so expired sessions drop out) the
+row-id order is rebuilt. A reload that took long delays the next automatic one, so a million-row
+database cannot keep a core busy. Redis: a ping, the key count and one page of the expiry index
+around the blacklist view's scroll position; when Redis is down, attempts back off (doubling up to
+``backoff_cap`` seconds) forever, and sessions are still served from SQLite.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sessionmon.core.blacklist import Blacklist, BlacklistEntry
+from sessionmon.core.clock import Clock
+from sessionmon.core.errors import DatabaseError, RedisUnavailable
+from sessionmon.tui.reader import SessionReader, ViewQuery
+
+REDIS_DOWN = "Redis unreachable: blacklist state unknown, force-logout disabled"
+
+
+@dataclass(frozen=True)
+class PollRequest:
+    """What the app wants from the next poll."""
+
+    query: ViewQuery
+    reload: bool = False  # rebuild the order even if nothing changed (sort, filter, refresh now)
+    paused: bool = False  # keep the current order unless ``reload``
+    blacklist_offset: int = 0
+    blacklist_limit: int = 200
+    blacklist_descending: bool = False
+    redis_now: bool = False  # try Redis now even if backing off
+
+
+@dataclass(frozen=True)
+class SessionsResult:
+    """A new order for the sessions view."""
+
+    query: ViewQuery
+    order: array
+    live: int
+
+
+@dataclass(frozen=True)
+class RedisStatus:
+    """What the last poll knows about Redis."""
+
+    ok: bool | None = None  # None: not tried yet
+    latency: float | None = None
+    error: str | None = None
+    last_ok: float | None = None  # clock time of the last good poll
+    retry_in: float | None = None  # seconds until the next attempt when down
+
+
+@dataclass(frozen=True)
+class BlacklistResult:
+    """The key count and one window of keys ordered by expiry."""
+
+    count: int
+    offset: int
+    descending: bool
+    entries: list[BlacklistEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one poll found. ``sessions`` is None when the order did not change."""
+
+    at: float
+    redis: RedisStatus
+    sessions: SessionsResult | None = None
+    blacklist: BlacklistResult | None = None
+    db_error: str | None = None
+    live: int | None = None
+
+
+class Poller:
+    """Polls one database file and one blacklist. Call ``poll`` from one thread at a time."""
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        blacklist: Blacklist,
+        clock: Clock,
+        *,
+        reload_every: float = 15.0,
+        backoff_start: float = 0.5,
+        backoff_cap: float = 10.0,
+        max_duty: float = 0.25,
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.blacklist = blacklist
+        self.clock = clock
+        self.reload_every = reload_every
+        self.backoff_start = backoff_start
+        self.backoff_cap = backoff_cap
+        self.max_duty = max_duty
+        self._reader: SessionReader | None = None
+        self._data_version: int | None = None
+        self._loaded_query: ViewQuery | None = None
+        self._last_reload = 0.0  # monotonic
+        self._reload_cost = 0.0
+        self._live: int | None = None
+        self._order: array | None = None
+        self._redis = RedisStatus()
+        self._backoff = backoff_start
+        self._next_redis = 0.0  # monotonic
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    # -- SQLite -----------------------------------------------------------------------------
+
+    def _sessions(self, req: PollRequest) -> tuple[SessionsResult | None, str | None]:
+        try:
+            if self._reader is None:
+                self._reader = SessionReader(self.db_path)
+                self._data_version = None
+            reader = self._reader
+            version = reader.data_version()
+            mono = time.monotonic()
+            changed = version != self._data_version or req.query != self._loaded_query
+            stale = mono - self._last_reload >= self.reload_every
+            # A reload that costs a lot waits longer: at most ``max_duty`` of the time reloading.
+            cooled = mono - self._last_reload >= self._reload_cost / self.max_duty
+            due = (changed or stale) and cooled and not req.paused
+            if not (req.reload or due):
+                return None, None
+            now = self.clock.now()
+            started = time.perf_counter()
+            last = self._loaded_query
+            if (
+                self._order is not None
+                and last is not None
+                and version == self._data_version
+                and not stale
+                and req.query == ViewQuery(last.sort, not last.reverse, last.text)
+            ):
+                order = self._order[::-1]  # only the direction changed: no query at all
+            else:
+                order = reader.order(req.query, now)
+            self._order = order
+            live = reader.count_live(now) if req.query.text.strip() else len(order)
+            self._reload_cost = time.perf_counter() - started
+            self._last_reload = time.monotonic()
+            self._data_version = version
+            self._loaded_query = req.query
+            self._live = live
+            return SessionsResult(req.query, order, live), None
+        except DatabaseError as exc:
+            self.close()
+            self._data_version = None
+            return None, str(exc)
+
+    # -- Redis ------------------------------------------------------------------------------
+
+    def _redis_poll(self, req: PollRequest) -> BlacklistResult | None:
+        if self._redis.ok is False and not req.redis_now:
+            wait = self._next_redis - time.monotonic()
+            if wait > 0:
+                self._redis = RedisStatus(
+                    False, None, self._redis.error, self._redis.last_ok, retry_in=wait
+                )
+                return None
+        try:
+            latency = self.blacklist.ping()
+            count = self.blacklist.count()
+            offset = max(0, min(req.blacklist_offset, max(0, count - 1)))
+            entries = self.blacklist.page(
+                offset, req.blacklist_limit, descending=req.blacklist_descending
+            )
+        except RedisUnavailable as exc:
+            self._next_redis = time.monotonic() + self._backoff
+            retry = self._backoff
+            self._backoff = min(self._backoff * 2, self.backoff_cap)
+            self._redis = RedisStatus(False, None, str(exc), self._redis.last_ok, retry_in=retry)
+            return None
+        self._backoff = self.backoff_start
+        self._redis = RedisStatus(True, latency, None, self.clock.now())
+        return BlacklistResult(count, offset, req.blacklist_descending, entries)
+
+    # -- both -------------------------------------------------------------------------------
+
+    def poll(self, req: PollRequest) -> Snapshot:
+        """One poll; never raises for an unreachable Redis or a bad database."""
+        sessions, db_error = self._sessions(req)
+        blacklist = self._redis_poll(req)
+        return Snapshot(
+            at=self.clock.now(),
+            redis=self._redis,
+            sessions=sessions,
+            blacklist=blacklist,
+            db_error=db_error,
+            live=self._live,
+        )

@@ -1,0 +1,121 @@
+"""The force-logout confirm dialog: a ``ModalScreen[bool]`` about sessions captured at key press.
+
+The target (session ids, emails, user) is fixed when the operator pressed the key; whatever the
+list does underneath while the dialog is open, confirming acts on exactly that target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+from sessionmon.tui.format import plural
+
+
+@dataclass(frozen=True)
+class LogoutTarget:
+    """What a force-logout will act on, captured when the key was pressed."""
+
+    kind: str  # "session", "marked" or "user"
+    session_ids: tuple[str, ...]
+    emails: tuple[str, ...]
+    user_id: str | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.session_ids)
+
+    @property
+    def title(self) -> str:
+        if self.kind == "user":
+            who = self.emails[0] if self.emails else self.user_id
+            return f"Force-logout {who}: {plural(self.count, 'session')}?"
+        return f"Force-logout {plural(self.count, 'session')}?"
+
+
+class ConfirmLogout(ModalScreen[bool]):
+    """Names what will be logged out. ``y``/Enter confirm, Tab to the reason, ``n``/Esc cancel."""
+
+    DEFAULT_CSS = """
+    ConfirmLogout { align: center middle; background: $background 60%; }
+    ConfirmLogout > #dialog {
+        width: 76; height: auto; max-height: 90%;
+        border: thick $error 80%; background: $surface; padding: 1 2;
+    }
+    ConfirmLogout #title { text-style: bold; color: $text; width: 100%; margin-bottom: 1; }
+    ConfirmLogout #targets { height: auto; max-height: 12; color: $text; margin-bottom: 1; }
+    ConfirmLogout #explain { color: $text-muted; margin-bottom: 1; }
+    ConfirmLogout #reason { margin-bottom: 1; }
+    ConfirmLogout #buttons { height: auto; align-horizontal: right; }
+    ConfirmLogout #buttons Button { margin-left: 2; }
+    ConfirmLogout #hint { color: $text-muted; margin-top: 1; }
+    """
+
+    BINDINGS = [
+        Binding("y", "confirm", "Confirm", id="confirm.yes"),
+        Binding("n,escape", "cancel", "Cancel", id="confirm.no"),
+    ]
+
+    MAX_LISTED = 8
+
+    def __init__(self, target: LogoutTarget) -> None:
+        super().__init__()
+        self.target = target
+        self.reason: str | None = None
+
+    def compose(self) -> ComposeResult:
+        t = self.target
+        with Vertical(id="dialog"):
+            yield Label(t.title, id="title", markup=False)
+            lines = [
+                f"{sid}  {email}"
+                for sid, email in zip(
+                    t.session_ids[: self.MAX_LISTED], self._emails(), strict=False
+                )
+            ]
+            if t.count > self.MAX_LISTED:
+                lines.append(f"… and {t.count - self.MAX_LISTED:,} more")
+            yield Static("\n".join(lines), id="targets", markup=False)
+            yield Static(
+                "Their access and refresh tokens and the session ids go on the blacklist "
+                "(each key lives as long as its token), then the sessions are deleted.",
+                id="explain",
+            )
+            yield Input(placeholder="reason (optional, goes to the audit log)", id="reason")
+            with Horizontal(id="buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(f"Log out {plural(t.count, 'session')}", variant="error", id="confirm")
+            yield Static("y / Enter confirm · Tab reason · n / Esc cancel", id="hint")
+
+    def _emails(self) -> list[str]:
+        t = self.target
+        if len(t.emails) == len(t.session_ids):
+            return list(t.emails)
+        return [t.emails[0] if t.emails else ""] * len(t.session_ids)
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).can_focus = False  # Tab goes confirm <-> reason
+        self.query_one("#confirm", Button).focus()
+
+    def action_confirm(self) -> None:
+        self.reason = self.query_one("#reason", Input).value.strip() or None
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_confirm()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "confirm":
+            self.action_confirm()
+        else:
+            self.action_cancel()

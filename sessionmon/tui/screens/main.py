@@ -1,0 +1,334 @@
+"""The main screen: status bar, banner, sessions / blacklist views, filter, detail pane, footer.
+
+It turns key presses into actions and snapshots into what is drawn; the app owns the workers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from textual import events, on
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, Footer, Input
+
+from sessionmon.core.errors import DatabaseError
+from sessionmon.tui.actions import DESTRUCTIVE, bindings
+from sessionmon.tui.poller import REDIS_DOWN, Snapshot
+from sessionmon.tui.reader import ViewQuery
+from sessionmon.tui.screens.confirm import ConfirmLogout, LogoutTarget
+from sessionmon.tui.screens.help import HelpScreen
+from sessionmon.tui.widgets.banner import Banner
+from sessionmon.tui.widgets.blacklist_table import BlacklistTable
+from sessionmon.tui.widgets.detail_pane import DetailPane, SessionDetail
+from sessionmon.tui.widgets.sessions_table import SessionsTable
+from sessionmon.tui.widgets.status_bar import StatusBar
+from sessionmon.tui.widgets.table import LineTable
+
+if TYPE_CHECKING:
+    from sessionmon.tui.app import SessionmonApp
+
+SESSIONS_ONLY = frozenset(
+    {"force_logout", "force_logout_user", "toggle_mark", "filter", "cycle_sort"}
+)
+FILTER_DEBOUNCE = 0.15
+
+
+def without_address(error: str) -> str:
+    """The error without host, port or socket path (the banner says what, not where)."""
+    error = re.sub(r"\s*connecting to (unix socket: )?\S+?(?=\.\s|\.?$)", "", error).strip()
+    return error.removeprefix("Redis unreachable: ")
+
+
+class MainScreen(Screen[None]):
+    """What the operator looks at."""
+
+    BINDINGS = bindings()
+
+    app: SessionmonApp
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.snapshot: Snapshot | None = None
+        self.ready = False
+        self._filter_timer = None
+        self._sessions: SessionsTable | None = None
+        self._blacklist: BlacklistTable | None = None
+
+    def compose(self) -> ComposeResult:
+        app = self.app
+        yield StatusBar(app.status_info(), id="status")
+        yield Banner(id="banner")
+        with ContentSwitcher(initial="sessions", id="views"):
+            yield SessionsTable(
+                app.model,
+                app.open_reader,
+                app.clock,
+                access_life=app.settings.access_ttl,
+                id="sessions",
+            )
+            yield BlacklistTable(app.clock, id="blacklist")
+        yield Input(placeholder="filter: email, name, session id or IP", id="filter")
+        yield DetailPane(app.clock, app.settings.access_ttl, id="detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        # References kept from here on: queries during teardown would find nothing.
+        self._status = self.query_one(StatusBar)
+        self._banner = self.query_one(Banner)
+        self._detail = self.query_one(DetailPane)
+        self._sessions = self.query_one(SessionsTable)
+        self._blacklist = self.query_one(BlacklistTable)
+        self._switcher = self.query_one(ContentSwitcher)
+        self.ready = True
+        self.sessions.focus()
+        self.update_titles()
+        self.app.start_polling()
+
+    # -- parts ------------------------------------------------------------------------------
+
+    @property
+    def sessions(self) -> SessionsTable:
+        return self._sessions if self._sessions is not None else self.query_one(SessionsTable)
+
+    @property
+    def blacklist(self) -> BlacklistTable:
+        return self._blacklist if self._blacklist is not None else self.query_one(BlacklistTable)
+
+    @property
+    def filter_input(self) -> Input:
+        return self.query_one("#filter", Input)
+
+    @property
+    def on_sessions(self) -> bool:
+        return self._switcher.current == "sessions"
+
+    def update_titles(self) -> None:
+        table = self.sessions
+        title = table.title()
+        if table.model.marks:
+            title += f" · {len(table.model.marks)} marked"
+        if self.app.paused:
+            title += " · PAUSED"
+        table.border_title = title
+        self.blacklist.border_title = self.blacklist.title()
+
+    # -- live data --------------------------------------------------------------------------
+
+    def on_unmount(self) -> None:
+        self.ready = False
+
+    def apply_snapshot(self, snap: Snapshot) -> None:
+        """Show what one poll found."""
+        was_ok = self.snapshot.redis.ok if self.snapshot else None
+        was_db_ok = self.snapshot.db_error is None if self.snapshot else True
+        self.snapshot = snap
+        problems = []
+        if snap.redis.ok is False:
+            retry = snap.redis.retry_in
+            detail = without_address(snap.redis.error or "")
+            when = f" · retrying in {retry:.0f}s" if retry and retry >= 1 else " · retrying"
+            problems.append(f"{REDIS_DOWN}{when} ({detail})" if detail else REDIS_DOWN + when)
+        if snap.db_error:
+            problems.append(f"Database unavailable: {snap.db_error} · showing the last rows read")
+        self._banner.show_problems(problems)
+        if snap.sessions is not None:
+            self.sessions.apply(snap.sessions)
+            self.app.load_detail()  # the row may have changed even if the cursor did not move
+        if snap.blacklist is not None:
+            self.blacklist.apply(snap.blacklist)
+        elif snap.redis.ok is False:
+            self.blacklist.mark_stale()
+        if was_ok != snap.redis.ok or was_db_ok != (snap.db_error is None):
+            self.refresh_bindings()
+        self.tick()
+
+    def tick(self) -> None:
+        """Once a second: clock, countdowns (visible rows only), titles. No queries."""
+        self._status.show(self.app.status_info())
+        self.update_titles()
+        current: LineTable = self.sessions if self.on_sessions else self.blacklist
+        current.refresh()
+        self._detail.tick()
+
+    def show_detail(self, detail: SessionDetail | None, message: str = "") -> None:
+        self._detail.show(detail, message or "No session selected.")
+
+    @on(LineTable.CursorMoved, "#sessions")
+    def _cursor_moved(self) -> None:
+        self.app.load_detail()
+
+    @on(LineTable.HeaderClicked, "#sessions")
+    def _header_clicked(self, event: LineTable.HeaderClicked) -> None:
+        if event.column.sort:
+            self.app.set_query(self.app.model.sorted_by(event.column.sort))
+
+    @on(LineTable.HeaderClicked, "#blacklist")
+    def _blacklist_header_clicked(self) -> None:
+        self.action_reverse_sort()
+
+    @on(BlacklistTable.WindowWanted)
+    def _window_wanted(self) -> None:
+        self.app.request_poll()
+
+    # -- refusals ---------------------------------------------------------------------------
+
+    def refusal(self) -> str | None:
+        """Why force-logout is refused right now, or None."""
+        if self.app.settings.read_only:
+            return "read-only mode: force-logout is disabled"
+        if self.snapshot is not None and self.snapshot.redis.ok is False:
+            return "Redis unreachable: force-logout disabled"
+        return None
+
+    def disabled_actions(self) -> dict[str, str]:
+        """Action -> why it is disabled (for the help screen)."""
+        why = self.refusal()
+        if not why:
+            return {}
+        short = "read-only" if self.app.settings.read_only else "Redis unreachable"
+        return dict.fromkeys(DESTRUCTIVE, short)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in DESTRUCTIVE and self.refusal():
+            return None  # shown disabled; the key press is answered in on_key
+        if action in SESSIONS_ONLY and self.is_mounted and not self.on_sessions:
+            return None
+        return True
+
+    def on_key(self, event: events.Key) -> None:
+        if event.key in ("l", "L") and self.on_sessions:
+            why = self.refusal()
+            if why:
+                event.stop()
+                self.notify(why, title="Refused", severity="warning")
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def capture_target(self, whole_user: bool) -> LogoutTarget | None:
+        """The sessions a force-logout is about, fixed now (rows may move before confirm)."""
+        model = self.app.model
+        if not whole_user and model.marks:
+            ids = tuple(model.marks)
+            return LogoutTarget("marked", ids, tuple(model.marks[i] for i in ids))
+        session = self.sessions.selected
+        if session is None:
+            return None
+        if not whole_user:
+            return LogoutTarget("session", (session.id,), (session.email or "",))
+        try:
+            ids = tuple(self.app.sessions_of_user(session.user_id)) or (session.id,)
+        except DatabaseError as exc:
+            self.notify(str(exc), title="Cannot read the user's sessions", severity="error")
+            return None
+        return LogoutTarget("user", ids, (session.email or session.user_id,), session.user_id)
+
+    def _confirm(self, whole_user: bool) -> None:
+        why = self.refusal()
+        if why:
+            self.notify(why, title="Refused", severity="warning")
+            return
+        target = self.capture_target(whole_user)
+        if target is None:
+            self.notify("No session selected", severity="warning")
+            return
+        dialog = ConfirmLogout(target)
+
+        def done(confirmed: bool | None) -> None:
+            if confirmed:
+                self.app.start_logout(target, dialog.reason)
+
+        self.app.push_screen(dialog, done)
+
+    def action_force_logout(self) -> None:
+        self._confirm(whole_user=False)
+
+    def action_force_logout_user(self) -> None:
+        self._confirm(whole_user=True)
+
+    def action_toggle_mark(self) -> None:
+        session = self.sessions.selected
+        if session is None:
+            return
+        self.app.model.toggle_mark(session.id, session.email)
+        self.sessions.refresh()
+        self.sessions.action_cursor(1)
+        self.update_titles()
+
+    def action_filter(self) -> None:
+        box = self.filter_input
+        box.add_class("-shown")
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.filter_input
+        if box.value:
+            box.value = ""
+        box.remove_class("-shown")
+        if self.app.model.query.text:
+            self.app.set_query(self.app.model.filtered(""))
+        self.sessions.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        text = event.value
+
+        def apply() -> None:
+            if text != self.app.model.query.text:
+                self.app.set_query(self.app.model.filtered(text))
+
+        self._filter_timer = self.set_timer(FILTER_DEBOUNCE, apply)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        if event.value != self.app.model.query.text:
+            self.app.set_query(self.app.model.filtered(event.value))
+        if not event.value:
+            self.filter_input.remove_class("-shown")
+        self.sessions.focus()
+
+    def action_cycle_sort(self) -> None:
+        self.app.set_query(self.app.model.next_sort())
+
+    def action_reverse_sort(self) -> None:
+        if self.on_sessions:
+            self.app.set_query(self.app.model.reversed_sort())
+        else:
+            self.app.blacklist_descending = not self.app.blacklist_descending
+            self.app.request_poll(redis_now=True)
+
+    def action_toggle_pause(self) -> None:
+        self.app.paused = not self.app.paused
+        self.notify("Paused: the list is frozen" if self.app.paused else "Resumed", timeout=2)
+        if not self.app.paused:
+            self.app.request_poll(reload=True)
+        self.tick()
+
+    def action_refresh(self) -> None:
+        self.app.request_poll(reload=True, redis_now=True)
+
+    def action_switch_view(self) -> None:
+        switcher = self.query_one(ContentSwitcher)
+        to_blacklist = switcher.current == "sessions"
+        switcher.current = "blacklist" if to_blacklist else "sessions"
+        self.query_one(DetailPane).display = not to_blacklist
+        (self.blacklist if to_blacklist else self.sessions).focus()
+        self.refresh_bindings()
+        self.tick()
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.disabled_actions()))
+
+    async def action_quit(self) -> None:
+        await self.app.action_quit()
+
+    def query_changed(self, query: ViewQuery) -> None:
+        """The sort or filter changed: show it now (rows follow when the reload arrives)."""
+        self.sessions.model.query = query
+        self.sessions.refresh()
+        self.update_titles()

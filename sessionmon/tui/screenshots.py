@@ -1,0 +1,335 @@
+"""Pictures of the real monitor from fixed data: ``python -m sessionmon.tui.screenshots DIR``.
+
+Fixed session ids, a frozen clock and a fixed terminal size make every run draw the same screens
+(the snapshot tests use the same data). Saves SVG, and PNG when ``rsvg-convert`` is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from sessionmon.core.auth import Auth
+from sessionmon.core.blacklist import (
+    KIND_ACCESS,
+    KIND_REFRESH,
+    KIND_SESSION,
+    Blacklist,
+    RevokeRequest,
+    connect,
+)
+from sessionmon.core.clock import FrozenClock
+from sessionmon.core.config import KeyMaterial, Settings
+from sessionmon.core.store import Session, Store
+from sessionmon.core.tokens import TokenCodec
+
+NOW = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC
+SIZE = (160, 45)
+ACCESS_TTL = 900.0
+REFRESH_TTL = 7 * 86400.0
+DB_LABEL = "~/.local/share/sessionmon/sessions.db"
+REDIS_LABEL = "embedded"
+
+PEOPLE = (
+    ("ann.smith@example.com", "Ann Smith"),
+    ("bob.okafor@acme.test", "Bob Okafor"),
+    ("chen.li@corp.example", "Chen Li"),
+    ("dara.novak@mail.example.org", "Dara Novak"),
+    ("eli.garcia@shop.test", "Eli Garcia"),
+    ("fatima.haddad@example.com", "Fatima Haddad"),
+    ("gus.kim@acme.test", "Gus Kim"),
+    ("hana.silva@corp.example", "Hana Silva"),
+    ("ivan.berg@mail.example.org", "Ivan Berg"),
+    ("jo.rossi@shop.test", "Jo Rossi"),
+    ("kemal.tanaka@example.com", "Kemal Tanaka"),
+    ("lea.dubois@acme.test", "Léa Dubois"),
+)
+AGENTS = (
+    "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 Safari/605.1.15",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/130.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+    "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/130.0 Mobile Safari",
+    "curl/8.10.1",
+    "python-httpx/0.28.1",
+)
+# (person, access seconds left, age of the session, seconds since last seen)
+SHAPES = (
+    (0, 872, 3_400, 2),
+    (1, 505, 86_400 * 2, 40),
+    (2, 95, 7_200, 11),
+    (3, 31, 600, 3),
+    (0, -45, 86_400 * 3 + 3_000, 120),
+    (4, 760, 1_800, 8),
+    (5, 411, 86_400 * 5, 65),
+    (6, 150, 14_000, 22),
+    (7, 12, 300, 1),
+    (8, -400, 86_400, 700),
+    (9, 690, 5_400, 5),
+    (10, 250, 40_000, 31),
+    (11, 820, 90, 0),
+    (1, 333, 9_000, 14),
+    (2, 600, 86_400 * 6 + 40_000, 50),
+    (5, 58, 2_000, 9),
+)
+
+
+def fixed_id(rng: random.Random) -> str:
+    """A 22-character URL-safe id like ``core.tokens.new_id`` makes, from a seeded generator."""
+    return base64.urlsafe_b64encode(rng.randbytes(16)).rstrip(b"=").decode()
+
+
+def sample_sessions(now: float = NOW) -> list[Session]:
+    """The fixed sessions of the screenshots and snapshot tests."""
+    rng = random.Random(1234)
+    out = []
+    for i, (person, access_left, age, seen) in enumerate(SHAPES):
+        email, name = PEOPLE[person]
+        created = now - age
+        out.append(
+            Session(
+                id=fixed_id(rng),
+                user_id=f"u{1000 + person}",
+                email=email,
+                name=name,
+                created_at=created,
+                last_seen_at=now - seen,
+                ip=f"{('192.0.2.', '198.51.100.', '203.0.113.')[i % 3]}{10 + 7 * i}",
+                user_agent=AGENTS[i % len(AGENTS)],
+                access_jti=fixed_id(rng),
+                access_exp=now + access_left,
+                refresh_jti=fixed_id(rng),
+                refresh_exp=created + REFRESH_TTL,
+                refresh_count=int(age // ACCESS_TTL),
+                source="demo",
+            )
+        )
+    return out
+
+
+def seed(store: Store, blacklist: Blacklist | None, now: float = NOW) -> list[Session]:
+    """Write the fixed sessions, and (when Redis is given) some revoked ones to the blacklist."""
+    sessions = sample_sessions(now)
+    for s in sessions:
+        store.insert_session(s)
+    rng = random.Random(99)
+    revoked = (
+        ("mo.patel@shop.test", "u2001", "suspicious IP", 700, 86_400 * 2),
+        ("nina.meyer@example.com", "u2002", "password reset", 240, 86_400 * 6),
+        ("omar.nguyen@acme.test", "u2003", "user request", 90, 3_600 * 5),
+    )
+    audit = []
+    for email, user, reason, access_left, refresh_left in revoked:
+        sid = fixed_id(rng)
+        access_jti, refresh_jti = fixed_id(rng), fixed_id(rng)
+        if blacklist is not None:
+            blacklist.revoke(
+                [
+                    RevokeRequest(KIND_ACCESS, sid, now + access_left, access_jti, user, email),
+                    RevokeRequest(KIND_REFRESH, sid, now + refresh_left, refresh_jti, user, email),
+                    RevokeRequest(KIND_SESSION, sid, now + refresh_left, None, user, email),
+                ],
+                reason=reason,
+                actor="oncall",
+            )
+        audit.append(
+            {
+                "at": now - 60,
+                "actor": "oncall",
+                "action": "force_logout",
+                "session_id": sid,
+                "user_id": user,
+                "email": email,
+                "reason": reason,
+            }
+        )
+    store.write_audit(audit)
+    return sessions
+
+
+def sample_settings(db: Path, read_only: bool = False) -> Settings:
+    return Settings(
+        db=db,
+        access_ttl=ACCESS_TTL,
+        refresh_ttl=REFRESH_TTL,
+        actor="oncall",
+        interval=3600.0,  # one poll at start: pictures never depend on timing
+        read_only=read_only,
+    )
+
+
+def build_app(store: Store, blacklist: Blacklist, clock: FrozenClock, settings: Settings):
+    """The real app on fixed data, with labels that do not depend on temporary paths."""
+    from sessionmon.tui.app import SessionmonApp
+
+    keys = KeyMaterial("HS256", b"screenshots-only", b"screenshots-only", "screenshots")
+    codec = TokenCodec(keys, leeway=10, clock=clock)
+    auth = Auth(
+        store, blacklist, codec, access_ttl=ACCESS_TTL, refresh_ttl=REFRESH_TTL, clock=clock
+    )
+    return SessionmonApp(
+        store=store,
+        blacklist=blacklist,
+        auth=auth,
+        settings=settings,
+        clock=clock,
+        db_label=DB_LABEL,
+        redis_label=REDIS_LABEL,
+    )
+
+
+def freeze_latency(blacklist: Blacklist, seconds: float = 0.0004) -> None:
+    """Ping Redis for real but report a fixed latency (pictures must not change run to run)."""
+    real_ping = blacklist.ping
+
+    def ping() -> float:
+        real_ping()
+        return seconds
+
+    blacklist.ping = ping  # type: ignore[method-assign]
+
+
+def dead_redis_url() -> str:
+    """A Redis URL nothing listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+Steps = Callable[[object], Awaitable[None]]
+
+
+async def wait_until(pilot, check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the app run until ``check()`` is true (polls are real work in threads)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the monitor did not reach the expected state")
+        await pilot.pause(0.02)
+
+
+async def settle(pilot) -> None:
+    """Wait for the first poll and the detail pane."""
+    app = pilot.app
+    await wait_until(pilot, lambda: app.snapshot is not None and app.model.loaded)
+    await wait_until(pilot, lambda: app.main.query_one("#detail").detail is not None or True)
+    await pilot.pause(0.1)
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def _shoot(
+    out: Path, name: str, store: Store, blacklist: Blacklist, steps: Steps | None = None
+) -> Path:
+    clock = FrozenClock(NOW)
+    blacklist.clock = clock
+    app = build_app(store, blacklist, clock, sample_settings(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        if steps is not None:
+            await steps(pilot)
+            await pilot.pause(0.1)
+        path = out / f"{name}.svg"
+        app.save_screenshot(filename=path.name, path=str(out))
+    return path
+
+
+async def _confirm(pilot) -> None:
+    await pilot.press("down", "down")
+    await pilot.press("l")
+    await pilot.pause(0.1)
+
+
+async def _filtered(pilot) -> None:
+    await pilot.press("slash", *"acme")
+    await wait_until(pilot, lambda: pilot.app.model.query.text == "acme")
+    await pilot.app.workers.wait_for_complete()
+    await wait_until(pilot, lambda: len(pilot.app.model) == 4)
+    await pilot.press("enter")
+
+
+async def _help(pilot) -> None:
+    await pilot.press("question_mark")
+
+
+async def _blacklist(pilot) -> None:
+    await pilot.press("tab")
+
+
+async def make_all(out: Path) -> list[Path]:
+    """Every picture: main, confirm dialog, Redis down, filtered view, help, blacklist view."""
+    from sessionmon.core.embedded import EmbeddedRedis
+
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    with tempfile.TemporaryDirectory(prefix="sessionmon-shots-") as tmp:
+        db = Path(tmp) / "sessions.db"
+        embedded = EmbeddedRedis(db)
+        url = embedded.start()
+        client = connect(url)
+        try:
+            client.flushdb()
+            store = Store(db, clock=FrozenClock(NOW))
+            blacklist = Blacklist(client, prefix="shots:", leeway=10, clock=FrozenClock(NOW))
+            seed(store, blacklist)
+            freeze_latency(blacklist)
+            for name, steps in (
+                ("main", None),
+                ("confirm", _confirm),
+                ("filtered", _filtered),
+                ("help", _help),
+                ("blacklist", _blacklist),
+            ):
+                made.append(await _shoot(out, name, store, blacklist, steps))
+            down = Blacklist(connect(dead_redis_url(), timeout=0.5), prefix="shots:", leeway=10)
+            made.append(await _shoot(out, "redis-down", store, down))
+            store.close()
+        finally:
+            client.close()
+            embedded.stop(force=True)
+    return made
+
+
+def to_png(svgs: list[Path]) -> list[Path]:
+    """PNG copies through ``rsvg-convert``; empty when it is not installed."""
+    exe = shutil.which("rsvg-convert")
+    if exe is None:
+        return []
+    pngs = []
+    for svg in svgs:
+        png = svg.with_suffix(".png")
+        subprocess.run([exe, "--zoom", "1", "-o", str(png), str(svg)], check=True)
+        pngs.append(png)
+    return pngs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    out = Path(args[0] if args else "screenshots")
+    os.environ["TZ"] = "UTC"
+    with contextlib.suppress(AttributeError):
+        time.tzset()
+    svgs = asyncio.run(make_all(out))
+    pngs = to_png(svgs)
+    for path in svgs + pngs:
+        print(path)
+    if not pngs:
+        print("rsvg-convert not found: kept the SVGs only (apt-get install librsvg2-bin)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

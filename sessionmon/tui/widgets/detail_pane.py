@@ -1,0 +1,148 @@
+"""The detail pane: every field of the selected session, the claims its tokens carry (never a token
+or a signature), its blacklist keys and its audit history. Countdowns tick from stored values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+from sessionmon.core.blacklist import BlacklistEntry
+from sessionmon.core.clock import Clock
+from sessionmon.core.store import AuditEntry, Session
+from sessionmon.tui.format import ago, clock_time, countdown, date_time
+
+LEVEL_STYLES = {"plenty": "green", "low": "yellow", "critical": "bold red", "expired": "red"}
+
+
+@dataclass(frozen=True)
+class SessionDetail:
+    """What the pane shows for one session; ``keys`` is None when Redis could not be asked."""
+
+    session: Session
+    keys: list[BlacklistEntry] | None = None
+    audit: list[AuditEntry] = field(default_factory=list)
+    key_error: str | None = None
+
+
+def _grid() -> Table:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="dim", no_wrap=True, min_width=9)
+    table.add_column(overflow="ellipsis", no_wrap=True, ratio=1)
+    return table
+
+
+def _countdown(expires: float | None, now: float, life: float | None) -> Text:
+    text, level = countdown(expires, now, life)
+    return Text(text if level == "expired" else f"in {text}", style=LEVEL_STYLES[level])
+
+
+class DetailPane(Horizontal):
+    """Three columns: session, token claims, blacklist and audit."""
+
+    DEFAULT_CSS = """
+    DetailPane { height: 11; border: round $primary 50%; border-title-color: $text-muted; }
+    DetailPane > Static { width: 1fr; height: 100%; padding: 0 1; }
+    DetailPane > #detail-session { width: 2fr; }
+    DetailPane > #detail-history { width: 2fr; }
+    """
+
+    def __init__(self, clock: Clock, access_life: float, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.clock = clock
+        self.access_life = access_life
+        self.detail: SessionDetail | None = None
+        self.message = "No session selected."
+        self._panels = (
+            Static(id="detail-session"),
+            Static(id="detail-tokens"),
+            Static(id="detail-history"),
+        )
+
+    def compose(self) -> ComposeResult:
+        yield from self._panels
+
+    def on_mount(self) -> None:
+        self.border_title = "Session detail"
+        self.tick()
+
+    def show(self, detail: SessionDetail | None, message: str = "No session selected.") -> None:
+        self.detail = detail
+        self.message = message
+        self.tick()
+
+    def tick(self) -> None:
+        """Redraw (countdowns move) without asking anything of SQLite or Redis."""
+        if not self.is_mounted:
+            return
+        now = self.clock.now()
+        panels = self._panels
+        if self.detail is None:
+            panels[0].update(Text(self.message, style="dim"))
+            panels[1].update("")
+            panels[2].update("")
+            return
+        panels[0].update(self._session(self.detail.session, now))
+        panels[1].update(self._tokens(self.detail.session, now))
+        panels[2].update(self._history(self.detail, now))
+
+    def _session(self, s: Session, now: float) -> RenderableType:
+        t = _grid()
+        t.add_row("session", Text(s.id, style="bold"))
+        t.add_row("user", f"{s.user_id} · {s.email or '-'}")
+        t.add_row("name", s.name or "-")
+        t.add_row("ip", s.ip or "-")
+        t.add_row("agent", s.user_agent or "-")
+        t.add_row("created", f"{date_time(s.created_at)} ({ago(s.created_at, now)})")
+        t.add_row("last seen", f"{date_time(s.last_seen_at)} ({ago(s.last_seen_at, now)})")
+        t.add_row("refreshes", f"{s.refresh_count} · source {s.source or '-'}")
+        state = s.state(now)
+        style = {"active": "green", "refresh due": "yellow"}.get(state, "red")
+        t.add_row("state", Text(state, style=style))
+        return t
+
+    def _tokens(self, s: Session, now: float) -> RenderableType:
+        access = _grid()
+        access.add_row("jti", s.access_jti or "-")
+        access.add_row("exp", f"{date_time(s.access_exp)}")
+        access.add_row("expires", _countdown(s.access_exp, now, self.access_life))
+        refresh = _grid()
+        refresh.add_row("jti", s.refresh_jti or "-")
+        refresh.add_row("exp", date_time(s.refresh_exp))
+        life = (s.refresh_exp or now) - s.created_at
+        refresh.add_row("expires", _countdown(s.refresh_exp, now, life))
+        return Group(
+            Text.assemble(("access token  ", "bold"), (f"sub {s.user_id}", "dim")),
+            access,
+            Text("refresh token", style="bold"),
+            refresh,
+        )
+
+    def _history(self, d: SessionDetail, now: float) -> RenderableType:
+        parts: list[RenderableType] = [Text("blacklist keys", style="bold")]
+        if d.keys is None:
+            parts.append(Text(d.key_error or "unknown (Redis unreachable)", style="yellow"))
+        elif not d.keys:
+            parts.append(Text("none: the session's tokens are not revoked", style="dim"))
+        else:
+            keys = Table.grid(padding=(0, 1))
+            for e in d.keys:
+                life = e.expires_at - e.revoked_at if e.revoked_at else None
+                keys.add_row(e.kind, _countdown(e.expires_at, now, life), e.reason or "")
+            parts.append(keys)
+        parts.append(Text("audit", style="bold"))
+        if not d.audit:
+            parts.append(Text("no operator actions on this session", style="dim"))
+        else:
+            audit = Table.grid(padding=(0, 1))
+            for a in d.audit[:4]:
+                audit.add_row(
+                    clock_time(a.at), f"{a.action} by {a.actor}: {a.outcome}", a.reason or ""
+                )
+            parts.append(audit)
+        return Group(*parts)

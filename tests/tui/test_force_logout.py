@@ -1,0 +1,178 @@
+"""Force-logout through key presses, checked in SQLite and Redis."""
+
+from __future__ import annotations
+
+from sessionmon.core.auth import Auth
+from sessionmon.core.blacklist import Blacklist
+from sessionmon.core.store import Store
+from sessionmon.tui.screens.confirm import ConfirmLogout
+from sessionmon.tui.widgets.sessions_table import SessionsTable
+from tests.tui.conftest import SIZE, loaded, polled, wait_for
+
+
+def login_many(auth: Auth, n: int, user: str = "u") -> list:
+    return [
+        auth.login(f"{user}{i}", f"{user}{i}@example.com", f"User {i}", ip=f"10.0.0.{i}")[0]
+        for i in range(n)
+    ]
+
+
+def selected_id(app) -> str:
+    return app.main.query_one(SessionsTable).selected.id
+
+
+async def test_force_logout_one_session(make_app, auth: Auth, store: Store, blacklist: Blacklist):
+    sessions = login_many(auth, 3)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        target = selected_id(app)
+        victim = store.get_session(target)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "confirm dialog")
+        assert app.screen.target.session_ids == (target,)
+        assert app.screen.target.emails == (victim.email,)
+        assert app.screen.focused is app.screen.query_one("#confirm")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: store.get_session(target) is None, "session deleted")
+        assert blacklist.is_revoked(victim.access_jti, None)
+        assert blacklist.is_revoked(victim.refresh_jti, None)
+        assert blacklist.is_revoked(None, target)
+        audit = store.audit(session_id=target)
+        assert [(a.action, a.actor, a.outcome) for a in audit] == [("force_logout", "tester", "ok")]
+        # The row leaves the sessions view; its keys appear in the blacklist view.
+        await wait_for(pilot, lambda: len(app.model) == 2, "row gone")
+        table = app.main.query_one(SessionsTable)
+        shown = {table.session_at(i).id for i in range(len(app.model))}
+        assert shown == {s.id for s in sessions} - {target}
+        await wait_for(pilot, lambda: app.main.blacklist.count == 3, "keys listed")
+        assert {e.sid for e in app.main.blacklist.entries} == {target}
+        assert all(e.ttl > 0 for e in app.main.blacklist.entries)
+        # Other sessions are untouched.
+        assert len(store.list_sessions()) == 2
+
+
+async def test_cancel_does_nothing(make_app, auth: Auth, store: Store, blacklist: Blacklist):
+    login_many(auth, 2)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        for cancel in ("n", "escape"):
+            await pilot.press("l")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
+            await pilot.press(cancel)
+            await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmLogout), "closed")
+        await app.workers.wait_for_complete()
+    assert len(store.list_sessions()) == 2
+    assert blacklist.count() == 0
+    assert store.audit() == []
+
+
+async def test_reason_field_reached_by_tab_and_enter_confirms(
+    make_app, auth: Auth, store: Store, blacklist: Blacklist
+):
+    login_many(auth, 1)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        target = selected_id(app)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
+        await pilot.press("tab")
+        assert app.screen.focused is app.screen.query_one("#reason")
+        await pilot.press(*"stolen laptop", "enter")  # y and n type into the field here
+        await wait_for(pilot, lambda: store.get_session(target) is None, "deleted")
+    [entry] = store.audit(session_id=target)
+    assert entry.reason == "stolen laptop"
+    assert entry.actor == "tester"
+
+
+async def test_force_logout_every_session_of_a_user(
+    make_app, auth: Auth, store: Store, blacklist: Blacklist
+):
+    mine = [auth.login("u7", "seven@example.com", "Seven")[0] for _ in range(3)]
+    other = auth.login("u8", "eight@example.com", "Eight")[0]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert selected_id(app) == mine[0].id
+        await pilot.press("L")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
+        assert app.screen.target.count == 3
+        assert "3 sessions" in app.screen.target.title
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not store.sessions_for_user("u7"), "user's sessions gone")
+        assert store.get_session(other.id) is not None
+        for s in mine:
+            assert blacklist.is_revoked(s.access_jti, s.id)
+        assert {a.action for a in store.audit()} == {"force_logout_user"}
+
+
+async def test_force_logout_marked_sessions(
+    make_app, auth: Auth, store: Store, blacklist: Blacklist
+):
+    sessions = login_many(auth, 4)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.main.query_one(SessionsTable)
+        first = table.session_at(0).id
+        await pilot.press("space")  # marks row 0 and moves down
+        await pilot.press("down", "space")  # marks row 2
+        third = table.session_at(2).id
+        assert set(app.model.marks) == {first, third}
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
+        assert set(app.screen.target.session_ids) == {first, third}
+        await pilot.press("y")
+        await wait_for(pilot, lambda: len(store.list_sessions()) == 2, "two deleted")
+        await wait_for(pilot, lambda: not app.model.marks, "marks cleared")
+    left = {s.id for s in store.list_sessions()}
+    assert left == {s.id for s in sessions} - {first, third}
+    assert blacklist.is_revoked(None, first) and blacklist.is_revoked(None, third)
+
+
+async def test_dialog_acts_on_the_session_captured_at_keypress(
+    make_app, auth: Auth, store: Store, blacklist: Blacklist, clock
+):
+    login_many(auth, 3)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        captured = selected_id(app)
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
+        # Underneath the dialog the list re-sorts and the cursor ends on another session.
+        app.set_query(app.model.reversed_sort())
+        await polled(pilot)
+        app.main.query_one(SessionsTable).move_cursor(0)
+        under_cursor = selected_id(app)
+        assert under_cursor != captured
+        await pilot.press("y")
+        await wait_for(pilot, lambda: store.get_session(captured) is None, "captured deleted")
+        await app.workers.wait_for_complete()
+        assert store.get_session(under_cursor) is not None
+        assert not blacklist.is_revoked(None, under_cursor)
+
+
+async def test_read_only_refuses(make_app, auth: Auth, store: Store, blacklist: Blacklist):
+    login_many(auth, 2)
+    app = make_app(read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("l")
+        await pilot.press("L")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmLogout)
+        assert any("read-only" in n.message for n in app._notifications)
+        # Shown disabled in the footer and the help screen.
+        assert app.main.check_action("force_logout", ()) is None
+        assert app.main.check_action("force_logout_user", ()) is None
+        assert app.main.disabled_actions() == {
+            "force_logout": "read-only",
+            "force_logout_user": "read-only",
+        }
+        assert "READ-ONLY" in str(app.main.query_one("#status").render())
+        await app.workers.wait_for_complete()
+    assert len(store.list_sessions()) == 2
+    assert blacklist.count() == 0

@@ -1,0 +1,137 @@
+"""The pieces without Textual: order and cursor identity, cell text, the poller."""
+
+from __future__ import annotations
+
+from array import array
+
+import pytest
+
+from sessionmon.core.auth import Auth
+from sessionmon.core.blacklist import Blacklist, connect
+from sessionmon.core.store import Store
+from sessionmon.tui.format import countdown, short_agent
+from sessionmon.tui.model import SessionList, find_rowid
+from sessionmon.tui.poller import Poller, PollRequest
+from sessionmon.tui.reader import SORT_CYCLE, SessionReader, ViewQuery
+
+
+def test_find_rowid_only_matches_whole_entries():
+    order = array("q", [5, 1 << 8, 7, 2**40 + 3, 9])
+    assert find_rowid(order, 7) == 2
+    assert find_rowid(order, 2**40 + 3) == 3
+    assert find_rowid(order, 1) == -1  # the byte 0x01 inside 256 is not a match
+    assert find_rowid(array("q"), 3) == -1
+
+
+def test_cursor_follows_its_row_then_keeps_its_position():
+    model = SessionList()
+    model.set_order(array("q", [10, 20, 30, 40]))
+    model.move_to(2)
+    assert model.cursor_rowid == 30
+    model.set_order(array("q", [30, 10, 20, 40]))
+    assert (model.cursor, model.cursor_rowid) == (0, 30)
+    model.move_to(3)
+    model.set_order(array("q", [10, 20]))  # 40 is gone: clamp to the end
+    assert (model.cursor, model.cursor_rowid) == (1, 20)
+    model.set_order(array("q"))
+    assert (model.cursor, model.cursor_rowid) == (0, None)
+
+
+def test_sort_cycle_reverse_and_marks():
+    model = SessionList()
+    seen = [model.query.sort]
+    for _ in SORT_CYCLE:
+        model.query = model.next_sort()
+        seen.append(model.query.sort)
+    assert seen[: len(SORT_CYCLE)] == list(SORT_CYCLE) and seen[-1] == SORT_CYCLE[0]
+    assert model.sorted_by(model.query.sort).reverse is True
+    assert model.sorted_by("email") == ViewQuery("email", False, "")
+    assert model.toggle_mark("s1", "a@x") is True
+    assert model.toggle_mark("s1", "a@x") is False
+    model.toggle_mark("s2", None)
+    model.unmark(["s2", "nope"])
+    assert model.marks == {}
+
+
+@pytest.mark.parametrize(
+    ("left", "life", "expected"),
+    [
+        (600, 900, ("10:00", "plenty")),
+        (300, 900, ("5:00", "low")),
+        (100, 900, ("1:40", "critical")),
+        (0, 900, ("expired", "expired")),
+        (-5, 900, ("expired", "expired")),
+        (42, None, ("42s", "plenty")),
+        (3 * 3600 + 300, 20000, ("3h05m", "plenty")),
+        (3 * 3600 + 300, 86400, ("3h05m", "critical")),
+    ],
+)
+def test_countdown_text_and_level(left, life, expected):
+    assert countdown(1000.0 + left, 1000.0, life) == expected
+    assert countdown(None, 1000.0, life) == ("-", "expired")
+
+
+def test_short_agent():
+    firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0"
+    assert short_agent(firefox) == "Firefox 131 · Linux"
+    assert short_agent("curl/8.10.1") == "curl 8.10"
+    assert short_agent(None) == "-"
+
+
+def test_reader_orders_filters_and_escapes_like(auth: Auth, store: Store, clock):
+    a = auth.login("u1", "a_b@example.com", "Percent % Person")[0]
+    clock.advance(1)
+    b = auth.login("u2", "axb@example.com", "Other")[0]
+    reader = SessionReader(store.path)
+    try:
+        rowids = reader.order(ViewQuery(), clock.now())
+        rows = reader.rows(rowids)
+        assert [rows[r].id for r in rowids] == [a.id, b.id]
+        desc = reader.order(ViewQuery(reverse=True), clock.now())
+        assert list(desc) == list(reversed(rowids))
+        only_a = reader.order(ViewQuery(text="a_b"), clock.now())  # "_" is not a wildcard
+        assert [rows[r].id for r in only_a] == [a.id]
+        assert len(reader.order(ViewQuery(text="%"), clock.now())) == 1
+        clock.advance(4000)  # refresh tokens expired: nothing is live
+        assert len(reader.order(ViewQuery(), clock.now())) == 0
+    finally:
+        reader.close()
+
+
+def test_poller_reloads_only_when_the_database_changed(
+    auth: Auth, store: Store, blacklist: Blacklist, clock
+):
+    auth.login("u1", "one@example.com", "One")
+    poller = Poller(store.path, blacklist, clock)
+    try:
+        req = PollRequest(query=ViewQuery())
+        first = poller.poll(req)
+        assert first.sessions is not None and len(first.sessions.order) == 1
+        assert first.redis.ok and first.blacklist is not None and first.blacklist.count == 0
+        assert poller.poll(req).sessions is None  # nothing committed: nothing re-read
+        auth.login("u2", "two@example.com", "Two")
+        changed = poller.poll(req)
+        assert changed.sessions is not None and len(changed.sessions.order) == 2
+        assert poller.poll(PollRequest(query=ViewQuery(), reload=True)).sessions is not None
+        auth.login("u3", "three@example.com", "Three")
+        assert poller.poll(PollRequest(query=ViewQuery(), paused=True)).sessions is None
+    finally:
+        poller.close()
+
+
+def test_poller_backs_off_while_redis_is_down(store: Store, clock, prefix: str):
+    from sessionmon.tui.screenshots import dead_redis_url
+
+    dead = Blacklist(connect(dead_redis_url(), timeout=0.3), prefix=prefix, clock=clock)
+    poller = Poller(store.path, dead, clock, backoff_start=30, backoff_cap=60)
+    try:
+        req = PollRequest(query=ViewQuery())
+        first = poller.poll(req)
+        assert first.redis.ok is False and first.redis.retry_in == 30
+        second = poller.poll(req)  # within the backoff: not tried again
+        assert second.redis.ok is False and 0 < second.redis.retry_in <= 30
+        third = poller.poll(PollRequest(query=ViewQuery(), redis_now=True))
+        assert third.redis.retry_in == 60  # tried now, failed again: the backoff doubled
+        assert first.sessions is not None  # SQLite is still served
+    finally:
+        poller.close()

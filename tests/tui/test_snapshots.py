@@ -1,0 +1,73 @@
+"""SVG snapshots of the real app on fixed data, a fixed clock and a fixed terminal size.
+
+After an intended change of the look: ``pytest tests/tui/test_snapshots.py --snapshot-update``,
+then look at the SVGs under ``__snapshots__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from sessionmon.core.blacklist import Blacklist, connect
+from sessionmon.core.clock import FrozenClock
+from sessionmon.core.store import Store
+from sessionmon.tui import screenshots as shots
+from sessionmon.tui.screens.confirm import ConfirmLogout
+from sessionmon.tui.screens.help import HelpScreen
+from tests.tui.conftest import wait_for
+
+
+@pytest.fixture
+def fixed(tmp_path: Path, redis_client: redis.Redis, prefix: str, utc: None) -> Iterator[tuple]:
+    """The screenshot data in this test's own DB and Redis prefix, with a frozen clock."""
+    clock = FrozenClock(shots.NOW)
+    store = Store(tmp_path / "sessions.db", clock=clock)
+    blacklist = Blacklist(redis_client, prefix=prefix, leeway=10, clock=clock)
+    shots.seed(store, blacklist)
+    shots.freeze_latency(blacklist)
+    yield store, blacklist, clock
+    store.close()
+
+
+def build(fixed: tuple, blacklist: Blacklist | None = None):
+    store, live, clock = fixed
+    return shots.build_app(store, blacklist or live, clock, shots.sample_settings(store.path))
+
+
+def test_main_screen(snap_compare, fixed):
+    assert snap_compare(build(fixed), terminal_size=shots.SIZE, run_before=shots.settle)
+
+
+def test_confirm_dialog(snap_compare, fixed):
+    async def open_dialog(pilot) -> None:
+        await shots.settle(pilot)
+        await pilot.press("down", "down", "l")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmLogout), "dialog")
+        await pilot.pause()
+
+    assert snap_compare(build(fixed), terminal_size=shots.SIZE, run_before=open_dialog)
+
+
+def test_help_screen(snap_compare, fixed):
+    async def open_help(pilot) -> None:
+        await shots.settle(pilot)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, HelpScreen), "help")
+        await pilot.pause()
+
+    assert snap_compare(build(fixed), terminal_size=shots.SIZE, run_before=open_help)
+
+
+def test_redis_down(snap_compare, fixed, prefix: str):
+    _, _, clock = fixed
+    client = connect(shots.dead_redis_url(), timeout=0.3)
+    down = Blacklist(client, prefix=prefix, leeway=10, clock=clock)
+    try:
+        app = build(fixed, down)
+        assert snap_compare(app, terminal_size=shots.SIZE, run_before=shots.settle)
+    finally:
+        client.close()
