@@ -146,7 +146,9 @@ class Auth:
         self.source = source
         # Off by default: every check is one EXISTS. A CachedRevocations answers from memory.
         self.revocation_cache = revocation_cache
-        self._revocations: RevocationCheck = revocation_cache or blacklist
+        self._revocations: RevocationCheck = (
+            blacklist if revocation_cache is None else revocation_cache
+        )
         self._touched: OrderedDict[str, float] = OrderedDict()
         self._touch_lock = threading.Lock()
 

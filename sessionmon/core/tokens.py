@@ -18,6 +18,7 @@ import jwt
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.config import HMAC_ALGORITHMS, KeyMaterial
+from sessionmon.core.jws_fast import HmacFastPath
 
 MAX_TOKEN_BYTES = 8 * 1024
 
@@ -82,8 +83,13 @@ def redact(token: str | None) -> str:
 
 
 def new_id(nbytes: int = 16) -> str:
-    """A random URL-safe id (128 bits by default)."""
-    return secrets.token_urlsafe(nbytes)
+    """A random URL-safe id (128 bits by default), never starting with ``-``.
+
+    An id such as ``-ojgY0...`` would be read as an option by a command line (``logout ID``).
+    """
+    while (value := secrets.token_urlsafe(nbytes)).startswith("-"):
+        pass
+    return value
 
 
 class TokenCodec:
@@ -98,6 +104,7 @@ class TokenCodec:
         audience: str | None = None,
         require_typ: bool = True,
         clock: Clock = SYSTEM_CLOCK,
+        fast_path: bool = True,
     ) -> None:
         self.keys = keys
         self.algorithm = keys.algorithm
@@ -119,6 +126,13 @@ class TokenCodec:
             "verify_iss": issuer is not None,
             "require": [],
         }
+        # Accept-only shortcut for HMAC tokens (see jws_fast): anything it does not accept goes
+        # through PyJWT below, so every rejection and its reason are PyJWT's.
+        self._fast = (
+            HmacFastPath.for_codec(self.algorithm, keys.verifying_key, issuer, audience)
+            if fast_path
+            else None
+        )
 
     # -- minting -------------------------------------------------------------------------------
 
@@ -177,6 +191,10 @@ class TokenCodec:
             raise TokenRejected(Reason.TOO_LARGE, f"token is over {MAX_TOKEN_BYTES} bytes")
         if token.count(".") != 2:
             raise TokenRejected(Reason.MALFORMED, "not a JWS compact token")
+        if self._fast is not None:
+            payload = self._fast.accept(token)
+            if payload is not None:
+                return payload
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:

@@ -1,0 +1,83 @@
+"""Run the benchmarks: ``python -m bench [--quick] [--only NAME[,NAME]] [--markdown FILE]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import sys
+import time
+import traceback
+
+from bench.harness import Context, summary_markdown
+
+# name -> (module, what it measures); run in this order.
+BENCHMARKS = {
+    "blacklist": ("bench.bench_blacklist", "blacklist first page by expiry vs SCAN + TTL"),
+    "check": ("bench.bench_check", "revocation check vs jwt.decode + EXISTS"),
+    "cached": ("bench.bench_cached", "cached revocation check and propagation delay"),
+    "logout": ("bench.bench_logout", "force-logout one session and a user with 1,000 sessions"),
+    "monitor": ("bench.bench_monitor", "monitor first paint, tick CPU, RSS, filter/sort"),
+}
+
+
+def machine() -> str:
+    """nproc, CPU model, Python: the facts BENCHMARKS.md records."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"nproc {os.cpu_count()}, CPU {cpu}, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="every benchmark at a small size")
+    names_help = f"comma-separated names: {', '.join(BENCHMARKS)}"
+    parser.add_argument("--only", action="append", default=[], help=names_help)
+    parser.add_argument("--markdown", help="also write the summary table to this file")
+    args = parser.parse_args(argv)
+    names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; {names_help}")
+    selected = names or list(BENCHMARKS)
+
+    from bench.fixtures import stop_all
+
+    ctx = Context(quick=args.quick)
+    print(f"sessionmon benchmarks ({'quick' if args.quick else 'full'}): {machine()}", flush=True)
+    failed = []
+    started = time.perf_counter()
+    try:
+        for name in selected:
+            module, what = BENCHMARKS[name]
+            print(f"\n== {name}: {what}", flush=True)
+            t0 = time.perf_counter()
+            try:
+                importlib.import_module(module).run(ctx)
+            except Exception:
+                failed.append(name)
+                traceback.print_exc()
+            print(f"  ({time.perf_counter() - t0:.1f}s)", flush=True)
+    finally:
+        stop_all()
+    table = summary_markdown(ctx.figures)
+    print(f"\n== summary ({time.perf_counter() - started:.0f}s)\n{table}")
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(table + "\n")
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

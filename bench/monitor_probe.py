@@ -1,0 +1,246 @@
+"""One monitor measurement in a fresh process (so RSS and CPU are the monitor's own).
+
+``python -m bench.monitor_probe monitor DB REDIS_URL TICK_SECONDS`` runs the real ``SessionmonApp``
+headless; ``python -m bench.monitor_probe datatable DB ROWS TICK_SECONDS`` runs a plain Textual
+``DataTable`` view of the same sessions (the baseline). Each prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from textual.app import App, ComposeResult
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+
+from sessionmon.core.config import format_duration
+
+SIZE = (160, 45)
+FILTER = "user42@"  # about five sessions of one user, at any size
+STEP = 0.005
+
+
+def peak_rss_mib() -> float:
+    """Peak RSS of this process: ``VmHWM`` (Linux), which starts afresh at exec; getrusage's
+    ``ru_maxrss`` would also count the parent's RSS at fork time."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib() -> float:
+    """Current resident set size."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+async def until(pilot: Pilot, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the app did not get there in time")
+        await pilot.pause(STEP)
+
+
+async def cpu_over(seconds: float) -> float:
+    """Percent of one core this process used while the app ran for ``seconds``."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    return (time.process_time() - cpu) / (time.perf_counter() - wall) * 100
+
+
+# -- the monitor ---------------------------------------------------------------------------
+
+
+async def monitor(db: str, url: str, tick_seconds: float) -> dict[str, Any]:
+    from bench.data import PREFIX
+    from bench.fixtures import KEYS
+    from sessionmon.core.auth import Auth
+    from sessionmon.core.blacklist import Blacklist, connect
+    from sessionmon.core.config import Settings
+    from sessionmon.core.store import Store
+    from sessionmon.core.tokens import TokenCodec
+    from sessionmon.tui.app import SessionmonApp
+
+    out: dict[str, Any] = {}
+    start = time.perf_counter()
+    store = Store(db)
+    client = connect(url, timeout=30)
+    blacklist = Blacklist(client, prefix=PREFIX)
+    auth = Auth(store, blacklist, TokenCodec(KEYS))
+    # interval 3600: after the first poll only the 1 Hz tick runs (the tick-only CPU figure).
+    settings = Settings(db=store.path, redis_url=url, prefix=PREFIX, interval=3600.0)
+    app = SessionmonApp(store=store, blacklist=blacklist, auth=auth, settings=settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(
+            pilot,
+            lambda: (
+                app.snapshot is not None
+                and app.model.loaded
+                and app.snapshot.blacklist is not None
+                and len(app.model) > 0
+            ),
+        )
+        await pilot.pause()
+        out["first_paint_s"] = time.perf_counter() - start
+        out["rows"] = len(app.model)
+        out["rss_after_paint_mib"] = rss_mib()
+        out["peak_after_paint_mib"] = peak_rss_mib()
+        out["keys"] = app.snapshot.blacklist.count if app.snapshot.blacklist else None
+        shown = app.main.sessions.model.order[0]
+        out["shows_data"] = shown is not None and bool(app.main.sessions._cache)
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.5)
+        out["tick_cpu_pct"] = await cpu_over(tick_seconds)
+        # The same with the 1 Hz poll loop on (data_version, Redis ping/count/page, reloads).
+        app.interval = 1.0
+        app.request_poll()
+        out["tick_poll_cpu_pct"] = await cpu_over(tick_seconds)
+        app.interval = 3600.0
+        await until(pilot, lambda: not app.polling)
+        await pilot.pause(0.3)
+
+        async def result_on_screen(
+            action: Callable[[], Any], wanted: Callable[[], Any], prepare: Any = None
+        ) -> float:
+            await until(pilot, lambda: not app.polling)
+            if prepare is not None:
+                await prepare()
+                await pilot.pause(0.3)
+            order = app.model.order
+            query = wanted()
+            t0 = time.perf_counter()
+            await action()
+            await until(pilot, lambda: app.model.order is not order and app.model.query == query)
+            await pilot.pause()
+            return time.perf_counter() - t0
+
+        async def sort() -> None:
+            await pilot.press("s")
+
+        sorts = []
+        out["sort_labels"] = []
+        for _ in range(4):
+            sorts.append(await result_on_screen(sort, app.model.next_sort))
+            out["sort_labels"].append(app.model.query.label)
+        out["sort_s"] = sorts
+        out["peak_after_sorts_mib"] = peak_rss_mib()
+
+        async def open_filter() -> None:
+            await pilot.press("slash")
+
+        async def type_filter() -> None:
+            # The last keystroke: the view filters after its debounce (part of what is measured).
+            app.main.filter_input.value = FILTER
+
+        out["filter_s"] = [
+            await result_on_screen(type_filter, lambda: app.model.filtered(FILTER), open_filter)
+        ]
+        out["filter_rows"] = len(app.model)
+        out["peak_after_filter_mib"] = peak_rss_mib()
+
+        async def clear() -> None:
+            await pilot.press("escape")
+
+        out["clear_filter_s"] = [await result_on_screen(clear, lambda: app.model.filtered(""))]
+    out["peak_rss_mib"] = peak_rss_mib()
+    out["getrusage_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    store.close()
+    client.close()
+    return out
+
+
+# -- the baseline: a plain DataTable -------------------------------------------------------
+
+
+class DataTableView(App[None]):
+    """What a straightforward Textual app does: load the rows into a DataTable, update the
+    countdown cells of every row once a second."""
+
+    def __init__(self, db: str, rows: int) -> None:
+        super().__init__()
+        self.db = db
+        self.rows = rows
+        self.expiries: dict[Any, tuple[float, float]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="table")
+
+    def on_mount(self) -> None:
+        import sqlite3
+
+        table = self.query_one(DataTable)
+        for label in ("email", "name", "session", "ip", "user agent", "last seen"):
+            table.add_column(label)
+        table.add_column("access in", key="access")
+        table.add_column("refresh in", key="refresh")
+        now = time.time()
+        conn = sqlite3.connect(self.db)
+        rows = conn.execute(
+            "SELECT email, name, id, ip, user_agent, last_seen_at, access_exp, refresh_exp "
+            "FROM sessions WHERE refresh_exp > ? ORDER BY access_exp LIMIT ?",
+            (now, self.rows),
+        ).fetchall()
+        conn.close()
+        for email, name, sid, ip, agent, seen, access, refresh in rows:
+            key = table.add_row(
+                email,
+                name,
+                sid[:8],
+                ip,
+                agent[:12],
+                format_duration(now - seen) + " ago",
+                format_duration(access - now) if access > now else "expired",
+                format_duration(refresh - now),
+            )
+            self.expiries[key] = (access, refresh)
+        self.set_interval(1.0, self.tick)
+
+    def tick(self) -> None:
+        table = self.query_one(DataTable)
+        now = time.time()
+        for key, (access, refresh) in self.expiries.items():
+            table.update_cell(
+                key, "access", format_duration(access - now) if access > now else "expired"
+            )
+            table.update_cell(key, "refresh", format_duration(refresh - now))
+
+
+async def datatable(db: str, rows: int, tick_seconds: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    start = time.perf_counter()
+    app = DataTableView(db, rows)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(DataTable)
+        await until(pilot, lambda: table.row_count >= rows)
+        await pilot.pause()
+        out["first_paint_s"] = time.perf_counter() - start
+        out["rows"] = table.row_count
+        await pilot.pause(0.5)
+        out["tick_cpu_pct"] = await cpu_over(tick_seconds)
+    out["peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
+def main(argv: list[str]) -> None:
+    kind, db, arg, tick = argv
+    if kind == "monitor":
+        result = asyncio.run(monitor(db, arg, float(tick)))
+    else:
+        result = asyncio.run(datatable(db, int(arg), float(tick)))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

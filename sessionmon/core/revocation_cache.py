@@ -1,0 +1,333 @@
+"""Cached revocation checks: a local mirror of blacklist lookups, kept current by Redis itself.
+
+Off by default. ``CachedRevocations`` answers ``is_revoked(jti, sid)`` from memory when it can
+prove the answer is current, and asks Redis otherwise.
+
+How it stays current: one dedicated RESP3 connection runs ``CLIENT TRACKING ON BCAST PREFIX
+<prefix>bl:`` (server-assisted client-side caching, Redis >= 6). Redis then pushes an
+``invalidate`` message for every write, delete or expiry of any key under the blacklist prefix,
+whoever made it. A background thread reads those pushes and drops the cached answers for those keys.
+
+Why an answer is never stale by more than ``max_staleness`` seconds (default 50 ms):
+
+- The thread PINGs on the same connection every ``heartbeat`` (while checks are coming in; an
+  idle process does not ping, and its first checks after a pause ask Redis). Redis replies in
+  order, so a PONG proves every invalidation for writes before that PING was sent has already been
+  applied. The cache serves answers only while the last confirmed PING was sent at most
+  ``max_staleness`` ago; a stalled, partitioned or paused channel therefore stops hits by itself,
+  without any error.
+- A miss puts a unique marker in the cache *before* asking Redis; an invalidation removes whatever
+  is there; the answer is stored only if the marker is still in place. A write that races with the
+  read can therefore never leave a "not revoked" behind.
+- Fail closed: when the channel is down (connection lost, Redis restarting, tracking refused), the
+  cache is emptied and every check goes to Redis, which raises ``RedisUnavailable`` if it cannot
+  answer. After a reconnect the cache starts empty. Nothing is ever answered from memory while the
+  channel is not confirmed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from sessionmon.core.blacklist import Blacklist, redis_errors
+
+DEFAULT_MAX_STALENESS = 0.05
+DEFAULT_MAX_ENTRIES = 200_000
+IDLE_AFTER = 1.0  # seconds without a check after which the heartbeat pauses
+IDLE_WAIT = 0.2  # how often an idle thread looks for work
+
+
+class RevocationCheck(Protocol):
+    """What ``Auth`` needs to decide whether a token or its session is revoked."""
+
+    def is_revoked(self, jti: str | None, sid: str | None) -> bool: ...
+
+
+@dataclass
+class CacheStats:
+    """Counters (approximate under threads; for benchmarks and the status line)."""
+
+    hits: int = 0
+    misses: int = 0
+    bypassed: int = 0  # checks sent straight to Redis because the channel was not confirmed
+    invalidations: int = 0
+    flushes: int = 0
+    connects: int = 0
+
+
+class CachedRevocations:
+    """A ``Blacklist.is_revoked`` that answers from memory while Redis keeps it current.
+
+    ``start()`` launches the invalidation thread; ``close()`` stops it. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        blacklist: Blacklist,
+        *,
+        max_staleness: float = DEFAULT_MAX_STALENESS,
+        heartbeat: float | None = None,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        reconnect_delay: float = 0.2,
+        connection_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        if max_staleness <= 0:
+            raise ValueError("max_staleness must be positive")
+        self.blacklist = blacklist
+        self.max_staleness = float(max_staleness)
+        self.heartbeat = float(heartbeat) if heartbeat else self.max_staleness / 4
+        self.max_entries = int(max_entries)
+        self.reconnect_delay = reconnect_delay
+        self.prefix = blacklist.token_key("")  # "<prefix>bl:" covers token and session keys
+        self.stats = CacheStats()
+        self.last_error: str | None = None
+        self._connection_factory = connection_factory or self._default_connection
+        self._cache: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._live = False
+        # monotonic time at which the last PING whose PONG arrived was sent: everything Redis
+        # wrote before it has been applied to the cache.
+        self._confirmed = -1.0
+        # monotonic time of the last check: the thread PINGs only while checks are coming in, so
+        # an idle process costs nothing (the first check after a pause asks Redis).
+        self._wanted = -1.0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: Any = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, wait: float | None = 5.0) -> bool:
+        """Start the invalidation thread; with ``wait``, block until it is live (returns live)."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="sessionmon-revocation-cache", daemon=True
+            )
+            self._thread.start()
+        if wait:
+            self._ready.wait(wait)
+        return self.live
+
+    def close(self) -> None:
+        """Stop the thread and forget everything."""
+        self._stop.set()  # the thread notices within one heartbeat and disconnects
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._go_dark(None)
+
+    def __enter__(self) -> CachedRevocations:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def live(self) -> bool:
+        """True while the invalidation channel is confirmed within ``max_staleness``."""
+        return self._live and time.monotonic() - self._confirmed <= self.max_staleness
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    # -- the check ---------------------------------------------------------------------------
+
+    def is_revoked(self, jti: str | None, sid: str | None) -> bool:
+        """True if the token or its session is revoked; raises ``RedisUnavailable`` when it must
+        ask Redis and Redis cannot answer."""
+        keys = []
+        if jti:
+            keys.append(self.blacklist.token_key(jti))
+        if sid:
+            keys.append(self.blacklist.sid_key(sid))
+        if not keys:
+            return False
+        cache = self._cache
+        now = self._wanted = time.monotonic()
+        if self._live and now - self._confirmed <= self.max_staleness:
+            unknown = False
+            for key in keys:
+                value = cache.get(key)
+                if value is True:
+                    self.stats.hits += 1
+                    return True
+                if value is not False:
+                    unknown = True
+            if not unknown:
+                self.stats.hits += 1
+                return False
+        if not self._live:
+            self.stats.bypassed += 1
+            return self.blacklist.is_revoked(jti, sid)
+        return self._fetch(keys)
+
+    def _fetch(self, keys: list[str]) -> bool:
+        """Ask Redis (one round trip) and cache the answers unless invalidated meanwhile."""
+        self.stats.misses += 1
+        markers: dict[str, object] = {}
+        with self._lock:
+            epoch = self._epoch
+            for key in keys:
+                if not isinstance(self._cache.get(key), bool):
+                    marker = object()
+                    self._cache[key] = marker
+                    markers[key] = marker
+            self._evict()
+        answers = self._query(keys)
+        with self._lock:
+            if epoch == self._epoch:
+                for key, answer in zip(keys, answers, strict=True):
+                    marker = markers.get(key)
+                    if marker is not None and self._cache.get(key) is marker:
+                        self._cache[key] = answer
+        return any(answers)
+
+    def _query(self, keys: list[str]) -> list[bool]:
+        """EXISTS for each key, in one round trip."""
+        pipe = self.blacklist.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(key)
+        with redis_errors():
+            return [bool(n) for n in pipe.execute()]
+
+    def _evict(self) -> None:
+        cache = self._cache
+        while len(cache) > self.max_entries:
+            del cache[next(iter(cache))]
+
+    # -- the invalidation channel ------------------------------------------------------------
+
+    def _default_connection(self) -> Any:
+        pool = self.blacklist.client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs.update(
+            protocol=3,
+            health_check_interval=0,  # the thread does its own PINGs on this connection
+            retry=Retry(NoBackoff(), 0),  # and its own reconnects
+            client_name="sessionmon-revocation-cache",
+        )
+        kwargs.pop("retry_on_error", None)
+        kwargs.pop("retry_on_timeout", None)
+        return pool.connection_class(**kwargs)
+
+    def _go_dark(self, error: str | None) -> None:
+        """Stop serving from memory and forget everything (fail closed)."""
+        with self._lock:
+            self._live = False
+            self._epoch += 1
+            self._cache.clear()
+            if error is not None:
+                self.last_error = error
+
+    def _invalidate(self, keys: Any) -> None:
+        with self._lock:
+            if keys is None:  # FLUSHDB / FLUSHALL, or the server dropped its tracking table
+                self._epoch += 1
+                self._cache.clear()
+                self.stats.flushes += 1
+                return
+            cache = self._cache
+            for key in keys:
+                cache.pop(key.decode() if isinstance(key, bytes) else str(key), None)
+            self.stats.invalidations += len(keys)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._listen()
+            except Exception as exc:  # whatever broke the channel, never serve from memory
+                text = (str(exc) or type(exc).__name__).splitlines()[0][:200]
+                self._go_dark(f"invalidation channel down: {text}")
+            else:
+                self._go_dark(None)
+            self._stop.wait(self.reconnect_delay)
+
+    def _listen(self) -> None:
+        conn = self._connection_factory()
+        self._conn = conn
+        try:
+            conn.connect()  # HELLO 3
+            with contextlib.suppress(AttributeError):
+                conn._parser.set_invalidation_push_handler(_identity)
+            sent = time.monotonic()
+            conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self.prefix)
+            reply = conn.read_response(push_request=True)
+            while _is_push(reply):  # nothing can be pending yet, but be exact about it
+                self._on_push(reply)
+                reply = conn.read_response(push_request=True)
+            if reply not in (b"OK", "OK"):
+                raise redis.ResponseError(f"CLIENT TRACKING refused: {reply!r}")
+            with self._lock:
+                self._epoch += 1
+                self._cache.clear()
+                self._confirmed = sent
+                self._live = True
+            self.stats.connects += 1
+            self.last_error = None
+            self._ready.set()
+            ping_sent: float | None = None
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if (
+                    ping_sent is None
+                    and now - self._confirmed >= self.heartbeat
+                    and now - self._wanted <= IDLE_AFTER
+                ):
+                    ping_sent = now
+                    conn.send_command("PING")
+                elif ping_sent is not None and now - ping_sent > max(1.0, 4 * self.max_staleness):
+                    raise redis.TimeoutError("no PONG on the invalidation channel")
+                if ping_sent is not None:
+                    wait = self.heartbeat / 2
+                elif now - self._wanted <= IDLE_AFTER:
+                    wait = self.heartbeat
+                else:
+                    wait = IDLE_WAIT
+                try:
+                    # One blocking read (not select + read): fewer GIL hand-offs per message.
+                    reply = conn.read_response(
+                        push_request=True, timeout=wait, disconnect_on_error=False
+                    )
+                except redis.TimeoutError:
+                    continue
+                if _is_push(reply):
+                    self._on_push(reply)
+                elif reply in (b"PONG", "PONG") and ping_sent is not None:
+                    self._confirmed = ping_sent
+                    ping_sent = None
+                elif isinstance(reply, redis.ResponseError | Exception):
+                    raise redis.ResponseError(str(reply))
+        finally:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                conn.disconnect()
+
+    def _on_push(self, message: Any) -> None:
+        kind = message[0]
+        if kind in (b"invalidate", "invalidate"):
+            self._invalidate(message[1] if len(message) > 1 else None)
+
+
+def _identity(message: Any) -> Any:
+    return message
+
+
+def _is_push(reply: Any) -> bool:
+    return (
+        isinstance(reply, list)
+        and len(reply) >= 1
+        and reply[0] in (b"invalidate", "invalidate", b"tracking-redir-broken")
+    )
