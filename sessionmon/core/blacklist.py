@@ -173,19 +173,21 @@ class Blacklist:
         if not planned:
             return {}
 
+        keys = [key for key, _, _ in planned]
+        args: list[Any] = [repr(now)]
+        for _, ttl, value in planned:
+            args += [ttl, value]
+
         def write() -> list[Any]:
+            # One MULTI/EXEC holding one EVAL: every key with its TTL, its index entry, the
+            # pruning of expired index members, and the TTLs read back. All or nothing, and one
+            # command on the wire instead of three per key (redis-py spends ~30 us per command).
             pipe = self.client.pipeline(transaction=True)
-            for key, ttl, value in planned:
-                pipe.set(key, value, ex=ttl)
-                pipe.zadd(self.index_key, {key: now + ttl})
-            pipe.zremrangebyscore(self.index_key, "-inf", now)
-            for key, _, _ in planned:
-                pipe.ttl(key)
+            pipe.eval(_REVOKE_SCRIPT, len(keys) + 1, self.index_key, *keys, *args)
             return pipe.execute()
 
-        results = self._run(write)
-        ttls = results[-len(planned) :]
-        return {key: int(t) for (key, _, _), t in zip(planned, ttls, strict=True)}
+        ttls = self._run(write)[-1]
+        return {key: int(t) for key, t in zip(keys, ttls, strict=True)}
 
     def unrevoke(self, keys: Sequence[str]) -> int:
         """Remove keys (and their index entries); for tests and operator corrections."""
@@ -334,6 +336,21 @@ class Blacklist:
             expires_at=expires_at,
             ttl=max(0.0, expires_at - now),
         )
+
+
+# KEYS[1] is the index, KEYS[2..] the keys; ARGV[1] is now, then a (ttl, value) pair per key.
+_REVOKE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local out = {}
+for i = 2, #KEYS do
+  local ttl = tonumber(ARGV[2 * i - 2])
+  redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'EX', ttl)
+  redis.call('ZADD', KEYS[1], now + ttl, KEYS[i])
+  out[i - 1] = redis.call('TTL', KEYS[i])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return out
+"""
 
 
 def _text(value: Any) -> str:

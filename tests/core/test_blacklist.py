@@ -124,6 +124,8 @@ def test_index_is_written_with_the_keys_in_one_multi_exec(
     written = bl.revoke([access("a1", now + 60), access("a2", now + 120)])
     stats = commandstats(private_redis)
     assert stats.get("multi") == 1 and stats.get("exec") == 1
+    # One EVAL inside the MULTI/EXEC writes both keys and their index entries.
+    assert stats.get("eval") == 1
     assert stats.get("set") == 2 and stats.get("zadd") == 2
     for key, ttl in written.items():
         score = private_redis.zscore(bl.index_key, key)
