@@ -137,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="0s",
         help="only sessions expired at least this long ago (default: all expired)",
     )
-    purge.add_argument("--json", action="store_true", help='print {"deleted": N}')
+    purge.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    purge.add_argument(
+        "--json", action="store_true", help='print {"deleted": N} ({"would_delete": N})'
+    )
 
     audit = sub.add_parser("audit", parents=[common], help="show the audit log, newest first")
     audit.add_argument("--json", action="store_true", help="print a JSON array")
@@ -162,7 +165,12 @@ def _monitor_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="poll interval (default 1s, floor 0.2s)",
     )
-    p.add_argument("--force", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --demo: add demo sessions even to a database that holds real (non-demo) "
+        "sessions (refused otherwise)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
@@ -228,7 +236,11 @@ def _short(text: str | None, width: int) -> str:
 def cmd_tui(args: argparse.Namespace, settings: Settings) -> int:
     from sessionmon.tui import run_monitor
 
-    return run_monitor(settings, demo=bool(getattr(args, "demo", False)))
+    return run_monitor(
+        settings,
+        demo=bool(getattr(args, "demo", False)),
+        force=bool(getattr(args, "force", False)),
+    )
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -290,6 +302,8 @@ def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
 def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
+    if args.limit is not None and args.limit < 1:
+        raise CliError("--limit must be at least 1")
     store = _open_store(settings)
     try:
         now = time.time()
@@ -402,6 +416,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
     from sessionmon.core.tokens import ACCESS, REFRESH, Reason, TokenRejected
 
+    if sys.stdin.isatty():
+        sys.stderr.write("paste one token, then press Ctrl-D\n")
     token = sys.stdin.read().strip()
     typ = REFRESH if args.refresh else ACCESS
     from sessionmon.core.runtime import open_runtime
@@ -420,8 +436,10 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
                 reason, detail = Reason.SESSION_NOT_FOUND.value, "session does not exist"
         except TokenRejected as exc:
             reason, detail = exc.reason.value, exc.detail
-            if exc.claims is not None:
-                claims, verified = exc.claims.public(), True
+            if exc.reason is Reason.WRONG_TYPE and typ == ACCESS:
+                detail += "; use --refresh to check a refresh token"
+            if exc.verified_payload is not None:
+                claims, verified = dict(exc.verified_payload), True
             elif exc.reason not in (Reason.TOO_LARGE,):
                 try:
                     unverified = jwt.decode(token, options={"verify_signature": False})
@@ -460,26 +478,34 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     store = _open_store(settings)
     try:
         before = time.time() - older
+        if args.dry_run:
+            count = store.count_sessions(include_expired=True) - store.count_sessions(now=before)
+            if args.json:
+                _json({"would_delete": count})
+            else:
+                _out(f"would delete {count} expired session{'s' if count != 1 else ''}")
+            return EXIT_OK
         deleted = store.purge_expired(before)
-        cutoff = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before))
-        store.write_audit(
-            [
-                {
-                    "at": time.time(),
-                    "actor": settings.actor,
-                    "action": "purge",
-                    "reason": f"refresh expired before {cutoff}",
-                    "outcome": f"ok: {deleted} deleted",
-                }
-            ]
-        )
+        if deleted:
+            cutoff = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before))
+            store.write_audit(
+                [
+                    {
+                        "at": time.time(),
+                        "actor": settings.actor,
+                        "action": "purge",
+                        "reason": f"refresh expired before {cutoff}",
+                        "outcome": f"ok: {deleted} deleted",
+                    }
+                ]
+            )
     finally:
         store.close()
     if args.json:
         _json({"deleted": deleted})
     else:
         _out(f"deleted {deleted} expired session{'s' if deleted != 1 else ''}")
-    return EXIT_OK if deleted else EXIT_NO_MATCH
+    return EXIT_OK
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
@@ -509,6 +535,8 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
                 for r in rows
             ],
         )
+    elif args.session or args.user:
+        sys.stderr.write("no audit rows match\n")
     else:
         sys.stderr.write("the audit log is empty\n")
     return EXIT_OK if rows else EXIT_NO_MATCH

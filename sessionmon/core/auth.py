@@ -323,6 +323,7 @@ class Auth:
                         "actor": actor,
                         "reason": reason,
                         "user_id": user,
+                        "email": user.strip().lower() if "@" in user else None,
                         "outcome": "not_found",
                     }
                 ]

@@ -32,6 +32,16 @@ KIND_SESSION = "session"
 
 def connect(url: str, *, timeout: float = 2.0, **kwargs: Any) -> redis.Redis:
     """A redis-py client that fails fast (seconds, not minutes) and retries a stale connection."""
+    try:
+        return _from_url(url, timeout, **kwargs)
+    except ValueError as exc:
+        from sessionmon.core.config import mask_url
+        from sessionmon.core.errors import ConfigError
+
+        raise ConfigError(f"bad Redis URL {mask_url(url)}: {exc}") from None
+
+
+def _from_url(url: str, timeout: float, **kwargs: Any) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout,

@@ -302,7 +302,9 @@ def load_keys(settings: Settings, env: Mapping[str, str] | None = None) -> KeyMa
             secret, source = secret_env.encode(), "SESSIONMON_SECRET"
         elif secret_file:
             secret, source = _read_key_file(secret_file, "secret file").strip(), str(secret_file)
-        elif settings.embedded:
+        elif settings.embedded or secret_path_for(settings.db).is_file():
+            # The secret generated beside the DB is used whenever no secret is configured; it
+            # is only ever created for the embedded default.
             secret, source = _generated_secret(settings.db), str(secret_path_for(settings.db))
         else:
             raise ConfigError(

@@ -48,6 +48,9 @@ class TokenRejected(Exception):
         self.reason = reason
         self.detail = detail
         self.claims = claims
+        # The decoded payload when the signature verified (the token is ours, but e.g. of the
+        # wrong type); None when it was never trusted.
+        self.verified_payload: dict[str, Any] | None = None
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
 
 
@@ -236,6 +239,13 @@ class TokenCodec:
     def verify(self, token: Any, expected_typ: str = ACCESS) -> Claims:
         """Verify ``token`` as a token of ``expected_typ``; raises ``TokenRejected``."""
         payload = self.decode(token)
+        try:
+            return self._check_claims(payload, token, expected_typ)
+        except TokenRejected as exc:
+            exc.verified_payload = payload  # the signature did verify
+            raise
+
+    def _check_claims(self, payload: dict[str, Any], token: str, expected_typ: str) -> Claims:
         now = self.clock.now()
 
         exp = payload.get("exp")
@@ -255,7 +265,10 @@ class TokenCodec:
                 raise TokenRejected(Reason.MISSING_CLAIM, "missing claim typ")
             typ = expected_typ  # interop: untyped tokens, as the Express design issues them
         elif typ != expected_typ:
-            raise TokenRejected(Reason.WRONG_TYPE, f"expected a {expected_typ} token, got {typ!r}")
+            article = "an" if expected_typ == ACCESS else "a"
+            raise TokenRejected(
+                Reason.WRONG_TYPE, f"expected {article} {expected_typ} token, got {typ!r}"
+            )
 
         for claim in ("nbf", "iat"):
             value = payload.get(claim)

@@ -113,7 +113,12 @@ def test_purge_deletes_only_expired_and_audits(run_cli: Run, auth: Auth, clock) 
     clock.advance(-7200)
     gone, _, _ = auth.login("u2", "gone@example.com", "Gone")  # refresh expired an hour ago
     clock.advance(7200)
-    assert run_cli("purge", "--older-than", "2h").returncode == 1  # expired only 1h ago
+    nothing = run_cli("purge", "--older-than", "2h", "--json")  # expired only 1h ago
+    assert nothing.returncode == 0 and json.loads(nothing.stdout) == {"deleted": 0}
+    assert auth.store.audit(limit=5) == []  # nothing done, nothing audited
+    dry = run_cli("purge", "--dry-run", "--json")
+    assert json.loads(dry.stdout) == {"would_delete": 1}
+    assert auth.store.get_session(gone.id) is not None
     proc = run_cli("purge", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"deleted": 1}
@@ -288,3 +293,56 @@ def test_demo_runs_and_stops_cleanly_on_sigint(cli_env: dict[str, str], db_path:
     assert proc.returncode == 0, err
     assert "login" in out
     assert "Traceback" not in err and "stopped" in err
+
+
+def test_check_wrong_type_shows_verified_claims_and_hint(run_cli: Run, auth: Auth) -> None:
+    session, _, refresh = auth.login("u1", "ann@example.com", "Ann")
+    proc = run_cli("check", input=refresh)
+    assert proc.returncode == 1
+    assert "rejected: wrong_type (expected an access token" in proc.stdout
+    assert "--refresh" in proc.stdout
+    assert "UNVERIFIED" not in proc.stdout and session.id in proc.stdout
+    out = json.loads(run_cli("check", "--json", input=refresh).stdout)
+    assert out["signature_verified"] is True and out["claims"]["typ"] == "refresh"
+
+
+def test_check_unverified_claims_are_marked(run_cli: Run, auth: Auth) -> None:
+    from sessionmon.core.config import KeyMaterial
+    from sessionmon.core.tokens import TokenCodec
+
+    other = TokenCodec(KeyMaterial("HS256", b"x" * 40, b"x" * 40))
+    forged, _ = other.mint("access", sub="u1", sid="s1", ttl=60, email="evil@example.com")
+    proc = run_cli("check", input=forged)
+    assert "rejected: bad_signature" in proc.stdout
+    assert "UNVERIFIED" in proc.stdout and "evil@example.com" in proc.stdout
+
+
+def test_bad_redis_url_is_a_configuration_error(run_cli: Run) -> None:
+    proc = run_cli("blacklist", "--redis-url", "http://user:pw@x")
+    assert_clean_error(proc, 2, "bad Redis URL")
+    assert "pw" not in proc.stderr.replace("http://user:***@x", "")
+
+
+def test_usage_errors_and_no_match_messages(run_cli: Run, auth: Auth) -> None:
+    auth.login("u1", "ann@example.com", "Ann")
+    assert_clean_error(run_cli("ls", "--limit", "0"), 2, "--limit")
+    proc = run_cli("audit", "--session", "nosuch")
+    assert proc.returncode == 1 and "no audit rows match" in proc.stderr
+    missing = run_cli("logout", "--user", "Nobody@Example.com")
+    assert missing.returncode == 1
+    rows = json.loads(run_cli("audit", "--json", "--user", "nobody@example.com").stdout)
+    assert rows and rows[0]["outcome"] == "not_found"
+
+
+def test_generated_secret_beside_db_is_used_with_a_redis_url(
+    run_cli: Run, tmp_path: Path, redis_url: str
+) -> None:
+    from sessionmon.core.config import Settings, load_keys, secret_path_for
+
+    db = tmp_path / "own.db"
+    embedded = Settings(db=db)  # the embedded default generates the secret once
+    keys = load_keys(embedded, env={})
+    assert secret_path_for(db).stat().st_mode & 0o777 == 0o600
+    # Later, with a Redis URL and no secret configured, the same secret is used.
+    with_url = load_keys(Settings(db=db, redis_url=redis_url), env={})
+    assert with_url.signing_key == keys.signing_key
