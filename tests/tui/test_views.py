@@ -190,5 +190,5 @@ async def test_help_screen_and_command_palette_list_every_action(make_app, auth:
         titles = " ".join(c.title for c in commands)
         for spec in ACTIONS:
             assert spec.label in titles
-        logout = next(c for c in commands if c.title.startswith("Log out [l]"))
+        logout = next(c for c in commands if c.title.startswith("Log out (l)"))
         assert "disabled: read-only" in logout.help
