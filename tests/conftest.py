@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Redis (embedded, or SESSIONMON_TEST_REDIS_URL) and a fresh SQLite file."""
+"""Shared fixtures: a real Redis (embedded, or SESSIONMON_TEST_REDIS_URL), a fresh SQLite file."""
 
 from __future__ import annotations
 

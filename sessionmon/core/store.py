@@ -20,7 +20,7 @@ import sqlite_utils
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import DatabaseError, DatabaseLocked, DatabaseMissing
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SESSION_COLUMNS = (
     "id",
@@ -148,7 +148,66 @@ def _migrate_v1(db: sqlite_utils.Database) -> None:
     db["audit"].create_index(["at"], index_name="audit_by_at")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_v1]
+# The monitor's filter: case-insensitive substring search over these columns.
+SEARCH_COLUMNS = ("email", "name", "id", "ip")
+SEARCH_TABLE = "sessions_search"
+
+
+def trigram_search_available(conn: sqlite3.Connection) -> bool:
+    """True when this SQLite has FTS5 with the trigram tokenizer (3.34 and later)."""
+    try:
+        conn.execute("CREATE VIRTUAL TABLE temp.trigram_probe USING fts5(x, tokenize='trigram')")
+        conn.execute("DROP TABLE temp.trigram_probe")
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _migrate_v2(db: sqlite_utils.Database) -> None:
+    """Indexes for the monitor at a million sessions.
+
+    Every sort of the live list (``WHERE refresh_exp > ? ORDER BY <col>``) reads one index only:
+    the single-column indexes on last_seen_at, created_at and email become (col, refresh_exp)
+    (same names, so each write still updates one index for them). The filter gets an FTS5 trigram
+    index of email, name, id and ip (external content, kept current by triggers that fire on
+    insert and delete only: touch and silent refresh do not update it). Without FTS5 trigram
+    support the filter falls back to ``LIKE`` over the table.
+    """
+    conn = db.conn
+    for name, column in (
+        ("sessions_by_last_seen", "last_seen_at"),
+        ("sessions_by_created", "created_at"),
+        ("sessions_by_email", "email"),
+    ):
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+        conn.execute(f"CREATE INDEX {name} ON sessions ({column}, refresh_exp)")
+    if not trigram_search_available(conn):
+        return
+    cols = ", ".join(SEARCH_COLUMNS)
+    new = ", ".join(f"new.{c}" for c in SEARCH_COLUMNS)
+    old = ", ".join(f"old.{c}" for c in SEARCH_COLUMNS)
+    t = SEARCH_TABLE
+    conn.execute(
+        f"CREATE VIRTUAL TABLE {t} USING fts5({cols}, content='sessions', "
+        "content_rowid='rowid', tokenize='trigram', detail=full)"
+    )
+    conn.execute(f"INSERT INTO {t}({t}) VALUES ('rebuild')")
+    conn.execute(
+        f"CREATE TRIGGER {t}_insert AFTER INSERT ON sessions BEGIN "
+        f"INSERT INTO {t}(rowid, {cols}) VALUES (new.rowid, {new}); END"
+    )
+    conn.execute(
+        f"CREATE TRIGGER {t}_delete AFTER DELETE ON sessions BEGIN "
+        f"INSERT INTO {t}({t}, rowid, {cols}) VALUES ('delete', old.rowid, {old}); END"
+    )
+    conn.execute(
+        f"CREATE TRIGGER {t}_update AFTER UPDATE OF {cols} ON sessions BEGIN "
+        f"INSERT INTO {t}({t}, rowid, {cols}) VALUES ('delete', old.rowid, {old}); "
+        f"INSERT INTO {t}(rowid, {cols}) VALUES (new.rowid, {new}); END"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_v1, _migrate_v2]
 
 
 def _translate(exc: sqlite3.Error, path: Path) -> DatabaseError:

@@ -1,14 +1,36 @@
-"""The monitor: a Textual app over the core. Textual is imported only when the monitor runs."""
+"""The monitor: a Textual app over the core. Textual is imported only when the monitor runs.
+
+The monitor opens whatever is wrong at startup, says so in a banner and recovers by itself:
+
+- Database missing. The default path (``$XDG_DATA_HOME/sessionmon/sessions.db``) is created
+  empty on first run: that is what a new user expects. A path given with ``--db``,
+  ``SESSIONMON_DB`` or the config file is never created: a missing file there is most likely a
+  typo or a database not deployed yet, and an empty file at a wrong path would hide that. The
+  banner says "Database not found: <path> — waiting for it to appear" and the monitor picks the
+  database up as soon as it exists. ``--read-only`` never creates a file; ``--demo`` always does.
+- Database corrupt, not a SQLite file, unreadable or locked: the banner says which, and the
+  monitor retries with backoff (at once on ``r``).
+- Redis unreachable, or the embedded server fails to start: the banner says so, the sessions are
+  still shown, and the monitor reconnects (restarting the embedded server) with backoff.
+
+Errors that make running pointless are still one line and exit code 2 before the app opens: bad
+settings, and for ``--demo`` a database the demo refuses (``DemoRefused``) or cannot write.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sessionmon.core.clock import Clock
     from sessionmon.core.config import Settings
+    from sessionmon.demo import TrafficGenerator
+    from sessionmon.tui.app import SessionmonApp
+    from sessionmon.tui.backend import MonitorBackend
 
 DEMO_ACCESS_TTL = 20.0
 DEMO_REFRESH_TTL = 180.0
@@ -27,36 +49,150 @@ def demo_ttls(settings: Settings) -> Settings:
     return settings.with_(**changes) if changes else settings
 
 
-def run_monitor(settings: Settings, *, demo: bool = False, clock: Clock | None = None) -> int:
-    """Open the monitor on ``settings`` (with the traffic generator when ``demo``); exit code."""
+def may_create_database(settings: Settings, *, demo: bool = False) -> bool:
+    """Whether a missing database file is created: for ``--demo``, and for the default path on
+    first run (unless ``--read-only``); never for a path the operator named (a likely typo)."""
+    from sessionmon.core.config import default_db_path
+
+    if demo:
+        return True
+    if settings.read_only:
+        return False
+    return settings.db.expanduser().resolve() == default_db_path().expanduser().resolve()
+
+
+@dataclass
+class Monitor:
+    """The app and what it runs on; ``close()`` stops the demo and releases the embedded Redis."""
+
+    app: SessionmonApp
+    backend: MonitorBackend
+    generator: TrafficGenerator | None = None
+    _thread: threading.Thread | None = None
+
+    def start_generator(self) -> None:
+        """Run the demo's traffic generator in a daemon thread (a crash is logged, not printed)."""
+        if self.generator is not None and self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run_generator, name="sessionmon-demo", daemon=True
+            )
+            self._thread.start()
+
+    def _run_generator(self) -> None:
+        from sessionmon.tui.failures import report_failure
+
+        assert self.generator is not None
+        try:
+            self.generator.run()
+        except Exception as exc:
+            report_failure("the demo's traffic generator stopped", exc)
+
+    def close(self) -> None:
+        if self.generator is not None:
+            self.generator.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5)  # let its last step finish before Redis goes away
+        self.backend.close()
+
+
+def build_monitor(
+    settings: Settings,
+    *,
+    demo: bool = False,
+    force: bool = False,
+    clock: Clock | None = None,
+    handle_signals: bool = False,
+    backoff: tuple[float, float] = (0.5, 10.0),
+) -> Monitor:
+    """Everything ``run_monitor`` runs, not started yet (Pilot tests use it with ``run_test``).
+
+    Never raises for a missing or broken database or Redis (the app shows them); raises
+    ``SessionmonError`` for the demo's refusal or a database the demo cannot open.
+    """
+    from sessionmon.core.blacklist import Blacklist, connect
     from sessionmon.core.clock import SYSTEM_CLOCK
-    from sessionmon.core.runtime import open_runtime
+    from sessionmon.core.embedded import EmbeddedRedis
+    from sessionmon.core.errors import DatabaseError, RedisUnavailable
     from sessionmon.tui.app import SessionmonApp
+    from sessionmon.tui.backend import EmbeddedKeeper, MonitorBackend
+    from sessionmon.tui.poller import Poller
 
     clock = clock or SYSTEM_CLOCK
     if demo:
         settings = demo_ttls(settings)
-    runtime = open_runtime(settings, clock=clock)
+    create = may_create_database(settings, demo=demo)
+    keeper = None
+    start_error = None
+    if settings.redis_url:
+        url = settings.redis_url
+    else:
+        keeper = EmbeddedKeeper(EmbeddedRedis(settings.db), make_dir=create)
+        url = keeper.url
+        try:
+            keeper.start()
+        except RedisUnavailable as exc:
+            start_error = str(exc)  # the app opens anyway, shows it and keeps trying
+    client = connect(url)
+    blacklist = Blacklist(client, prefix=settings.prefix, leeway=settings.leeway, clock=clock)
+    backend = MonitorBackend(
+        settings.db,
+        blacklist,
+        settings=settings,
+        clock=clock,
+        create_db=create,
+        client=client,
+        keeper=keeper,
+    )
+    backend.redis_start_error = start_error
     generator = None
     try:
-        auth = runtime.auth
+        try:
+            backend.store()  # now, so that a first run creates the default database
+        except DatabaseError:
+            if demo:
+                raise  # the demo cannot run without a database it can write
+            # Otherwise the poller reports it in the banner and the store opens later.
         if demo:
             from sessionmon.demo import TrafficGenerator
 
-            generator = TrafficGenerator(auth, on_event=None, clock=clock)
-            generator.start()
+            generator = TrafficGenerator(backend.auth(), on_event=None, clock=clock, force=force)
+        poller = Poller(
+            settings.db, blacklist, clock, backoff_start=backoff[0], backoff_cap=backoff[1]
+        )
         app = SessionmonApp(
-            store=runtime.store,
-            blacklist=runtime.blacklist,
-            auth=auth,
+            backend=backend,
             settings=settings,
             clock=clock,
+            poller=poller,
+            handle_signals=handle_signals,
         )
+    except BaseException:
+        backend.close()  # releases the embedded Redis: a refused demo leaves nothing running
+        raise
+    return Monitor(app, backend, generator)
+
+
+def run_monitor(
+    settings: Settings, *, demo: bool = False, force: bool = False, clock: Clock | None = None
+) -> int:
+    """Open the monitor on ``settings`` (with the traffic generator when ``demo``; ``force``
+    lets the demo write into a database holding other sessions); returns the exit code.
+
+    SIGTERM and SIGHUP (terminal closed) quit as cleanly as ``q``: the embedded Redis is left,
+    and shut down if no other sessionmon process uses it.
+    """
+    from sessionmon.tui.failures import log_to_file, stop_logging_to_file
+
+    monitor = build_monitor(settings, demo=demo, force=force, clock=clock, handle_signals=True)
+    log_to_file()
+    try:
+        monitor.start_generator()
+        app = monitor.app
         code = app.run()
         return int(code or 0) if app.return_code in (None, 0) else int(app.return_code or 1)
     finally:
-        if generator is not None:
-            generator.stop()
         with contextlib.suppress(Exception):
-            runtime.close()
-        sys.stdout.flush()
+            monitor.close()
+        stop_logging_to_file()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()

@@ -1,14 +1,22 @@
 """The monitor's App: builds the main screen, runs the poll loop and the force-logout workers.
 
 Messages: ``PollDone`` (a snapshot from the poll worker), ``LogoutDone`` (the result of a
-force-logout worker) and ``DetailLoaded``. Workers run in threads and never touch widgets; they post
-messages back. The next poll is scheduled only when the last one has finished, so polls never
-overlap, whatever the interval.
+force-logout worker), ``DetailLoaded``, ``UserSessionsFound`` (the sessions of a user, for ``L``)
+and ``RedisStarted`` (an attempt to start the embedded Redis). Workers run in threads and never
+touch widgets; they post messages back. Every worker catches every exception: an expected one
+(``SessionmonError``) becomes a notification or the banner, a bug is logged with its traceback
+(``failures.report_failure``) and shown as one line; no traceback ever reaches the screen. The
+next poll is scheduled only when the last one has finished, so polls never overlap, whatever the
+interval.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,8 +31,10 @@ from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.config import Settings, format_duration, mask_url
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
-from sessionmon.core.store import Store
+from sessionmon.core.store import Session, Store
 from sessionmon.tui.actions import ACTIONS
+from sessionmon.tui.backend import MonitorBackend
+from sessionmon.tui.failures import log, report_failure
 from sessionmon.tui.format import plural
 from sessionmon.tui.model import SessionList
 from sessionmon.tui.poller import Poller, PollRequest, RedisStatus, Snapshot
@@ -58,6 +68,34 @@ class LogoutDone(Message):
         self.error = error
 
 
+class UserSessionsFound(Message):
+    """The sessions of the user an ``L`` key press was about (``error``: they could not be read)."""
+
+    def __init__(self, session: Session, ids: tuple[str, ...], error: str | None) -> None:
+        super().__init__()
+        self.session = session
+        self.ids = ids
+        self.error = error
+
+
+class Notice(Message):
+    """A notification from a worker thread (``notify`` is for the UI thread)."""
+
+    def __init__(self, text: str, title: str = "", severity: str = "information") -> None:
+        super().__init__()
+        self.text = text
+        self.title = title
+        self.severity = severity
+
+
+class RedisStarted(Message):
+    """An attempt to start the embedded Redis finished (``error`` None: it answers)."""
+
+    def __init__(self, error: str | None) -> None:
+        super().__init__()
+        self.error = error
+
+
 class DetailLoaded(Message):
     """The detail of the session under the cursor was read."""
 
@@ -86,28 +124,45 @@ class SessionmonApp(App[int]):
     def __init__(
         self,
         *,
-        store: Store,
-        blacklist: Blacklist,
-        auth: Auth,
         settings: Settings,
+        store: Store | None = None,
+        blacklist: Blacklist | None = None,
+        auth: Auth | None = None,
+        backend: MonitorBackend | None = None,
         clock: Clock = SYSTEM_CLOCK,
         redis_label: str | None = None,
         db_label: str | None = None,
         poller: Poller | None = None,
+        handle_signals: bool = False,
     ) -> None:
+        """Give ``store``, ``blacklist`` and ``auth`` (opened by the caller), or a ``backend``
+        (which may open the store later: the database may be missing at startup).
+
+        ``handle_signals``: quit cleanly on SIGTERM and SIGHUP (so the embedded Redis is released).
+        """
         super().__init__()
-        self.store = store
-        self.blacklist_store = blacklist
-        self.auth = auth
+        if backend is None:
+            if store is None or blacklist is None or auth is None:
+                raise ValueError("give store, blacklist and auth, or a backend")
+            backend = MonitorBackend.of(store, blacklist, auth)
+        self.backend = backend
+        self.blacklist_store = backend.blacklist
         self.settings = settings
         self.clock = clock
+        self.handle_signals = handle_signals
         self.interval = max(MIN_INTERVAL, settings.interval)
-        self.db_label = db_label or short_path(store.path)
+        self.db_path = backend.db_path
+        self.db_label = db_label or short_path(backend.db_path)
         self.redis_label = redis_label or (
             mask_url(settings.redis_url) if settings.redis_url else "embedded"
         )
         self.model = SessionList()
-        self.poller = poller or Poller(store.path, blacklist, clock)
+        self.poller = poller or Poller(backend.db_path, backend.blacklist, clock)
+        # Restarting the embedded Redis: at most one attempt at a time, backing off like polls.
+        self._starting_redis = False
+        self._redis_backoff = self.poller.backoff_start
+        self._next_redis_start = time.monotonic() + self._redis_backoff
+        self._signals: list[int] = []
         self.paused = False
         self.blacklist_descending = False
         self.snapshot: Snapshot | None = None
@@ -134,7 +189,24 @@ class SessionmonApp(App[int]):
             self._ticker = self.set_interval(1.0, self._tick)
             self.request_poll(reload=True, redis_now=True)
 
+    def on_mount(self) -> None:
+        if self.handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, self._quit_on_signal, sig)
+                    self._signals.append(sig)
+
+    def _quit_on_signal(self, sig: int) -> None:
+        log.info("received %s: quitting", signal.Signals(sig).name)
+        self.exit(128 + sig)
+
     def on_unmount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        self._signals.clear()
         self.poller.close()
 
     def _tick(self) -> None:
@@ -148,10 +220,12 @@ class SessionmonApp(App[int]):
 
     def open_reader(self) -> SessionReader:
         """A read-only connection for the sessions view (its own, so it never waits on polls)."""
-        return SessionReader(self.store.path, busy_timeout=0.2)
+        return SessionReader(self.db_path, busy_timeout=0.2)
 
     def sessions_of_user(self, user_id: str) -> list[str]:
-        return [s.id for s in self.store.sessions_for_user(user_id) if s.user_id == user_id]
+        """Ids of every session of ``user_id`` (blocking: call it from a worker)."""
+        store = self.backend.store()
+        return [s.id for s in store.sessions_for_user(user_id) if s.user_id == user_id]
 
     def status_info(self) -> StatusInfo:
         snap = self.snapshot
@@ -210,7 +284,7 @@ class SessionmonApp(App[int]):
         except Exception as exc:  # a bug must not kill the loop or reach the screen
             previous = self.snapshot.redis if self.snapshot else RedisStatus()
             snapshot = Snapshot(
-                at=self.clock.now(), redis=previous, db_error=f"internal error: {exc}"
+                at=self.clock.now(), redis=previous, db_error=report_failure("polling", exc)
             )
         self.post_message(PollDone(snapshot))
 
@@ -221,16 +295,63 @@ class SessionmonApp(App[int]):
         self.polls += 1
         if not self.main_ready:
             return
-        self.main.apply_snapshot(message.snapshot)
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self.request_poll(reload=pending.reload, redis_now=pending.redis_now)
-        else:
-            self._next_poll = self.set_timer(self.interval, self._scheduled_poll)
+        try:
+            self.main.apply_snapshot(message.snapshot)
+            self._maybe_start_redis(message.snapshot)
+        except Exception as exc:  # a bug in drawing must not stop the poll loop
+            self.notify(report_failure("showing the poll", exc), severity="error")
+        finally:
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                self.request_poll(reload=pending.reload, redis_now=pending.redis_now)
+            else:
+                self._next_poll = self.set_timer(self.interval, self._scheduled_poll)
 
     def _scheduled_poll(self) -> None:
         self._next_poll = None
         self.request_poll()
+
+    # -- the embedded Redis -----------------------------------------------------------------
+
+    @property
+    def redis_start_error(self) -> str | None:
+        """Why the embedded Redis did not start (the banner shows it), or None."""
+        return self.backend.redis_start_error
+
+    def _maybe_start_redis(self, snapshot: Snapshot) -> None:
+        """Redis down and ours to run: (re)start the embedded server in a worker, with backoff."""
+        keeper = self.backend.keeper
+        if snapshot.redis.ok:
+            self._redis_backoff = self.poller.backoff_start
+            self.backend.redis_start_error = None
+            return
+        if keeper is None or snapshot.redis.ok is None or self._starting_redis:
+            return
+        if time.monotonic() < self._next_redis_start:
+            return
+        self._next_redis_start = time.monotonic() + self._redis_backoff
+        self._redis_backoff = min(self._redis_backoff * 2, self.poller.backoff_cap)
+        self._starting_redis = True
+        self._start_redis()
+
+    @work(thread=True, group="redis-start", exclusive=True, exit_on_error=False)
+    def _start_redis(self) -> None:
+        keeper = self.backend.keeper
+        error = None
+        try:
+            if keeper is not None:
+                keeper.start()
+        except Exception as exc:
+            error = report_failure("starting the embedded Redis", exc)
+            error = error.removeprefix("starting the embedded Redis: ")
+        self.post_message(RedisStarted(error))
+
+    @on(RedisStarted)
+    def _redis_started(self, message: RedisStarted) -> None:
+        self._starting_redis = False
+        self.backend.redis_start_error = message.error
+        if message.error is None:
+            self.request_poll(redis_now=True)
 
     def set_query(self, query: ViewQuery) -> None:
         """New sort or filter: show it and reload the order at once."""
@@ -251,24 +372,36 @@ class SessionmonApp(App[int]):
     @work(thread=True, group="detail", exclusive=True, exit_on_error=False)
     def _load_detail(self, session_id: str) -> None:
         try:
-            session = self.store.get_session(session_id)
+            self.post_message(DetailLoaded(*self._read_detail(session_id)))
+        except Exception as exc:  # a bug: logged; one line in the pane and a notification
+            text = report_failure("loading the session detail", exc)
+            self.post_message(DetailLoaded(None, text))
+            self.post_message(Notice(text, "Detail", "error"))
+
+    def _read_detail(self, session_id: str) -> tuple[SessionDetail | None, str]:
+        try:
+            store = self.backend.store()
+            session = store.get_session(session_id)
             if session is None:
-                self.post_message(DetailLoaded(None, "The session has ended."))
-                return
-            audit = self.store.audit(session_id=session_id, limit=8)
+                return None, "The session has ended."
+            audit = store.audit(session_id=session_id, limit=8)
         except DatabaseError as exc:
-            self.post_message(DetailLoaded(None, str(exc)))
-            return
+            return None, str(exc)
         jtis = [j for j in (session.access_jti, session.refresh_jti) if j]
         try:
             keys = self.blacklist_store.entries_for_session(session.id, jtis)
-            detail = SessionDetail(session, keys, audit)
+            return SessionDetail(session, keys, audit), ""
         except RedisUnavailable as exc:
             why = without_address(str(exc)).removeprefix("Redis unreachable: ")
-            detail = SessionDetail(
-                session, None, audit, key_error=f"unknown: Redis unreachable ({why})"
-            )
-        self.post_message(DetailLoaded(detail))
+            key_error = f"unknown: Redis unreachable ({why})"
+        except Exception as exc:  # e.g. a key of the wrong type: the rest is still worth showing
+            key_error = "unknown: " + report_failure("reading its blacklist keys", exc)
+            self.post_message(Notice(key_error, "Detail", "error"))
+        return SessionDetail(session, None, audit, key_error=key_error), ""
+
+    @on(Notice)
+    def _notice(self, message: Notice) -> None:
+        self.notify(message.text, title=message.title, severity=message.severity)  # type: ignore[arg-type]
 
     @on(DetailLoaded)
     def _detail_loaded(self, message: DetailLoaded) -> None:
@@ -276,6 +409,33 @@ class SessionmonApp(App[int]):
             self.main.show_detail(message.detail, message.message)
 
     # -- force-logout -----------------------------------------------------------------------
+
+    def find_user_sessions(self, session: Session) -> None:
+        """For ``L``: read the sessions of ``session``'s user in a worker, then ask to confirm."""
+        self._find_user_sessions(session)
+
+    @work(thread=True, group="user-lookup", exclusive=True, exit_on_error=False)
+    def _find_user_sessions(self, session: Session) -> None:
+        try:
+            ids = tuple(self.sessions_of_user(session.user_id)) or (session.id,)
+        except Exception as exc:  # DatabaseError, or a bug (logged)
+            self.post_message(UserSessionsFound(session, (), report_failure("reading", exc)))
+            return
+        self.post_message(UserSessionsFound(session, ids, None))
+
+    @on(UserSessionsFound)
+    def _user_sessions_found(self, message: UserSessionsFound) -> None:
+        if not self.main_ready:
+            return
+        if message.error is not None:
+            text = message.error.removeprefix("reading: ")
+            self.notify(text, title="Cannot read the user's sessions", severity="error")
+            return
+        session = message.session
+        target = LogoutTarget(
+            "user", message.ids, (session.email or session.user_id,), session.user_id
+        )
+        self.main.confirm(target)
 
     def start_logout(self, target: LogoutTarget, reason: str | None) -> None:
         """Force-logout ``target`` in a worker thread (never on the UI thread)."""
@@ -286,17 +446,20 @@ class SessionmonApp(App[int]):
     def _logout(self, target: LogoutTarget, reason: str | None) -> None:
         actor = self.settings.actor
         try:
+            auth = self.backend.auth()
             if target.kind == "user" and target.user_id:
-                result = self.auth.force_logout_user(target.user_id, actor, reason)
+                result = auth.force_logout_user(target.user_id, actor, reason)
             elif len(target.session_ids) == 1:
-                result = self.auth.force_logout(target.session_ids[0], actor, reason)
+                result = auth.force_logout(target.session_ids[0], actor, reason)
             else:
-                result = self.auth.force_logout_many(target.session_ids, actor, reason)
+                result = auth.force_logout_many(target.session_ids, actor, reason)
         except SessionmonError as exc:
+            log.warning("force-logout of %s failed: %s", target.kind, exc)
             self.post_message(LogoutDone(target, None, str(exc)))
             return
         except Exception as exc:  # never a traceback on screen
-            self.post_message(LogoutDone(target, None, f"internal error: {exc}"))
+            error = report_failure("force-logout", exc).removeprefix("force-logout: ")
+            self.post_message(LogoutDone(target, None, error))
             return
         self.post_message(LogoutDone(target, result, None))
 
@@ -322,7 +485,7 @@ class SessionmonApp(App[int]):
             why = disabled.get(spec.action)
             help_text = spec.description + (f" (disabled: {why})" if why else "")
             yield SystemCommand(
-                f"{spec.label} [{spec.display}]",
+                f"{spec.label} ({spec.display})",  # not [..]: titles are markup
                 help_text,
                 lambda action=spec.action: self.run_palette_action(action),
             )

@@ -1,16 +1,19 @@
 """The sessions view's model: row ids in view order, the cursor (kept on the same session), marks.
 
 No Textual here. At a million sessions the order is one ``array('q')`` of SQLite row ids (8 MB);
-finding where the cursor's session went after a reload is a ``bytes.find`` over that array.
+finding where the cursor's session went after a reload is a ``bytes.find`` over that array. The
+order may still be filling (``reader.Order``): positions not read yet hold 0, and the query the
+model hands out names the cursor's row (``ViewQuery.around``) so the reader reads it first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from array import array
 from collections.abc import Iterable
 
-from sessionmon.tui.reader import SORT_CYCLE, ViewQuery
+from sessionmon.tui.reader import SORT_CYCLE, Order, ViewQuery
 
 _PACK = struct.Struct("q")
 
@@ -29,19 +32,39 @@ class SessionList:
     """Which sessions the view shows, in which order, where the cursor is, which are marked."""
 
     def __init__(self, query: ViewQuery | None = None) -> None:
-        self.query = query or ViewQuery()
+        self._query = query or ViewQuery()
         self.order: array = array("q")
         self.cursor = 0
         self.cursor_rowid: int | None = None
         self.marks: dict[str, str] = {}  # session id -> email, captured when marked
         self.loaded = False
+        # The cursor's session when a filling order did not have it yet: looked up when complete.
+        self._lost_rowid: int | None = None
+
+    @property
+    def query(self) -> ViewQuery:
+        """The current query, naming the cursor's row so a reload reads around it first."""
+        rowid = self._lost_rowid or self.cursor_rowid
+        if self._query.around == rowid:
+            return self._query
+        return dataclasses.replace(self._query, around=rowid)
+
+    @query.setter
+    def query(self, query: ViewQuery) -> None:
+        self._query = query
 
     def __len__(self) -> int:
         return len(self.order)
 
+    @property
+    def complete(self) -> bool:
+        """False while the order is still being filled."""
+        return not isinstance(self.order, Order) or self.order.complete
+
     def rowid_at(self, index: int) -> int | None:
+        """The row id at ``index``; None outside the order or where it is not read yet."""
         if 0 <= index < len(self.order):
-            return self.order[index]
+            return self.order[index] or None
         return None
 
     def set_order(self, order: array, query: ViewQuery | None = None) -> None:
@@ -50,23 +73,45 @@ class SessionList:
             self.query = query
         self.order = order
         self.loaded = True
+        wanted = self._lost_rowid or self.cursor_rowid
+        self._lost_rowid = None
         if not order:
             self.cursor, self.cursor_rowid = 0, None
             return
-        index = -1 if self.cursor_rowid is None else find_rowid(order, self.cursor_rowid)
+        index = -1 if wanted is None else find_rowid(order, wanted)
         if index < 0:
+            if wanted is not None and isinstance(order, Order) and not order.complete:
+                self._lost_rowid = wanted  # maybe further down: look again when it is complete
             index = min(self.cursor, len(order) - 1)
         self.cursor = index
-        self.cursor_rowid = order[index]
+        self.cursor_rowid = self.rowid_at(index)
+
+    def order_completed(self, order: array) -> bool:
+        """The filling ``order`` is complete: find the cursor's session if it was not in yet.
+
+        Returns True when the cursor moved to it.
+        """
+        if order is not self.order:
+            return False
+        wanted, self._lost_rowid = self._lost_rowid, None
+        if wanted is not None:
+            index = find_rowid(order, wanted)
+            if index >= 0:
+                self.cursor, self.cursor_rowid = index, wanted
+                return True
+        self.cursor_rowid = self.rowid_at(self.cursor)
+        return False
 
     def move_to(self, index: int) -> bool:
         """Put the cursor on ``index`` (clamped); True if it moved."""
         if not self.order:
             return False
         index = max(0, min(index, len(self.order) - 1))
-        moved = index != self.cursor or self.cursor_rowid != self.order[index]
+        rowid = self.rowid_at(index)
+        moved = index != self.cursor or self.cursor_rowid != rowid
         self.cursor = index
-        self.cursor_rowid = self.order[index]
+        self.cursor_rowid = rowid
+        self._lost_rowid = None  # the operator moved on
         return moved
 
     # -- query ----------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ SQLite: ``PRAGMA data_version`` says whether anything was committed since the la
 row-id order is rebuilt. A reload that took long delays the next automatic one, so a million-row
 database cannot keep a core busy. Redis: a ping, the key count and one page of the expiry index
 around the blacklist view's scroll position; when Redis is down, attempts back off (doubling up to
-``backoff_cap`` seconds) forever, and sessions are still served from SQLite.
+``backoff_cap`` seconds) forever, and sessions are still served from SQLite. A database that cannot
+be opened (missing, corrupt, locked) is retried the same way (capped at ``db_backoff_cap``), and at
+once when the operator asks for a refresh. ``poll`` never raises: every failure is in the snapshot.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 
 from sessionmon.core.blacklist import Blacklist, BlacklistEntry
 from sessionmon.core.clock import Clock
-from sessionmon.core.errors import DatabaseError, RedisUnavailable
+from sessionmon.core.errors import DatabaseError, DatabaseMissing, RedisUnavailable
+from sessionmon.tui.failures import report_failure
 from sessionmon.tui.reader import SessionReader, ViewQuery
 
 REDIS_DOWN = "Redis unreachable: blacklist state unknown, force-logout disabled"
@@ -75,6 +78,8 @@ class Snapshot:
     sessions: SessionsResult | None = None
     blacklist: BlacklistResult | None = None
     db_error: str | None = None
+    db_missing: bool = False  # the database file does not exist
+    db_retry_in: float | None = None  # seconds until the next attempt to open it
     live: int | None = None
 
 
@@ -90,6 +95,7 @@ class Poller:
         reload_every: float = 15.0,
         backoff_start: float = 0.5,
         backoff_cap: float = 10.0,
+        db_backoff_cap: float = 5.0,
         max_duty: float = 0.25,
     ) -> None:
         self.db_path = Path(db_path)
@@ -98,6 +104,7 @@ class Poller:
         self.reload_every = reload_every
         self.backoff_start = backoff_start
         self.backoff_cap = backoff_cap
+        self.db_backoff_cap = db_backoff_cap
         self.max_duty = max_duty
         self._reader: SessionReader | None = None
         self._data_version: int | None = None
@@ -109,6 +116,9 @@ class Poller:
         self._redis = RedisStatus()
         self._backoff = backoff_start
         self._next_redis = 0.0  # monotonic
+        self._db_error: DatabaseError | None = None  # why the database could not be read
+        self._db_backoff = backoff_start
+        self._next_db = 0.0  # monotonic
 
     def close(self) -> None:
         if self._reader is not None:
@@ -117,46 +127,65 @@ class Poller:
 
     # -- SQLite -----------------------------------------------------------------------------
 
-    def _sessions(self, req: PollRequest) -> tuple[SessionsResult | None, str | None]:
+    def _sessions(self, req: PollRequest) -> SessionsResult | None:
+        backing_off = self._db_error is not None and self._next_db > time.monotonic()
+        if self._reader is None and backing_off and not req.reload:
+            return None  # the last attempt to open it failed: wait a little
         try:
-            if self._reader is None:
-                self._reader = SessionReader(self.db_path)
-                self._data_version = None
-            reader = self._reader
-            version = reader.data_version()
-            mono = time.monotonic()
-            changed = version != self._data_version or req.query != self._loaded_query
-            stale = mono - self._last_reload >= self.reload_every
-            # A reload that costs a lot waits longer: at most ``max_duty`` of the time reloading.
-            cooled = mono - self._last_reload >= self._reload_cost / self.max_duty
-            due = (changed or stale) and cooled and not req.paused
-            if not (req.reload or due):
-                return None, None
-            now = self.clock.now()
-            started = time.perf_counter()
-            last = self._loaded_query
-            if (
-                self._order is not None
-                and last is not None
-                and version == self._data_version
-                and not stale
-                and req.query == ViewQuery(last.sort, not last.reverse, last.text)
-            ):
-                order = self._order[::-1]  # only the direction changed: no query at all
-            else:
-                order = reader.order(req.query, now)
-            self._order = order
-            live = reader.count_live(now) if req.query.text.strip() else len(order)
-            self._reload_cost = time.perf_counter() - started
-            self._last_reload = time.monotonic()
-            self._data_version = version
-            self._loaded_query = req.query
-            self._live = live
-            return SessionsResult(req.query, order, live), None
+            try:
+                result = self._read_sessions(req)
+            except DatabaseError:
+                raise
+            except Exception as exc:  # a bug: logged, shown as one line, retried like an outage
+                raise DatabaseError(report_failure("reading the sessions", exc)) from None
         except DatabaseError as exc:
             self.close()
             self._data_version = None
-            return None, str(exc)
+            self._db_error = exc
+            self._next_db = time.monotonic() + self._db_backoff
+            self._db_backoff = min(self._db_backoff * 2, self.db_backoff_cap)
+            return None
+        self._db_error = None
+        self._db_backoff = self.backoff_start
+        return result
+
+    def _read_sessions(self, req: PollRequest) -> SessionsResult | None:
+        if self._reader is None:
+            if self.db_path.is_dir():  # SQLite would only say "disk I/O error"
+                raise DatabaseError(f"database path {self.db_path} is a directory")
+            self._reader = SessionReader(self.db_path)
+            self._data_version = None
+        reader = self._reader
+        version = reader.data_version()
+        mono = time.monotonic()
+        changed = version != self._data_version or req.query != self._loaded_query
+        stale = mono - self._last_reload >= self.reload_every
+        # A reload that costs a lot waits longer: at most ``max_duty`` of the time reloading.
+        cooled = mono - self._last_reload >= self._reload_cost / self.max_duty
+        due = (changed or stale) and cooled and not req.paused
+        if not (req.reload or due):
+            return None
+        now = self.clock.now()
+        started = time.perf_counter()
+        last = self._loaded_query
+        if (
+            self._order is not None
+            and last is not None
+            and version == self._data_version
+            and not stale
+            and req.query == ViewQuery(last.sort, not last.reverse, last.text)
+        ):
+            order = self._order[::-1]  # only the direction changed: no query at all
+        else:
+            order = reader.order(req.query, now)
+        self._order = order
+        live = reader.count_live(now) if req.query.text.strip() else len(order)
+        self._reload_cost = time.perf_counter() - started
+        self._last_reload = time.monotonic()
+        self._data_version = version
+        self._loaded_query = req.query
+        self._live = live
+        return SessionsResult(req.query, order, live)
 
     # -- Redis ------------------------------------------------------------------------------
 
@@ -175,11 +204,14 @@ class Poller:
             entries = self.blacklist.page(
                 offset, req.blacklist_limit, descending=req.blacklist_descending
             )
-        except RedisUnavailable as exc:
+        except Exception as exc:  # RedisUnavailable, or a bug (e.g. a key of the wrong type)
+            error = str(exc) if isinstance(exc, RedisUnavailable) else None
+            if error is None:
+                error = report_failure("reading the blacklist", exc)
             self._next_redis = time.monotonic() + self._backoff
             retry = self._backoff
             self._backoff = min(self._backoff * 2, self.backoff_cap)
-            self._redis = RedisStatus(False, None, str(exc), self._redis.last_ok, retry_in=retry)
+            self._redis = RedisStatus(False, None, error, self._redis.last_ok, retry_in=retry)
             return None
         self._backoff = self.backoff_start
         self._redis = RedisStatus(True, latency, None, self.clock.now())
@@ -188,14 +220,20 @@ class Poller:
     # -- both -------------------------------------------------------------------------------
 
     def poll(self, req: PollRequest) -> Snapshot:
-        """One poll; never raises for an unreachable Redis or a bad database."""
-        sessions, db_error = self._sessions(req)
+        """One poll; never raises: an unreachable Redis or a bad database is in the snapshot."""
+        sessions = self._sessions(req)
         blacklist = self._redis_poll(req)
+        db_error = self._db_error
+        db_retry = None
+        if db_error is not None:
+            db_retry = max(0.0, self._next_db - time.monotonic())
         return Snapshot(
             at=self.clock.now(),
             redis=self._redis,
             sessions=sessions,
             blacklist=blacklist,
-            db_error=db_error,
+            db_error=str(db_error) if db_error is not None else None,
+            db_missing=isinstance(db_error, DatabaseMissing) and not self.db_path.exists(),
+            db_retry_in=db_retry,
             live=self._live,
         )

@@ -86,7 +86,8 @@ async def test_database_gone_shows_a_banner_and_recovers(make_app, auth: Auth, s
         app.poller.close()  # the poller's connection would keep the old file open
         os.rename(store.path, moved)
         await polled(pilot)
-        await wait_for(pilot, lambda: "Database unavailable" in banner_text(app), "db banner")
+        await wait_for(pilot, lambda: "Database not found" in banner_text(app), "db banner")
+        assert "showing the last rows read" in banner_text(app)
         assert len(app.model) == 1  # the last rows read stay on screen
         assert app.main.query_one(SessionsTable).selected is not None
         os.rename(moved, store.path)

@@ -13,7 +13,6 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Input
 
-from sessionmon.core.errors import DatabaseError
 from sessionmon.tui.actions import DESTRUCTIVE, bindings
 from sessionmon.tui.poller import REDIS_DOWN, Snapshot
 from sessionmon.tui.reader import ViewQuery
@@ -33,6 +32,22 @@ SESSIONS_ONLY = frozenset(
     {"force_logout", "force_logout_user", "toggle_mark", "filter", "cycle_sort"}
 )
 FILTER_DEBOUNCE = 0.15
+
+
+def database_problem(snap: Snapshot, rows_shown: bool) -> str:
+    """The banner line for a database that cannot be read: what is wrong, and what happens now."""
+    error = snap.db_error or ""
+    retry = snap.db_retry_in
+    when = f"retrying in {retry:.0f}s" if retry and retry >= 1 else "retrying"
+    if snap.db_missing:
+        path = error.removeprefix("database not found: ")
+        text = f"Database not found: {path} — waiting for it to appear"
+    else:
+        text = (error[:1].upper() + error[1:]) if error else "Database unavailable"
+        text += f" · {when}"
+    if rows_shown:
+        text += " · showing the last rows read"
+    return text
 
 
 def without_address(error: str) -> str:
@@ -127,11 +142,12 @@ class MainScreen(Screen[None]):
         problems = []
         if snap.redis.ok is False:
             retry = snap.redis.retry_in
-            detail = without_address(snap.redis.error or "")
+            # Why the embedded server did not start says more than "no such socket".
+            detail = self.app.redis_start_error or without_address(snap.redis.error or "")
             when = f" · retrying in {retry:.0f}s" if retry and retry >= 1 else " · retrying"
             problems.append(f"{REDIS_DOWN}{when} ({detail})" if detail else REDIS_DOWN + when)
         if snap.db_error:
-            problems.append(f"Database unavailable: {snap.db_error} · showing the last rows read")
+            problems.append(database_problem(snap, self.app.model.loaded))
         self._banner.show_problems(problems)
         if snap.sessions is not None:
             self.sessions.apply(snap.sessions)
@@ -206,33 +222,45 @@ class MainScreen(Screen[None]):
 
     # -- actions ----------------------------------------------------------------------------
 
-    def capture_target(self, whole_user: bool) -> LogoutTarget | None:
-        """The sessions a force-logout is about, fixed now (rows may move before confirm)."""
+    def capture_target(self) -> LogoutTarget | None:
+        """The sessions ``l`` is about, fixed now (rows may move before confirm)."""
         model = self.app.model
-        if not whole_user and model.marks:
+        if model.marks:
             ids = tuple(model.marks)
             return LogoutTarget("marked", ids, tuple(model.marks[i] for i in ids))
         session = self.sessions.selected
         if session is None:
             return None
-        if not whole_user:
-            return LogoutTarget("session", (session.id,), (session.email or "",))
-        try:
-            ids = tuple(self.app.sessions_of_user(session.user_id)) or (session.id,)
-        except DatabaseError as exc:
-            self.notify(str(exc), title="Cannot read the user's sessions", severity="error")
-            return None
-        return LogoutTarget("user", ids, (session.email or session.user_id,), session.user_id)
+        return LogoutTarget("session", (session.id,), (session.email or "",))
 
     def _confirm(self, whole_user: bool) -> None:
         why = self.refusal()
         if why:
             self.notify(why, title="Refused", severity="warning")
             return
-        target = self.capture_target(whole_user)
+        if whole_user:
+            # The user is fixed now; their sessions are read in a worker (never on the UI
+            # thread), then the dialog opens with the count read right after the key press.
+            session = self.sessions.selected
+            if session is None:
+                self.notify("No session selected", severity="warning")
+                return
+            self.app.find_user_sessions(session)
+            return
+        target = self.capture_target()
         if target is None:
             self.notify("No session selected", severity="warning")
             return
+        self.confirm(target)
+
+    def confirm(self, target: LogoutTarget) -> None:
+        """Ask before force-logging-out ``target``; act on exactly it if confirmed."""
+        why = self.refusal()  # it may have changed while the user's sessions were read
+        if why:
+            self.notify(why, title="Refused", severity="warning")
+            return
+        if self.app.screen is not self:
+            return  # another dialog or screen opened meanwhile: do not stack a confirm on it
         dialog = ConfirmLogout(target)
 
         def done(confirmed: bool | None) -> None:

@@ -3,11 +3,16 @@
 Countdowns and "ago" times are computed in ``row_cells`` from the expiry timestamps and the clock:
 the 1 Hz tick only repaints the visible lines, it never queries. Rows are read from SQLite by row id
 for the visible window only (a few dozen at a time), through the view's own read-only connection.
+An order that is still being filled shows "loading…" where its row ids are not read yet; the
+reader's thread posts ``OrderFilled`` when it is complete.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
+
+from textual.message import Message
 
 from sessionmon.core.clock import Clock
 from sessionmon.core.errors import DatabaseError
@@ -15,7 +20,7 @@ from sessionmon.core.store import Session
 from sessionmon.tui.format import age, ago, countdown, short_agent, short_id
 from sessionmon.tui.model import SessionList
 from sessionmon.tui.poller import SessionsResult
-from sessionmon.tui.reader import SORTS, SessionReader
+from sessionmon.tui.reader import SORTS, Order, SessionReader
 from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
 COLUMNS = (
@@ -66,6 +71,13 @@ class SessionsTable(LineTable):
 
     columns = COLUMNS
 
+    class OrderFilled(Message):
+        """A filling order is complete (posted from the reader's thread)."""
+
+        def __init__(self, order: array) -> None:
+            super().__init__()
+            self.order = order
+
     def __init__(
         self,
         model: SessionList,
@@ -113,7 +125,22 @@ class SessionsTable(LineTable):
         self.update_size()
         self.keep_cursor_on_screen_row(old_cursor, old_top)
         self.refresh()
+        order = result.order
+        if isinstance(order, Order) and not order.complete:
+            order.when_complete(lambda done: self.post_message(self.OrderFilled(done)))
+            self.call_after_refresh(order.resume)  # the rest is read once these rows are drawn
         return self.model.cursor_rowid != before
+
+    def on_sessions_table_order_filled(self, message: OrderFilled) -> None:
+        if message.order is not self.model.order:
+            return  # replaced by a newer order meanwhile
+        old_cursor, old_top = self.model.cursor, self.top
+        before = self.model.cursor_rowid
+        if self.model.order_completed(message.order):
+            self.keep_cursor_on_screen_row(old_cursor, old_top)
+        self.refresh()
+        if self.model.cursor_rowid != before:
+            self.post_message(self.CursorMoved(self, self.model.cursor))
 
     def forget_rows(self) -> None:
         """Drop cached rows (they are read again when drawn)."""
@@ -128,7 +155,8 @@ class SessionsTable(LineTable):
 
     def _fetch(self, indexes: range) -> None:
         order = self.model.order
-        wanted = [order[i] for i in indexes if 0 <= i < len(order) and order[i] not in self._cache]
+        size = len(order)
+        wanted = [r for i in indexes if 0 <= i < size and (r := order[i]) and r not in self._cache]
         if not wanted or self._read_failed:
             return
         try:

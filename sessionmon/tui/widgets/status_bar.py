@@ -115,7 +115,7 @@ class StatusBar(Widget):
             if status.last_ok is not None:
                 text.append(f" · last ok {clock_time(status.last_ok)}", label)
         text.append_text(sep)
-        text.append("-" if info.live is None else f"{info.live:,} ", self._style("status--clock"))
+        text.append("- " if info.live is None else f"{info.live:,} ", self._style("status--clock"))
         text.append("sessions", label)
         text.append_text(sep)
         if info.blacklisted is None or not status.ok:

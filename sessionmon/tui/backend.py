@@ -1,0 +1,167 @@
+"""What the monitor acts through: the store, the blacklist and auth, opened late and reopened.
+
+The monitor opens even when the database is missing, corrupt or locked and when the embedded Redis
+does not start: ``MonitorBackend`` opens the read-write ``Store`` on first use (from a worker
+thread, never the UI thread) and tries again on every later use until it works; ``EmbeddedKeeper``
+(re)starts the embedded Redis on request and releases it exactly once when the monitor leaves, so
+the last sessionmon process to leave shuts the server down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+
+import redis
+
+from sessionmon.core.auth import Auth
+from sessionmon.core.blacklist import Blacklist
+from sessionmon.core.clock import SYSTEM_CLOCK, Clock
+from sessionmon.core.config import Settings
+from sessionmon.core.embedded import EmbeddedRedis
+from sessionmon.core.errors import RedisUnavailable, SessionmonError
+from sessionmon.core.runtime import Runtime
+from sessionmon.core.store import Store
+
+
+class EmbeddedKeeper:
+    """Starts (or joins, or restarts) the embedded Redis; ``close`` leaves it exactly once.
+
+    ``start`` and ``close`` hold one lock, so a start running in a worker when the monitor quits
+    finishes first and is then released: a server started late is never left behind.
+    """
+
+    def __init__(self, embedded: EmbeddedRedis, *, make_dir: bool = True) -> None:
+        self.embedded = embedded
+        self.make_dir = make_dir  # False: never create the database's directory for the server
+        self._lock = threading.Lock()
+        self._joined = False
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        return self.embedded.url
+
+    def start(self) -> None:
+        """Make sure the server answers and this process is one of its users.
+
+        Raises ``RedisUnavailable`` with one line saying why it could not start.
+        """
+        with self._lock:
+            if self._closed:
+                raise RedisUnavailable("the monitor is shutting down")
+            if not self.make_dir and not self.embedded.dir.is_dir():
+                raise RedisUnavailable(
+                    f"embedded Redis not started: waiting for the database directory "
+                    f"{self.embedded.dir}"
+                )
+            try:
+                self.embedded.start()
+            except RedisUnavailable:
+                raise
+            except SessionmonError as exc:  # e.g. no redis-server binary (a ConfigError)
+                raise RedisUnavailable(f"embedded Redis not started: {exc}") from None
+            except OSError as exc:  # e.g. a directory where its socket should be
+                what = exc.strerror or str(exc)
+                where = f": {exc.filename}" if exc.filename else ""
+                raise RedisUnavailable(f"embedded Redis not started: {what}{where}") from None
+            self._joined = True
+
+    def close(self) -> bool:
+        """Leave the server (shutting it down if no other process uses it); True if it stopped."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._closed = True
+            if not self._joined:
+                return False  # never registered: another process's server is not ours to stop
+            return self.embedded.stop()
+
+
+class MonitorBackend:
+    """The store (opened on first use), the blacklist and auth for one monitor.
+
+    Build it from live objects (``store`` and ``auth`` given: tests, screenshots) or from
+    ``settings`` (the store is opened on demand, with ``create_db`` deciding whether a missing
+    file is created). ``close`` releases only what the backend opened itself.
+    """
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        blacklist: Blacklist,
+        *,
+        settings: Settings | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        store: Store | None = None,
+        auth: Auth | None = None,
+        create_db: bool = False,
+        client: redis.Redis | None = None,
+        keeper: EmbeddedKeeper | None = None,
+    ) -> None:
+        if store is None and settings is None:
+            raise ValueError("give either a store or the settings to open one")
+        self.db_path = Path(db_path)
+        self.blacklist = blacklist
+        self.settings = settings
+        self.clock = clock
+        self.create_db = create_db
+        self.keeper = keeper
+        self.redis_start_error: str | None = None  # why the embedded Redis did not start
+        self._client = client  # closed by ``close`` (None when the caller owns it)
+        self._store = store
+        self._auth = auth
+        self._owns_store = store is None
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, store: Store, blacklist: Blacklist, auth: Auth) -> MonitorBackend:
+        """A backend over objects the caller opened (and closes)."""
+        return cls(store.path, blacklist, store=store, auth=auth)
+
+    @property
+    def store_open(self) -> bool:
+        return self._store is not None
+
+    def store(self) -> Store:
+        """The read-write store, opened now if it is not yet; raises ``DatabaseError``.
+
+        Call it from a worker thread: opening a file can wait on locks.
+        """
+        with self._lock:
+            if self._store is None:
+                self._store = Store(self.db_path, create=self.create_db, clock=self.clock)
+            return self._store
+
+    def auth(self) -> Auth:
+        """Auth over the store (opened now if needed; raises ``DatabaseError``)."""
+        store = self.store()
+        with self._lock:
+            if self._auth is None:
+                assert self.settings is not None
+                self._runtime = Runtime(
+                    settings=self.settings,
+                    store=store,
+                    client=self.blacklist.client,
+                    blacklist=self.blacklist,
+                    redis_url="",
+                    clock=self.clock,
+                )
+                self._auth = self._runtime.auth
+            return self._auth
+
+    def close(self) -> None:
+        """Close what this backend opened and leave the embedded Redis."""
+        with self._lock:
+            store, self._store = self._store, None
+        if self._owns_store and store is not None:
+            with contextlib.suppress(Exception):
+                store.close()
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        if self.keeper is not None:
+            with contextlib.suppress(Exception):
+                self.keeper.close()
