@@ -8,22 +8,27 @@ Exit codes: 0 ok / token valid; 1 token rejected or nothing matched; 2 usage or 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sessionmon import __version__
 from sessionmon.core.config import Settings, format_duration, load_settings
 from sessionmon.core.errors import (
     ConfigError,
     DatabaseError,
+    DatabaseMissing,
     RedisUnavailable,
     SessionmonError,
 )
+
+if TYPE_CHECKING:
+    from sessionmon.core.blacklist import Blacklist
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
 
@@ -362,16 +367,36 @@ def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if result.found else EXIT_NO_MATCH
 
 
-def cmd_blacklist(args: argparse.Namespace, settings: Settings) -> int:
-    import time
-
+@contextlib.contextmanager
+def _blacklist(settings: Settings) -> Iterator[Blacklist]:
+    """A Blacklist on the configured Redis (the embedded one needs its database to exist)."""
     from sessionmon.core.blacklist import Blacklist, connect
     from sessionmon.core.runtime import redis_url_for
 
+    if settings.embedded and not settings.db.exists():
+        # The embedded Redis lives beside the database: no database, no blacklist.
+        raise DatabaseMissing(
+            f"database not found: {settings.db} (the embedded Redis lives beside it)"
+        )
     url, embedded = redis_url_for(settings)
     client = connect(url)
     try:
-        bl = Blacklist(client, prefix=settings.prefix, leeway=settings.leeway)
+        yield Blacklist(client, prefix=settings.prefix, leeway=settings.leeway)
+    finally:
+        client.close()
+        if embedded is not None:
+            embedded.stop()
+
+
+def _blacklisted(settings: Settings, jti: str, sid: str) -> bool:
+    with _blacklist(settings) as bl:
+        return bl.is_revoked(jti, sid)
+
+
+def cmd_blacklist(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    with _blacklist(settings) as bl:
         entries = bl.page(0, args.limit)
         if args.scan:
             seen = {e.key for e in entries}
@@ -383,10 +408,6 @@ def cmd_blacklist(args: argparse.Namespace, settings: Settings) -> int:
                 if cursor == 0 or len(entries) >= args.limit:
                     break
             entries = sorted(entries, key=lambda e: e.expires_at)[: args.limit]
-    finally:
-        client.close()
-        if embedded is not None:
-            embedded.stop()
     now = time.time()
     if args.json:
         _json([{**e.to_dict(), "ttl": round(e.ttl, 3)} for e in entries])
@@ -420,32 +441,46 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write("paste one token, then press Ctrl-D\n")
     token = sys.stdin.read().strip()
     typ = REFRESH if args.refresh else ACCESS
-    from sessionmon.core.runtime import open_runtime
+    from sessionmon.core.config import load_keys
+    from sessionmon.core.tokens import TokenCodec
 
+    # Keys first (a missing secret is the first thing to fix); the database only when needed:
+    # an access token is checked against Redis alone.
+    codec = TokenCodec(
+        load_keys(settings),
+        leeway=settings.leeway,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        require_typ=settings.require_typ,
+    )
     reason: str | None = None
     detail = ""
     claims: dict[str, Any] | None = None
     verified = False
-    with open_runtime(settings) as rt:
-        try:
-            c = rt.codec.verify(token, typ)
-            claims, verified = c.public(), True
-            if rt.blacklist.is_revoked(c.jti, c.sid):
-                reason, detail = Reason.REVOKED.value, "token or session is on the blacklist"
-            elif typ == REFRESH and rt.store.get_session(c.sid) is None:
-                reason, detail = Reason.SESSION_NOT_FOUND.value, "session does not exist"
-        except TokenRejected as exc:
-            reason, detail = exc.reason.value, exc.detail
-            if exc.reason is Reason.WRONG_TYPE and typ == ACCESS:
-                detail += "; use --refresh to check a refresh token"
-            if exc.verified_payload is not None:
-                claims, verified = dict(exc.verified_payload), True
-            elif exc.reason not in (Reason.TOO_LARGE,):
-                try:
-                    unverified = jwt.decode(token, options={"verify_signature": False})
-                    claims = unverified if isinstance(unverified, dict) else None
-                except Exception:
-                    claims = None
+    try:
+        c = codec.verify(token, typ)
+        claims, verified = c.public(), True
+        if _blacklisted(settings, c.jti, c.sid):
+            reason, detail = Reason.REVOKED.value, "token or session is on the blacklist"
+        elif typ == REFRESH:
+            store = _open_store(settings)
+            try:
+                if store.get_session(c.sid) is None:
+                    reason, detail = Reason.SESSION_NOT_FOUND.value, "session does not exist"
+            finally:
+                store.close()
+    except TokenRejected as exc:
+        reason, detail = exc.reason.value, exc.detail
+        if exc.reason is Reason.WRONG_TYPE and typ == ACCESS:
+            detail += "; use --refresh to check a refresh token"
+        if exc.verified_payload is not None:
+            claims, verified = dict(exc.verified_payload), True
+        elif exc.reason is not Reason.TOO_LARGE:
+            try:
+                unverified = jwt.decode(token, options={"verify_signature": False})
+                claims = unverified if isinstance(unverified, dict) else None
+            except Exception:
+                claims = None
     if args.json:
         _json(
             {

@@ -107,14 +107,23 @@ class EmbeddedRedis:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def start(self) -> str:
-        """Make sure the server runs and register this process as a user; returns its URL."""
-        with self._locked():
-            if not self.answering():
-                self._spawn()
-            if self._users_fh is None:
-                fh = open(self._users_lock, "a+b")  # noqa: SIM115 - held for the process's life
-                fcntl.flock(fh, fcntl.LOCK_SH)
-                self._users_fh = fh
+        """Make sure the server runs and register this process as a user; returns its URL.
+
+        Raises ``RedisUnavailable`` (one line, naming the file) when it cannot be started.
+        """
+        try:
+            with self._locked():
+                if not self.answering():
+                    self._spawn()
+                if self._users_fh is None:
+                    fh = open(self._users_lock, "a+b")  # noqa: SIM115 - held while we use it
+                    fcntl.flock(fh, fcntl.LOCK_SH)
+                    self._users_fh = fh
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise RedisUnavailable(
+                f"could not start the embedded Redis: {exc.strerror or exc}{where}"
+            ) from None
         return self.url
 
     def _spawn(self) -> None:

@@ -346,3 +346,26 @@ def test_generated_secret_beside_db_is_used_with_a_redis_url(
     # Later, with a Redis URL and no secret configured, the same secret is used.
     with_url = load_keys(Settings(db=db, redis_url=redis_url), env={})
     assert with_url.signing_key == keys.signing_key
+
+
+def test_mistyped_db_is_never_created(run_cli: Run, tmp_path: Path, auth: Auth) -> None:
+    _, access, _ = auth.login("u1", "ann@example.com", "Ann")
+    missing = tmp_path / "typo" / "sessions.db"
+    env = {"SESSIONMON_REDIS_URL": ""}  # the embedded default, which lives beside the DB
+    assert_clean_error(run_cli("blacklist", "--db", str(missing), env_extra=env), 2, "not found")
+    assert_clean_error(
+        run_cli("check", "--db", str(missing), input=access, env_extra=env), 2, "not found"
+    )
+    # A malformed token needs neither the database nor Redis to be rejected.
+    assert run_cli("check", "--db", str(missing), input="a.b.c", env_extra=env).returncode == 1
+    assert not missing.parent.exists()
+
+
+def test_embedded_redis_that_cannot_start_is_exit_3(run_cli: Run, tmp_path: Path) -> None:
+    from sessionmon.core.store import Store
+
+    db = tmp_path / "sessions.db"
+    Store(db).close()
+    (tmp_path / "sessions.db.redis.lock").mkdir()  # the start lock cannot be opened
+    proc = run_cli("blacklist", "--db", str(db), env_extra={"SESSIONMON_REDIS_URL": ""})
+    assert_clean_error(proc, 3, "could not start the embedded Redis")
