@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import redis
 
 from sessionmon.core.blacklist import KIND_ACCESS, KIND_REFRESH, KIND_SESSION, Blacklist, connect
 from sessionmon.core.embedded import EmbeddedRedis
-from sessionmon.core.store import SESSION_COLUMNS, Store
+from sessionmon.core.store import SCHEMA_VERSION, SESSION_COLUMNS, Store
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 PREFIX = "bench:"
@@ -81,23 +82,50 @@ def session_rows(n: int, now: float, seed: int = 1) -> list[tuple[object, ...]]:
 
 
 def insert_sessions(store: Store, rows: list[tuple[object, ...]], *, rebuild: bool) -> None:
-    """Insert rows in one transaction; with ``rebuild``, drop and recreate the indexes around it
-    (same SQL as the schema created them, read back from ``sqlite_master``)."""
+    """Insert rows in one transaction.
+
+    With ``rebuild`` (bulk generation), the schema's secondary structures are built once after the
+    insert instead of row by row: the indexes are dropped and recreated, the triggers on
+    ``sessions`` (schema v2: they keep the FTS5 search index current) are dropped during the
+    insert, each external-content FTS5 table over ``sessions`` is rebuilt with
+    ``INSERT INTO t(t) VALUES ('rebuild')``, and the triggers are recreated. Every statement is
+    the schema's own SQL, read back from ``sqlite_master``, so the result is what ``Store`` makes.
+    """
     sql = (
         f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
         f"VALUES ({', '.join('?' for _ in SESSION_COLUMNS)})"
     )
     with store.transaction() as conn:
         indexes: list[tuple[str, str]] = []
+        triggers: list[tuple[str, str]] = []
+        search_tables: list[str] = []
         if rebuild:
             indexes = conn.execute(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
                 "AND tbl_name = 'sessions' AND sql IS NOT NULL"
             ).fetchall()
+            triggers = conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                "AND tbl_name = 'sessions'"
+            ).fetchall()
+            search_tables = [
+                name
+                for name, create in conn.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+                    "AND sql LIKE 'CREATE VIRTUAL TABLE%'"
+                )
+                if re.search(r"content\s*=\s*'?sessions'?", create)
+            ]
             for name, _ in indexes:
                 conn.execute(f"DROP INDEX {name}")
+            for name, _ in triggers:
+                conn.execute(f"DROP TRIGGER {name}")
         conn.executemany(sql, rows)
         for _, create in indexes:
+            conn.execute(create)
+        for name in search_tables:
+            conn.execute(f"INSERT INTO {name}({name}) VALUES ('rebuild')")
+        for _, create in triggers:
             conn.execute(create)
 
 
@@ -122,9 +150,19 @@ def sessions_db(n: int, *, quiet: bool = False) -> SessionData:
             conn = sqlite3.connect(path)
             try:
                 count = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0]
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
             finally:
                 conn.close()
             if count == n:
+                if version != SCHEMA_VERSION:
+                    # Migrate once here, never inside a timed section (Store migrates on open).
+                    start = time.perf_counter()
+                    Store(path).close()
+                    if not quiet:
+                        _log(
+                            f"migrated {path.name} from schema v{version} to v{SCHEMA_VERSION} "
+                            f"in {time.perf_counter() - start:.1f}s"
+                        )
                 return SessionData(path, n, meta["created_at"])
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         p.unlink(missing_ok=True)
