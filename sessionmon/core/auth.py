@@ -349,18 +349,7 @@ class Auth:
         if not sessions and not extra:
             if session_ids:
                 result.outcome = "not_found"
-                self._audit_safely(
-                    [
-                        {
-                            "action": action,
-                            "actor": actor,
-                            "reason": reason,
-                            "session_id": sid,
-                            "outcome": "not_found",
-                        }
-                        for sid in session_ids
-                    ]
-                )
+                self._audit_not_found(session_ids, action, actor, reason)
             return result
 
         now = self.clock.now()
@@ -436,20 +425,25 @@ class Auth:
             result.error = f"tokens are revoked but the session rows were not deleted: {exc}"
             return result
         if result.missing:
-            self._audit_safely(
-                [
-                    {
-                        "action": action,
-                        "actor": actor,
-                        "reason": reason,
-                        "session_id": sid,
-                        "outcome": "not_found",
-                    }
-                    for sid in result.missing
-                ]
-            )
+            self._audit_not_found(result.missing, action, actor, reason)
             result.outcome = "partial: some sessions not found" if result.found else "not_found"
         return result
+
+    def _audit_not_found(
+        self, session_ids: Sequence[str], action: str, actor: str, reason: str | None
+    ) -> None:
+        self._audit_safely(
+            [
+                {
+                    "action": action,
+                    "actor": actor,
+                    "reason": reason,
+                    "session_id": sid,
+                    "outcome": "not_found",
+                }
+                for sid in session_ids
+            ]
+        )
 
     def _audit_safely(self, rows: list[dict[str, Any]]) -> None:
         now = self.clock.now()

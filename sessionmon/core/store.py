@@ -95,6 +95,16 @@ class AuditEntry:
     revoked: list[str] = field(default_factory=list)
     outcome: str = "ok"
 
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> AuditEntry:
+        """From ``SELECT id, at, actor, action, session_id, user_id, email, reason, revoked,
+        outcome``."""
+        try:
+            revoked = json.loads(r[8]) if r[8] else []
+        except ValueError:
+            revoked = []
+        return cls(*r[:8], revoked=revoked, outcome=r[9])
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -540,11 +550,4 @@ class Store:
         params.append(limit)
         with self._guard() as conn:
             rows = conn.execute(sql, params).fetchall()
-        out = []
-        for r in rows:
-            try:
-                revoked = json.loads(r[8]) if r[8] else []
-            except ValueError:
-                revoked = []
-            out.append(AuditEntry(*r[:8], revoked=revoked, outcome=r[9]))
-        return out
+        return [AuditEntry.from_row(r) for r in rows]

@@ -15,7 +15,6 @@ trigram index (schema v2) instead of ``LIKE`` over every row.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -415,11 +414,4 @@ class SessionReader:
             "FROM audit WHERE session_id = ? ORDER BY id DESC LIMIT ?",
             (session_id, limit),
         )
-        out = []
-        for r in rows:
-            try:
-                revoked = json.loads(r[8]) if r[8] else []
-            except ValueError:
-                revoked = []
-            out.append(AuditEntry(*r[:8], revoked=revoked, outcome=r[9]))
-        return out
+        return [AuditEntry.from_row(r) for r in rows]
