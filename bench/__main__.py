@@ -1,4 +1,5 @@
-"""Run the benchmarks: ``python -m bench [--quick] [--only NAME[,NAME]] [--markdown FILE]``."""
+"""Run the benchmarks: ``python -m bench [--quick] [--only NAME[,NAME]] [--markdown FILE]
+[--monitor-runs N]``."""
 
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     names_help = f"comma-separated names: {', '.join(BENCHMARKS)}"
     parser.add_argument("--only", action="append", default=[], help=names_help)
     parser.add_argument("--markdown", help="also write the summary table to this file")
+    parser.add_argument(
+        "--monitor-runs", type=int, help="monitor probe runs (default 3 full, 1 quick)"
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.fixtures import stop_all
 
-    ctx = Context(quick=args.quick)
+    ctx = Context(quick=args.quick, options={"monitor_runs": args.monitor_runs})
     print(f"sessionmon benchmarks ({'quick' if args.quick else 'full'}): {machine()}", flush=True)
     failed = []
     started = time.perf_counter()

@@ -63,15 +63,91 @@ async def cpu_over(seconds: float) -> float:
 # -- the monitor ---------------------------------------------------------------------------
 
 
-async def monitor(db: str, url: str, tick_seconds: float) -> dict[str, Any]:
+class ScreenWatch:
+    """When did a frame showing the visible rows of a wanted order reach the driver?
+
+    At a million sessions the monitor shows an order as soon as its first rows are read and fills
+    the rest in a thread, so "the process is idle" (``pilot.pause()``) is not "the result is on
+    screen". This hooks the sessions table's ``row_cells`` (called by ``render_line`` for each
+    visible row: None means the row is drawn as "loading…") and ``App._display`` (called with each
+    composed frame): ``frame_at`` is the time of the first frame after every visible line of the
+    wanted order was drawn with data. ``complete_at`` is when the whole order was read.
+    Timestamps come from the hooks, not from the polling loop, so waiting does not add to them.
+    """
+
+    def __init__(self, app: Any) -> None:
+        from sessionmon.tui.widgets.sessions_table import SessionsTable
+
+        self.app = app
+        self.wanted: Callable[[Any], bool] | None = None
+        self.drawn: set[int] = set()
+        self.frame_at: float | None = None
+        watch = self
+        row_cells = SessionsTable.row_cells
+        display = type(app)._display
+
+        def watched_row_cells(table: Any, index: int, now: float) -> Any:
+            cells = row_cells(table, index, now)
+            if watch.wanted is not None and watch.frame_at is None and watch.wanted(table):
+                if cells is None:
+                    watch.drawn.discard(index)
+                else:
+                    watch.drawn.add(index)
+            return cells
+
+        def watched_display(app_: Any, screen: Any, renderable: Any) -> None:
+            display(app_, screen, renderable)
+            if renderable is not None and watch.wanted is not None and watch.frame_at is None:
+                table = app_.main.sessions
+                if watch.wanted(table) and watch.visible_drawn(table):
+                    watch.frame_at = time.perf_counter()
+
+        SessionsTable.row_cells = watched_row_cells  # type: ignore[method-assign]
+        type(app)._display = watched_display  # type: ignore[method-assign]
+
+    @staticmethod
+    def visible(table: Any) -> range:
+        top = table.top
+        return range(top, min(top + table.page_height, table.row_count))
+
+    def visible_drawn(self, table: Any) -> bool:
+        rows = self.visible(table)
+        return len(rows) > 0 and all(i in self.drawn for i in rows)
+
+    def arm(self, wanted: Callable[[Any], bool]) -> None:
+        self.drawn = set()
+        self.frame_at = None
+        self.wanted = wanted
+
+
+async def sleep_until(check: Callable[[], bool], timeout: float = 120.0) -> float:
+    """Wait without touching the app (no forced screen updates, unlike ``pilot.pause``); returns
+    when ``check`` was first seen true (``perf_counter``, within ``STEP``)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the app did not get there in time")
+        await asyncio.sleep(STEP)
+    return time.perf_counter()
+
+
+async def monitor(db: str, url: str, tick_seconds: float, cycles: int = 1) -> dict[str, Any]:
+    import sqlite3
+
     from bench.data import PREFIX
     from bench.fixtures import KEYS
     from sessionmon.core.auth import Auth
     from sessionmon.core.blacklist import Blacklist, connect
     from sessionmon.core.config import Settings
-    from sessionmon.core.store import Store
+    from sessionmon.core.store import SCHEMA_VERSION, Store
     from sessionmon.core.tokens import TokenCodec
     from sessionmon.tui.app import SessionmonApp
+
+    check = sqlite3.connect(db)
+    version = check.execute("PRAGMA user_version").fetchone()[0]
+    check.close()
+    if version != SCHEMA_VERSION:  # Store would migrate it inside the timed first paint
+        raise RuntimeError(f"{db} has schema v{version}, not v{SCHEMA_VERSION}: migrate it first")
 
     out: dict[str, Any] = {}
     start = time.perf_counter()
@@ -82,24 +158,25 @@ async def monitor(db: str, url: str, tick_seconds: float) -> dict[str, Any]:
     # interval 3600: after the first poll only the 1 Hz tick runs (the tick-only CPU figure).
     settings = Settings(db=store.path, redis_url=url, prefix=PREFIX, interval=3600.0)
     app = SessionmonApp(store=store, blacklist=blacklist, auth=auth, settings=settings)
-    async with app.run_test(size=SIZE) as pilot:
-        await until(
-            pilot,
-            lambda: (
-                app.snapshot is not None
-                and app.model.loaded
-                and app.snapshot.blacklist is not None
-                and len(app.model) > 0
-            ),
+    watch = ScreenWatch(app)
+    watch.arm(
+        lambda table: (
+            app.snapshot is not None
+            and app.snapshot.blacklist is not None
+            and table.model.loaded
+            and len(table.model) > 0
         )
-        await pilot.pause()
-        out["first_paint_s"] = time.perf_counter() - start
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await sleep_until(lambda: watch.frame_at is not None)
+        out["first_paint_s"] = watch.frame_at - start
+        await sleep_until(lambda: app.model.complete)
+        out["first_complete_s"] = time.perf_counter() - start
         out["rows"] = len(app.model)
         out["rss_after_paint_mib"] = rss_mib()
         out["peak_after_paint_mib"] = peak_rss_mib()
         out["keys"] = app.snapshot.blacklist.count if app.snapshot.blacklist else None
-        shown = app.main.sessions.model.order[0]
-        out["shows_data"] = shown is not None and bool(app.main.sessions._cache)
+        out["shows_data"] = bool(app.main.sessions._cache)
         await app.workers.wait_for_complete()
         await pilot.pause(0.5)
         out["tick_cpu_pct"] = await cpu_over(tick_seconds)
@@ -108,33 +185,48 @@ async def monitor(db: str, url: str, tick_seconds: float) -> dict[str, Any]:
         app.request_poll()
         out["tick_poll_cpu_pct"] = await cpu_over(tick_seconds)
         app.interval = 3600.0
-        await until(pilot, lambda: not app.polling)
+        await until(pilot, lambda: not app.polling and app.model.complete)
         await pilot.pause(0.3)
 
         async def result_on_screen(
             action: Callable[[], Any], wanted: Callable[[], Any], prepare: Any = None
-        ) -> float:
-            await until(pilot, lambda: not app.polling)
+        ) -> tuple[float, float]:
+            """(seconds until the visible rows of the result are on screen, until the whole
+            order is read)."""
+            await until(pilot, lambda: not app.polling and app.model.complete)
             if prepare is not None:
                 await prepare()
                 await pilot.pause(0.3)
-            order = app.model.order
+            old = app.model.order
             query = wanted()
+
+            def is_result(table: Any) -> bool:
+                return table.model.order is not old and table.model.query == query
+
+            def is_complete() -> bool:
+                return is_result(app.main.sessions) and app.model.complete
+
+            watch.arm(is_result)
+            # Watched from its own task: ``pilot.press`` waits for idle before it returns.
+            completion = asyncio.ensure_future(sleep_until(is_complete))
             t0 = time.perf_counter()
             await action()
-            await until(pilot, lambda: app.model.order is not order and app.model.query == query)
+            done = await completion - t0
+            await sleep_until(lambda: watch.frame_at is not None)
+            on_screen = watch.frame_at - t0
+            watch.arm(lambda table: False)
             await pilot.pause()
-            return time.perf_counter() - t0
+            return on_screen, done
 
         async def sort() -> None:
             await pilot.press("s")
 
-        sorts = []
-        out["sort_labels"] = []
-        for _ in range(4):
-            sorts.append(await result_on_screen(sort, app.model.next_sort))
+        out["sort_labels"], out["sort_s"], out["sort_complete_s"] = [], [], []
+        for _ in range(5 * cycles):  # every sort, back to access expiry
+            shown, done = await result_on_screen(sort, app.model.next_sort)
+            out["sort_s"].append(shown)
+            out["sort_complete_s"].append(done)
             out["sort_labels"].append(app.model.query.label)
-        out["sort_s"] = sorts
         out["peak_after_sorts_mib"] = peak_rss_mib()
 
         async def open_filter() -> None:
@@ -144,16 +236,20 @@ async def monitor(db: str, url: str, tick_seconds: float) -> dict[str, Any]:
             # The last keystroke: the view filters after its debounce (part of what is measured).
             app.main.filter_input.value = FILTER
 
-        out["filter_s"] = [
-            await result_on_screen(type_filter, lambda: app.model.filtered(FILTER), open_filter)
-        ]
-        out["filter_rows"] = len(app.model)
-        out["peak_after_filter_mib"] = peak_rss_mib()
-
         async def clear() -> None:
             await pilot.press("escape")
 
-        out["clear_filter_s"] = [await result_on_screen(clear, lambda: app.model.filtered(""))]
+        out["filter_s"], out["clear_filter_s"], out["clear_complete_s"] = [], [], []
+        for _ in range(cycles):
+            shown, _done = await result_on_screen(
+                type_filter, lambda: app.model.filtered(FILTER), open_filter
+            )
+            out["filter_s"].append(shown)
+            out["filter_rows"] = len(app.model)
+            out["peak_after_filter_mib"] = peak_rss_mib()
+            shown, done = await result_on_screen(clear, lambda: app.model.filtered(""))
+            out["clear_filter_s"].append(shown)
+            out["clear_complete_s"].append(done)
     out["peak_rss_mib"] = peak_rss_mib()
     out["getrusage_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     store.close()
@@ -234,9 +330,9 @@ async def datatable(db: str, rows: int, tick_seconds: float) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    kind, db, arg, tick = argv
+    kind, db, arg, tick, *rest = argv
     if kind == "monitor":
-        result = asyncio.run(monitor(db, arg, float(tick)))
+        result = asyncio.run(monitor(db, arg, float(tick), int(rest[0]) if rest else 1))
     else:
         result = asyncio.run(datatable(db, int(arg), float(tick)))
     print(json.dumps(result))

@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 from textual.binding import Binding
 
+SESSIONS = "sessions"
+BLACKLIST = "blacklist"
+BOTH = frozenset({SESSIONS, BLACKLIST})
+
 
 @dataclass(frozen=True)
 class ActionSpec:
@@ -20,6 +24,7 @@ class ActionSpec:
     destructive: bool = False  # refused in --read-only mode
     show: bool = True  # shown in the footer
     priority: bool = False
+    views: frozenset[str] = BOTH  # the views where it works (elsewhere it is hidden)
 
 
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -30,6 +35,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Force-logout the selected (or marked) sessions",
         "l",
         destructive=True,
+        views=frozenset({SESSIONS}),
     ),
     ActionSpec(
         "L",
@@ -38,12 +44,27 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Force-logout every session of the selected user",
         "L",
         destructive=True,
+        views=frozenset({SESSIONS}),
     ),
-    ActionSpec("space", "toggle_mark", "Mark", "Mark or unmark the selected session", "space"),
     ActionSpec(
-        "slash", "filter", "Filter", "Filter by email, name, session id or IP (Escape clears)", "/"
+        "space",
+        "toggle_mark",
+        "Mark",
+        "Mark or unmark the selected session",
+        "space",
+        views=frozenset({SESSIONS}),
     ),
-    ActionSpec("s", "cycle_sort", "Sort", "Sort by the next column", "s"),
+    ActionSpec(
+        "slash",
+        "filter",
+        "Filter",
+        "Filter the view: sessions by email, name, session id or IP; blacklist keys by email, "
+        "user, session id, key, reason or actor (Escape clears)",
+        "/",
+    ),
+    ActionSpec(
+        "s", "cycle_sort", "Sort", "Sort by the next column", "s", views=frozenset({SESSIONS})
+    ),
     ActionSpec("S", "reverse_sort", "Reverse", "Reverse the sort order", "S", show=False),
     ActionSpec(
         "p", "toggle_pause", "Pause", "Pause or resume the list (countdowns keep ticking)", "p"
@@ -59,10 +80,16 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec("escape", "clear_filter", "Clear filter", "Clear the filter", "escape", show=False),
     ActionSpec("question_mark", "help", "Help", "Show the keys and what they do", "?"),
-    ActionSpec("q", "quit", "Quit", "Quit the monitor", "q"),
+    ActionSpec("q", "quit", "Quit", "Quit the monitor (ctrl+c too, from anywhere)", "q"),
 )
 
 DESTRUCTIVE = frozenset(a.action for a in ACTIONS if a.destructive)
+VIEWS: dict[str, frozenset[str]] = {a.action: a.views for a in ACTIONS}
+
+
+def works_in(action: str, view: str) -> bool:
+    """True when ``action`` does something in ``view`` ("sessions" or "blacklist")."""
+    return view in VIEWS.get(action, BOTH)
 
 
 def bindings() -> list[Binding]:

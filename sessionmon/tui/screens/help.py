@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from sessionmon.tui.actions import ACTIONS
+from sessionmon.tui.actions import ACTIONS, BOTH
 
 
 def keys_table(disabled: dict[str, str]) -> Table:
@@ -26,7 +26,10 @@ def keys_table(disabled: dict[str, str]) -> Table:
                 Text(f"{spec.description}  (disabled: {why})", style="dim"),
             )
         else:
-            table.add_row(Text(spec.display, style="bold"), spec.description)
+            text = Text(spec.description)
+            if spec.views != BOTH:
+                text.append(f"  ({' and '.join(sorted(spec.views))} view)", style="dim")
+            table.add_row(Text(spec.display, style="bold"), text)
     table.add_row("", "")
     table.add_row(Text("↑ ↓ j k", style="bold"), "Move the cursor (PgUp, PgDn, Home, End too)")
     table.add_row(Text("click", style="bold"), "Select a row; click a column header to sort by it")

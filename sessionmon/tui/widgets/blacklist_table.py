@@ -2,7 +2,8 @@
 
 The poller reads ``ZRANGE`` around the scroll position (plus the key count), so the view costs the
 same at a thousand keys as at a million. TTL countdowns are computed at render time from each
-key's expiry time.
+key's expiry time. With a filter the view shows the matches a search over the whole index found
+(``blacklist_search``), held in memory (at most ``blacklist_search.CAP``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from textual.message import Message
 
 from sessionmon.core.blacklist import BlacklistEntry
 from sessionmon.core.clock import Clock
-from sessionmon.tui.format import clock_time, countdown, short_id
+from sessionmon.tui.blacklist_search import SearchResult
+from sessionmon.tui.format import clock_time, countdown, plural, short_id
 from sessionmon.tui.poller import BlacklistResult
 from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
@@ -73,10 +75,21 @@ class BlacklistTable(LineTable):
         self._cursor = 0
         self._cursor_key: str | None = None
         self._wanted: int | None = None
+        # The filter: its text, what the last search found (None until the first one is in),
+        # and how far a running search has got (scanned, total, found).
+        self.filter_text = ""
+        self.search: SearchResult | None = None
+        self.matches: list[BlacklistEntry] = []
+        self.progress: tuple[int, int, int] | None = None
+
+    @property
+    def filtered(self) -> bool:
+        """True while a filter is set: the rows are the matches of a search, not the window."""
+        return bool(self.filter_text.strip())
 
     @property
     def row_count(self) -> int:
-        return self.count
+        return len(self.matches) if self.filtered else self.count
 
     @property
     def cursor(self) -> int:
@@ -103,19 +116,80 @@ class BlacklistTable(LineTable):
         self.count = result.count
         self.window_start = result.offset
         self.entries = result.entries
-        self.descending = result.descending
         self.stale = False
         self.loaded = True
         self._wanted = None
+        if self.filtered:
+            self.refresh()  # the rows are the matches; only the count in the title changed
+            return
+        self.descending = result.descending
+        self._follow_cursor(self.entries, self.window_start)
+
+    def _follow_cursor(self, entries: list[BlacklistEntry], start: int) -> None:
         if self._cursor_key is not None:
-            for i, entry in enumerate(self.entries):
+            for i, entry in enumerate(entries):
                 if entry.key == self._cursor_key:
-                    self._cursor = self.window_start + i
+                    self._cursor = start + i
                     break
-        self._cursor = max(0, min(self._cursor, self.count - 1))
+        self._cursor = max(0, min(self._cursor, self.row_count - 1))
+        entry = self.entry_at(self._cursor)
+        self._cursor_key = entry.key if entry else self._cursor_key
         self.update_size()
         self.scroll_cursor_visible()
         self.refresh()
+
+    # -- the filter -------------------------------------------------------------------------
+
+    def set_filter(self, text: str) -> None:
+        """Filter by ``text`` (empty: back to the window); the matches arrive with ``apply_search``."""
+        if text == self.filter_text:
+            return
+        self.filter_text = text
+        self.search = None
+        self.matches = []
+        self.progress = None
+        self._cursor = 0
+        self.update_size()
+        self.scroll_to(y=0, animate=False, immediate=True)
+        if not self.filtered:
+            self._follow_cursor(self.entries, self.window_start)
+        self.refresh()
+
+    def show_progress(self, text: str, scanned: int, total: int, found: int) -> None:
+        """A search for ``text`` is under way."""
+        if text == self.filter_text:
+            self.progress = (scanned, total, found)
+
+    def apply_search(self, result: SearchResult) -> None:
+        """Show what a search found (a failed one keeps the matches shown before)."""
+        if result.text != self.filter_text:
+            return  # the filter changed meanwhile
+        self.progress = None
+        if result.error is not None and self.search is not None:
+            self.search = result
+            self.stale = True
+            self.refresh()
+            return
+        self.search = result
+        self.stale = result.error is not None
+        self.matches = self._ordered(result.entries)
+        self._follow_cursor(self.matches, 0)
+
+    def _ordered(self, entries: list[BlacklistEntry]) -> list[BlacklistEntry]:
+        return sorted(entries, key=lambda e: (e.expires_at, e.key), reverse=self.descending)
+
+    def set_descending(self, descending: bool) -> None:
+        """Reverse the order now (the matches in memory; the window with the next poll)."""
+        self.descending = descending
+        if self.filtered:
+            self.matches = self._ordered(self.matches)
+            self._follow_cursor(self.matches, 0)
+
+    def prune(self, now: float) -> None:
+        """Drop matches that have expired (Redis has dropped their keys)."""
+        if self.filtered and any(e.expires_at <= now for e in self.matches):
+            self.matches = [e for e in self.matches if e.expires_at > now]
+            self._follow_cursor(self.matches, 0)
 
     def mark_stale(self) -> None:
         if not self.stale:
@@ -123,6 +197,8 @@ class BlacklistTable(LineTable):
             self.refresh()
 
     def entry_at(self, index: int) -> BlacklistEntry | None:
+        if self.filtered:
+            return self.matches[index] if 0 <= index < len(self.matches) else None
         i = index - self.window_start
         if 0 <= i < len(self.entries):
             return self.entries[i]
@@ -132,7 +208,7 @@ class BlacklistTable(LineTable):
         entry = self.entry_at(index)
         if entry is None:
             wanted = self.wanted_offset
-            if self._wanted != wanted and not self.stale:
+            if self._wanted != wanted and not self.stale and not self.filtered:
                 self._wanted = wanted
                 self.post_message(self.WindowWanted(wanted))
             return None
@@ -153,8 +229,24 @@ class BlacklistTable(LineTable):
         ]
 
     def title(self) -> str:
+        """``Blacklist · 9 keys · expiring first``; with a filter, what the search found."""
         order = "expiring last first" if self.descending else "expiring first"
-        text = f"Blacklist · {self.count:,} keys · {order}"
+        if not self.filtered:
+            text = f"Blacklist · {plural(self.count, 'key')} · {order}"
+        else:
+            text = f"Blacklist · {self._search_summary()} · {order}"
         if self.stale:
             text += " · STALE (Redis unreachable)"
         return text
+
+    def _search_summary(self) -> str:
+        head = f'filter "{self.filter_text.strip()}": '
+        result = self.search
+        if result is None:
+            scanned, total, _ = self.progress or (0, self.count, 0)
+            return head + f"searching… {scanned:,} of {plural(total, 'key')} read"
+        if result.error is not None and not self.matches:
+            return head + "search failed"
+        if result.capped:
+            return head + f"first {len(result.entries):,} matches (search stopped there)"
+        return head + f"{len(self.matches):,} of {plural(result.total, 'key')}"
