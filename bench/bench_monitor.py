@@ -113,7 +113,7 @@ def run(ctx: Context) -> None:
     ctx.report(
         Figure(
             "monitor",
-            f"first paint: whole order of {m['rows']:,} read (background), median",
+            f"first paint: whole order of {m['rows']:,} read, median",
             statistics.median(completes) * 1000,
             "ms",
             note=spread(completes),
@@ -180,7 +180,7 @@ def run(ctx: Context) -> None:
     ctx.report(
         Figure(
             "monitor",
-            "re-sort: whole order read (background), slowest sort's median",
+            "re-sort: whole order read, slowest sort's median",
             max(statistics.median(ts) for ts in per_sort_done) * 1000,
             "ms",
             note=f"max {max(all_done) * 1000:,.0f} ms; medians: "

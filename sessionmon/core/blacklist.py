@@ -269,7 +269,7 @@ class Blacklist:
             if raw is None:
                 stale.append(member)
                 continue
-            entries.append(self._entry(_text(member), raw, float(score), now))
+            entries.append(self.entry(_text(member), raw, float(score), now))
         if stale:
             with contextlib.suppress(RedisUnavailable):
                 self._run(lambda: self.client.zrem(self.index_key, *stale))
@@ -293,7 +293,7 @@ class Blacklist:
             raw, pttl = res[2 * i], res[2 * i + 1]
             if raw is None or pttl is None or pttl < 0:
                 continue
-            out.append(self._entry(key, raw, now + pttl / 1000, now))
+            out.append(self.entry(key, raw, now + pttl / 1000, now))
         return out
 
     def scan(self, cursor: int = 0, count: int = 1000) -> tuple[int, list[BlacklistEntry]]:
@@ -318,12 +318,13 @@ class Blacklist:
                 if raw is None:
                     continue
                 expires = now + pttl / 1000 if pttl and pttl > 0 else math.inf
-                out.append(self._entry(_text(k), raw, expires, now))
+                out.append(self.entry(_text(k), raw, expires, now))
             return int(next_cursor), out
 
         return self._run(run)
 
-    def _entry(self, key: str, raw: Any, expires_at: float, now: float) -> BlacklistEntry:
+    def entry(self, key: str, raw: Any, expires_at: float, now: float) -> BlacklistEntry:
+        """Parse one key's stored value (tolerant of values written by others)."""
         try:
             doc = json.loads(raw)
             if not isinstance(doc, dict):

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlite_utils
 
@@ -233,6 +233,66 @@ def _translate(exc: sqlite3.Error, path: Path) -> DatabaseError:
     return DatabaseError(f"database {path}: {msg}")
 
 
+class Checkpointer:
+    """PASSIVE WAL checkpoints off the request path: one thread per database file per process.
+
+    PASSIVE never waits for readers or writers, so the stall a checkpoint costs is no longer
+    paid by the commit that happens to cross the auto-checkpoint threshold.
+    """
+
+    _registry: ClassVar[dict[Path, Checkpointer]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: Path, interval: float) -> None:
+        self.path = path
+        self.interval = interval
+        self.users = 0
+        self.passes_with_work = 0  # checkpoints that found frames to copy
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"sessionmon-checkpoint-{path.name}", daemon=True
+        )
+
+    @classmethod
+    def acquire(cls, path: Path, interval: float) -> Checkpointer:
+        key = path.resolve()
+        with cls._registry_lock:
+            cp = cls._registry.get(key)
+            if cp is None:
+                cp = cls._registry[key] = cls(key, interval)
+                cp._thread.start()
+            cp.users += 1
+            return cp
+
+    def release(self) -> None:
+        with self._registry_lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            self._registry.pop(self.path, None)
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=0.05, check_same_thread=False)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    _, _, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    continue  # busy (another checkpoint) or the file went away: next time
+                if done > 0:
+                    self.passes_with_work += 1
+        finally:
+            # One last pass, so a short-lived process leaves no WAL behind it.
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            conn.close()
+
+
 class Store:
     """Sessions and audit rows in one SQLite file."""
 
@@ -244,8 +304,16 @@ class Store:
         busy_timeout: float = 5.0,
         clock: Clock = SYSTEM_CLOCK,
         readonly: bool = False,
+        checkpoint_interval: float | None = 0.5,
     ) -> None:
+        """Open (and migrate) the database.
+
+        ``checkpoint_interval``: WAL checkpoints run in a background thread this often instead
+        of inside whichever commit crosses SQLite's auto-checkpoint threshold (a ~10 ms stall at
+        1M sessions, paid by a force-logout); ``None`` keeps SQLite's automatic checkpoints.
+        """
         self.path = Path(path)
+        self._checkpointer: Checkpointer | None = None
         self.clock = clock
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()
@@ -286,6 +354,9 @@ class Store:
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             self.migrate(readonly=readonly)
+            if not readonly and checkpoint_interval is not None:
+                self._checkpointer = Checkpointer.acquire(self.path, checkpoint_interval)
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
         except sqlite3.Error as exc:
             conn.close()
             raise _translate(exc, self.path) from None
@@ -295,6 +366,9 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+            if self._checkpointer is not None:
+                self._checkpointer.release()
+                self._checkpointer = None
 
     def __enter__(self) -> Store:
         return self

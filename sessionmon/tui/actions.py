@@ -67,7 +67,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec("S", "reverse_sort", "Reverse", "Reverse the sort order", "S", show=False),
     ActionSpec(
-        "p", "toggle_pause", "Pause", "Pause or resume the list (countdowns keep ticking)", "p"
+        "p", "toggle_pause", "Pause", "Pause or resume the lists (countdowns keep ticking)", "p"
     ),
     ActionSpec("r", "refresh", "Refresh", "Poll SQLite and Redis now", "r"),
     ActionSpec(

@@ -1,8 +1,9 @@
 """The monitor's App: builds the main screen, runs the poll loop and the force-logout workers.
 
 Messages: ``PollDone`` (a snapshot from the poll worker), ``LogoutDone`` (the result of a
-force-logout worker), ``DetailLoaded``, ``UserSessionsFound`` (the sessions of a user, for ``L``)
-and ``RedisStarted`` (an attempt to start the embedded Redis). Workers run in threads and never
+force-logout worker), ``DetailLoaded``, ``UserSessionsFound`` (the sessions of a user, for ``L``),
+``BlacklistSearched`` / ``SearchProgress`` (the blacklist filter's walk over the index) and
+``RedisStarted`` (an attempt to start the embedded Redis). Workers run in threads and never
 touch widgets; they post messages back. Every worker catches every exception: an expected one
 (``SessionmonError``) becomes a notification or the banner, a bug is logged with its traceback
 (``failures.report_failure``) and shown as one line; no traceback ever reaches the screen. The
@@ -22,9 +23,11 @@ from pathlib import Path
 
 from textual import on, work
 from textual.app import App, SystemCommand
+from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.worker import get_current_worker
 
 from sessionmon.core.auth import Auth, LogoutResult
 from sessionmon.core.blacklist import Blacklist
@@ -32,10 +35,12 @@ from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.config import Settings, format_duration, mask_url
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
 from sessionmon.core.store import Session, Store
-from sessionmon.tui.actions import ACTIONS
+from sessionmon.tui.actions import ACTIONS, works_in
 from sessionmon.tui.backend import MonitorBackend
+from sessionmon.tui.blacklist_search import SearchResult, search
 from sessionmon.tui.failures import log, report_failure
 from sessionmon.tui.format import plural
+from sessionmon.tui.frame import FrameClock
 from sessionmon.tui.model import SessionList
 from sessionmon.tui.poller import Poller, PollRequest, RedisStatus, Snapshot
 from sessionmon.tui.reader import SessionReader, ViewQuery
@@ -46,6 +51,9 @@ from sessionmon.tui.widgets.detail_pane import SessionDetail
 from sessionmon.tui.widgets.status_bar import StatusInfo
 
 MIN_INTERVAL = 0.2
+# A blacklist search is repeated after polls, but at most this share of the time is spent on it
+# (a search over a million keys takes seconds: then it runs every few tens of seconds).
+SEARCH_DUTY = 0.2
 
 
 class PollDone(Message):
@@ -97,12 +105,32 @@ class RedisStarted(Message):
 
 
 class DetailLoaded(Message):
-    """The detail of the session under the cursor was read."""
+    """The detail of session ``session_id`` (under the cursor when it was asked for) was read."""
 
-    def __init__(self, detail: SessionDetail | None, message: str = "") -> None:
+    def __init__(self, session_id: str, detail: SessionDetail | None, message: str = "") -> None:
         super().__init__()
+        self.session_id = session_id
         self.detail = detail
         self.message = message
+
+
+class BlacklistSearched(Message):
+    """A search of the blacklist for the filter text finished (or failed: ``result.error``)."""
+
+    def __init__(self, result: SearchResult) -> None:
+        super().__init__()
+        self.result = result
+
+
+class SearchProgress(Message):
+    """A long blacklist search has read ``scanned`` of ``total`` keys and found ``found``."""
+
+    def __init__(self, text: str, scanned: int, total: int, found: int) -> None:
+        super().__init__()
+        self.text = text
+        self.scanned = scanned
+        self.total = total
+        self.found = found
 
 
 def short_path(path: Path) -> str:
@@ -120,6 +148,10 @@ class SessionmonApp(App[int]):
     TITLE = "sessionmon"
     CSS_PATH = "sessionmon.tcss"
     ENABLE_COMMAND_PALETTE = True
+    # Operators expect ctrl+c to quit (Textual's default only says how to quit).
+    BINDINGS = [
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="sessionmon.ctrl_c")
+    ]
 
     def __init__(
         self,
@@ -149,6 +181,7 @@ class SessionmonApp(App[int]):
         self.blacklist_store = backend.blacklist
         self.settings = settings
         self.clock = clock
+        self.frame = FrameClock(clock)  # the time the screen is drawn at (one reading a tick)
         self.handle_signals = handle_signals
         self.interval = max(MIN_INTERVAL, settings.interval)
         self.db_path = backend.db_path
@@ -165,6 +198,10 @@ class SessionmonApp(App[int]):
         self._signals: list[int] = []
         self.paused = False
         self.blacklist_descending = False
+        self.blacklist_filter = ""  # the blacklist view's filter text
+        self._searching = False
+        self._search_again = False  # search again as soon as the running search ends
+        self._next_search = 0.0  # monotonic: the earliest repeat of the last search
         self.snapshot: Snapshot | None = None
         self.polls = 0  # polls applied so far
         self._polling = False
@@ -232,7 +269,7 @@ class SessionmonApp(App[int]):
         return StatusInfo(
             db=self.db_label,
             redis=self.redis_label,
-            now=self.clock.now(),
+            now=self.frame.now(),
             redis_status=snap.redis if snap else RedisStatus(),
             live=snap.live if snap else None,
             blacklisted=snap.blacklist.count if snap and snap.blacklist else None,
@@ -298,6 +335,8 @@ class SessionmonApp(App[int]):
         try:
             self.main.apply_snapshot(message.snapshot)
             self._maybe_start_redis(message.snapshot)
+            if message.snapshot.blacklist is not None:
+                self._maybe_search()
         except Exception as exc:  # a bug in drawing must not stop the poll loop
             self.notify(report_failure("showing the poll", exc), severity="error")
         finally:
@@ -362,20 +401,28 @@ class SessionmonApp(App[int]):
     # -- detail -----------------------------------------------------------------------------
 
     def load_detail(self) -> None:
-        """Read the detail of the session under the cursor in a worker."""
-        session = self.main.sessions.selected
+        """Read the detail of the session under the cursor in a worker.
+
+        While the row under the cursor is still being read (a long order filling, a busy
+        database) the pane keeps what it shows: it never blanks for a moment.
+        """
+        table = self.main.sessions
+        session = table.selected
         if session is None:
-            self.main.show_detail(None, "No session selected." if len(self.model) else "")
+            if not len(self.model):
+                self.main.show_detail(None, "No sessions.")
+            elif table.is_gone(self.model.cursor):
+                self.main.show_detail(None, "The session has ended.")
             return
         self._load_detail(session.id)
 
     @work(thread=True, group="detail", exclusive=True, exit_on_error=False)
     def _load_detail(self, session_id: str) -> None:
         try:
-            self.post_message(DetailLoaded(*self._read_detail(session_id)))
+            self.post_message(DetailLoaded(session_id, *self._read_detail(session_id)))
         except Exception as exc:  # a bug: logged; one line in the pane and a notification
             text = report_failure("loading the session detail", exc)
-            self.post_message(DetailLoaded(None, text))
+            self.post_message(DetailLoaded(session_id, None, text))
             self.post_message(Notice(text, "Detail", "error"))
 
     def _read_detail(self, session_id: str) -> tuple[SessionDetail | None, str]:
@@ -405,8 +452,89 @@ class SessionmonApp(App[int]):
 
     @on(DetailLoaded)
     def _detail_loaded(self, message: DetailLoaded) -> None:
+        if not self.main_ready:
+            return
+        selected = self.main.sessions.selected
+        if selected is not None and selected.id != message.session_id:
+            return  # read for a row the cursor has left (workers may finish out of order)
+        self.main.show_detail(message.detail, message.message)
+
+    # -- the blacklist filter ---------------------------------------------------------------
+
+    def set_blacklist_filter(self, text: str) -> None:
+        """Filter the blacklist view: search the whole index for ``text`` (empty: no filter)."""
+        if text == self.blacklist_filter:
+            return
+        self.blacklist_filter = text
+        self.main.blacklist.set_filter(text)
+        self.main.update_titles()
+        if text.strip():
+            self.search_blacklist()
+        else:
+            self.request_poll(redis_now=True)  # the window under the cursor
+
+    def search_blacklist(self) -> None:
+        """Search now, or right after the search that is running."""
+        if not self.blacklist_filter.strip():
+            return
+        if self._searching:
+            self._search_again = True
+            return
+        self._searching = True
+        self._search(self.blacklist_filter, self.blacklist_descending)
+
+    def _maybe_search(self) -> None:
+        """After a poll: repeat the search when it is due (new keys, expired ones)."""
+        if self.paused or not self.blacklist_filter.strip():
+            return  # paused: the matches shown stay as they are
+        if time.monotonic() >= self._next_search:
+            self.search_blacklist()
+
+    @work(thread=True, group="blacklist-search", exit_on_error=False)
+    def _search(self, text: str, descending: bool) -> None:
+        worker = get_current_worker()
+
+        def stop() -> bool:
+            return worker.is_cancelled or text != self.blacklist_filter
+
+        def progress(scanned: int, total: int, found: int) -> None:
+            self.post_message(SearchProgress(text, scanned, total, found))
+
+        try:
+            result = search(
+                self.blacklist_store, text, descending=descending, stop=stop, progress=progress
+            )
+        except Exception as exc:  # RedisUnavailable, or a bug (logged): the title says so
+            if isinstance(exc, RedisUnavailable):
+                error = str(exc)
+            else:
+                error = report_failure("searching the blacklist", exc)
+            result = SearchResult(text, descending, error=error, at=self.clock.now())
+        self.post_message(BlacklistSearched(result))
+
+    @on(SearchProgress)
+    def _search_progress(self, message: SearchProgress) -> None:
         if self.main_ready:
-            self.main.show_detail(message.detail, message.message)
+            self.main.blacklist.show_progress(
+                message.text, message.scanned, message.total, message.found
+            )
+            self.main.update_titles()
+
+    @on(BlacklistSearched)
+    def _blacklist_searched(self, message: BlacklistSearched) -> None:
+        self._searching = False
+        result = message.result
+        self._next_search = time.monotonic() + max(self.interval, result.seconds / SEARCH_DUTY)
+        again, self._search_again = self._search_again, False
+        current = result.text == self.blacklist_filter
+        same_order = result.descending == self.blacklist_descending
+        if self.main_ready and current and (same_order or not result.capped):
+            self.main.blacklist.apply_search(result)  # it orders the matches its own way
+            self.main.update_titles()
+        elif self.main_ready and current:
+            again = True  # stopped at the cap in the other order: the first ones differ
+        if again or not current:
+            self.search_blacklist()
 
     # -- force-logout -----------------------------------------------------------------------
 
@@ -475,6 +603,7 @@ class SessionmonApp(App[int]):
             title, text, severity = describe_logout(target, result)
             self.notify(text, title=title, severity=severity, timeout=6)
         self.request_poll(reload=True, redis_now=True)
+        self.search_blacklist()  # the keys just written match a filter on that user
 
     # -- command palette --------------------------------------------------------------------
 
@@ -495,6 +624,10 @@ class SessionmonApp(App[int]):
 
     def run_palette_action(self, action: str) -> None:
         main = self.main
+        if not works_in(action, main.current_view):
+            label = next(a.label for a in ACTIONS if a.action == action)
+            self.notify(f"{label} works in the sessions view (tab switches)", severity="warning")
+            return
         if action in ("force_logout", "force_logout_user"):
             why = main.refusal()
             if why:

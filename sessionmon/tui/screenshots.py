@@ -269,8 +269,15 @@ async def _blacklist(pilot) -> None:
     await pilot.press("tab")
 
 
+async def blacklist_filtered(pilot) -> None:
+    """Switch to the blacklist view and filter it (also used by the snapshot tests)."""
+    await pilot.press("tab", "slash", *"nina")
+    await wait_until(pilot, lambda: pilot.app.main.blacklist.search is not None)
+    await pilot.press("enter")
+
+
 async def make_all(out: Path) -> list[Path]:
-    """Every picture: main, confirm dialog, Redis down, filtered view, help, blacklist view."""
+    """Every picture: main, confirm dialog, Redis down, filtered views, help, blacklist view."""
     from sessionmon.core.embedded import EmbeddedRedis
 
     out.mkdir(parents=True, exist_ok=True)
@@ -292,6 +299,7 @@ async def make_all(out: Path) -> list[Path]:
                 ("filtered", _filtered),
                 ("help", _help),
                 ("blacklist", _blacklist),
+                ("blacklist-filtered", blacklist_filtered),
             ):
                 made.append(await _shoot(out, name, store, blacklist, steps))
             down = Blacklist(connect(dead_redis_url(), timeout=0.5), prefix="shots:", leeway=10)
@@ -311,7 +319,11 @@ def to_png(svgs: list[Path]) -> list[Path]:
     pngs = []
     for svg in svgs:
         png = svg.with_suffix(".png")
-        subprocess.run([exe, "--zoom", "1", "-o", str(png), str(svg)], check=True)
+        # Rich writes runs of spaces as no-break spaces; librsvg strips them at the start of a
+        # text element unless told to keep white space, which shifts right-aligned cells left.
+        text = svg.read_text(encoding="utf-8")
+        text = text.replace("<svg ", '<svg xml:space="preserve" ', 1)
+        subprocess.run([exe, "--zoom", "1", "-o", str(png)], input=text.encode(), check=True)
         pngs.append(png)
     return pngs
 

@@ -401,3 +401,36 @@ def test_data_version_changes_only_on_commits_by_others(db_path: Path) -> None:
         raw.execute("COMMIT")
         raw.close()
         assert mine.data_version() != v1
+
+
+def test_wal_checkpoints_run_in_the_background(db_path: Path) -> None:
+    """Commits never pay for a checkpoint: auto-checkpoint is off, a thread does it instead."""
+    import time
+
+    store = Store(db_path, checkpoint_interval=0.05)
+    try:
+        assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        checkpointer = store._checkpointer
+        assert checkpointer is not None and checkpointer._thread.is_alive()
+        store.write_audit([{"at": 1.0, "actor": "t", "action": "x"} for _ in range(200)])
+        deadline = time.monotonic() + 10
+        while checkpointer.passes_with_work == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert checkpointer.passes_with_work > 0
+        # A second store on the same file shares the thread; closing one keeps it running.
+        other = Store(db_path, checkpoint_interval=0.05)
+        assert other._checkpointer is checkpointer
+        other.close()
+        assert checkpointer._thread.is_alive()
+    finally:
+        store.close()
+    assert not checkpointer._thread.is_alive()
+
+
+def test_automatic_checkpoints_can_be_kept(db_path: Path) -> None:
+    store = Store(db_path, checkpoint_interval=None)
+    try:
+        assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert store._checkpointer is None
+    finally:
+        store.close()

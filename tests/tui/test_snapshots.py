@@ -71,3 +71,13 @@ def test_redis_down(snap_compare, fixed, prefix: str):
         assert snap_compare(app, terminal_size=shots.SIZE, run_before=shots.settle)
     finally:
         client.close()
+
+
+def test_blacklist_filtered(snap_compare, fixed):
+    async def filter_blacklist(pilot) -> None:
+        await shots.settle(pilot)
+        await shots.blacklist_filtered(pilot)
+        await wait_for(pilot, lambda: pilot.app.main.blacklist.row_count == 3, "matches")
+        await pilot.pause()
+
+    assert snap_compare(build(fixed), terminal_size=shots.SIZE, run_before=filter_blacklist)

@@ -14,23 +14,24 @@ from sessionmon.tui.actions import ACTIONS, BOTH
 
 
 def keys_table(disabled: dict[str, str]) -> Table:
-    """A table of keys; ``disabled`` maps an action to why it is disabled."""
+    """A table of keys; ``disabled`` maps an action to why it is disabled. The last column says
+    where a key works when it does not work in every view."""
     table = Table(box=None, padding=(0, 2), show_header=False, expand=True)
     table.add_column(style="bold", no_wrap=True, width=8)
     table.add_column(ratio=1)
+    table.add_column(style="dim", no_wrap=True)
     for spec in ACTIONS:
         why = disabled.get(spec.action)
+        where = "" if spec.views == BOTH else " and ".join(sorted(spec.views)) + " view"
         if why:
             table.add_row(
                 Text(spec.display, style="dim strike"),
                 Text(f"{spec.description}  (disabled: {why})", style="dim"),
+                where,
             )
         else:
-            text = Text(spec.description)
-            if spec.views != BOTH:
-                text.append(f"  ({' and '.join(sorted(spec.views))} view)", style="dim")
-            table.add_row(Text(spec.display, style="bold"), text)
-    table.add_row("", "")
+            table.add_row(Text(spec.display, style="bold"), spec.description, where)
+    table.add_row("", "", "")
     table.add_row(Text("↑ ↓ j k", style="bold"), "Move the cursor (PgUp, PgDn, Home, End too)")
     table.add_row(Text("click", style="bold"), "Select a row; click a column header to sort by it")
     table.add_row(Text("ctrl+p", style="bold"), "Command palette: every action by name")
@@ -43,7 +44,7 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; background: $background 60%; }
     HelpScreen > #help {
-        width: 84; height: auto; max-height: 95%;
+        width: 96; height: auto; max-height: 95%;
         border: thick $primary; background: $surface; padding: 1 2;
     }
     HelpScreen #help-title { text-style: bold; margin-bottom: 1; }

@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Input
 
-from sessionmon.tui.actions import DESTRUCTIVE, bindings
+from sessionmon.tui.actions import BLACKLIST, DESTRUCTIVE, SESSIONS, bindings, works_in
 from sessionmon.tui.poller import REDIS_DOWN, Snapshot
 from sessionmon.tui.reader import ViewQuery
 from sessionmon.tui.screens.confirm import ConfirmLogout, LogoutTarget
@@ -28,10 +28,11 @@ from sessionmon.tui.widgets.table import LineTable
 if TYPE_CHECKING:
     from sessionmon.tui.app import SessionmonApp
 
-SESSIONS_ONLY = frozenset(
-    {"force_logout", "force_logout_user", "toggle_mark", "filter", "cycle_sort"}
-)
 FILTER_DEBOUNCE = 0.15
+FILTER_HINTS = {
+    SESSIONS: "filter sessions: email, name, session id or IP",
+    BLACKLIST: "filter blacklist keys: email, user, session id, key, reason or actor",
+}
 
 
 def database_problem(snap: Snapshot, rows_shown: bool) -> str:
@@ -68,6 +69,7 @@ class MainScreen(Screen[None]):
         self.snapshot: Snapshot | None = None
         self.ready = False
         self._filter_timer = None
+        self._pending_filter: tuple[str, str] | None = None  # (view, text) typed, not applied yet
         self._sessions: SessionsTable | None = None
         self._blacklist: BlacklistTable | None = None
 
@@ -79,13 +81,13 @@ class MainScreen(Screen[None]):
             yield SessionsTable(
                 app.model,
                 app.open_reader,
-                app.clock,
+                app.frame,
                 access_life=app.settings.access_ttl,
                 id="sessions",
             )
-            yield BlacklistTable(app.clock, id="blacklist")
-        yield Input(placeholder="filter: email, name, session id or IP", id="filter")
-        yield DetailPane(app.clock, app.settings.access_ttl, id="detail")
+            yield BlacklistTable(app.frame, id="blacklist")
+        yield Input(placeholder=FILTER_HINTS[SESSIONS], id="filter")
+        yield DetailPane(app.frame, app.settings.access_ttl, id="detail")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -117,7 +119,18 @@ class MainScreen(Screen[None]):
 
     @property
     def on_sessions(self) -> bool:
-        return self._switcher.current == "sessions"
+        return self._switcher.current == SESSIONS
+
+    @property
+    def current_view(self) -> str:
+        """``"sessions"`` or ``"blacklist"``."""
+        if not self.ready:
+            return SESSIONS
+        return SESSIONS if self.on_sessions else BLACKLIST
+
+    @property
+    def current_table(self) -> LineTable:
+        return self.sessions if self.on_sessions else self.blacklist
 
     def update_titles(self) -> None:
         table = self.sessions
@@ -127,7 +140,10 @@ class MainScreen(Screen[None]):
         if self.app.paused:
             title += " · PAUSED"
         table.border_title = title
-        self.blacklist.border_title = self.blacklist.title()
+        title = self.blacklist.title()
+        if self.app.paused:
+            title += " · PAUSED"
+        self.blacklist.border_title = title
 
     # -- live data --------------------------------------------------------------------------
 
@@ -152,7 +168,7 @@ class MainScreen(Screen[None]):
         if snap.sessions is not None:
             self.sessions.apply(snap.sessions)
             self.app.load_detail()  # the row may have changed even if the cursor did not move
-        if snap.blacklist is not None:
+        if snap.blacklist is not None and (not self.app.paused or self.blacklist.wants_window):
             self.blacklist.apply(snap.blacklist)
         elif snap.redis.ok is False:
             self.blacklist.mark_stale()
@@ -161,11 +177,17 @@ class MainScreen(Screen[None]):
         self.tick()
 
     def tick(self) -> None:
-        """Once a second: clock, countdowns (visible rows only), titles. No queries."""
+        """Once a second: clock, countdowns (visible rows only), titles. No queries.
+
+        Everything is drawn at one reading of the clock (``app.frame``), so a countdown shows the
+        same value in the list, the detail pane and the blacklist view.
+        """
+        now = self.app.frame.advance()
+        if not self.app.paused:
+            self.blacklist.prune(now)
         self._status.show(self.app.status_info())
         self.update_titles()
-        current: LineTable = self.sessions if self.on_sessions else self.blacklist
-        current.refresh()
+        self.current_table.refresh()
         self._detail.tick()
 
     def show_detail(self, detail: SessionDetail | None, message: str = "") -> None:
@@ -207,10 +229,10 @@ class MainScreen(Screen[None]):
         return dict.fromkeys(DESTRUCTIVE, short)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if not works_in(action, self.current_view):
+            return False  # not in this view: hidden from the footer, the key does nothing
         if action in DESTRUCTIVE and self.refusal():
             return None  # shown disabled; the key press is answered in on_key
-        if action in SESSIONS_ONLY and self.is_mounted and not self.on_sessions:
-            return None
         return True
 
     def on_key(self, event: events.Key) -> None:
@@ -284,41 +306,71 @@ class MainScreen(Screen[None]):
         self.sessions.action_cursor(1)
         self.update_titles()
 
+    def view_filter(self, view: str | None = None) -> str:
+        """The filter text of ``view`` (default: the one shown)."""
+        view = view or self.current_view
+        return self.app.model.query.text if view == SESSIONS else self.app.blacklist_filter
+
+    def _apply_filter(self, view: str, text: str) -> None:
+        if view == SESSIONS:
+            if text != self.app.model.query.text:
+                self.app.set_query(self.app.model.filtered(text))
+        else:
+            self.app.set_blacklist_filter(text)
+
+    def _flush_filter(self) -> None:
+        """Apply what was typed now instead of after the debounce."""
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+            self._filter_timer = None
+        pending, self._pending_filter = self._pending_filter, None
+        if pending is not None:
+            self._apply_filter(*pending)
+
+    def _show_filter_box(self) -> None:
+        """The box shows the current view's filter (hidden when it has none)."""
+        box = self.filter_input
+        box.placeholder = FILTER_HINTS[self.current_view]
+        text = self.view_filter()
+        if box.value != text:
+            box.value = text
+        box.set_class(bool(text), "-shown")
+
     def action_filter(self) -> None:
         box = self.filter_input
+        self._show_filter_box()
         box.add_class("-shown")
         box.focus()
 
     def action_clear_filter(self) -> None:
+        self._pending_filter = None
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
         box = self.filter_input
         if box.value:
             box.value = ""
         box.remove_class("-shown")
-        if self.app.model.query.text:
-            self.app.set_query(self.app.model.filtered(""))
-        self.sessions.focus()
+        self._apply_filter(self.current_view, "")
+        self.current_table.focus()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         if self._filter_timer is not None:
             self._filter_timer.stop()
-        text = event.value
-
-        def apply() -> None:
-            if text != self.app.model.query.text:
-                self.app.set_query(self.app.model.filtered(text))
-
-        self._filter_timer = self.set_timer(FILTER_DEBOUNCE, apply)
+        view = self.current_view
+        if event.value == self.view_filter(view):
+            self._pending_filter = None  # e.g. the box shown again for the other view
+            return
+        self._pending_filter = (view, event.value)
+        self._filter_timer = self.set_timer(FILTER_DEBOUNCE, self._flush_filter)
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
-        if self._filter_timer is not None:
-            self._filter_timer.stop()
-        if event.value != self.app.model.query.text:
-            self.app.set_query(self.app.model.filtered(event.value))
+        self._pending_filter = (self.current_view, event.value)
+        self._flush_filter()
         if not event.value:
             self.filter_input.remove_class("-shown")
-        self.sessions.focus()
+        self.current_table.focus()
 
     def action_cycle_sort(self) -> None:
         self.app.set_query(self.app.model.next_sort())
@@ -328,24 +380,34 @@ class MainScreen(Screen[None]):
             self.app.set_query(self.app.model.reversed_sort())
         else:
             self.app.blacklist_descending = not self.app.blacklist_descending
+            self.blacklist.set_descending(self.app.blacklist_descending)
+            search = self.blacklist.search
+            if self.blacklist.filtered and search is not None and search.capped:
+                self.app.search_blacklist()  # the first matches in the other order differ
             self.app.request_poll(redis_now=True)
+            self.update_titles()
 
     def action_toggle_pause(self) -> None:
         self.app.paused = not self.app.paused
-        self.notify("Paused: the list is frozen" if self.app.paused else "Resumed", timeout=2)
+        self.notify("Paused: the lists are frozen" if self.app.paused else "Resumed", timeout=2)
         if not self.app.paused:
-            self.app.request_poll(reload=True)
+            self.app.request_poll(reload=True, redis_now=True)
+            self.app.search_blacklist()
         self.tick()
 
     def action_refresh(self) -> None:
         self.app.request_poll(reload=True, redis_now=True)
+        self.app.search_blacklist()
 
     def action_switch_view(self) -> None:
-        switcher = self.query_one(ContentSwitcher)
-        to_blacklist = switcher.current == "sessions"
-        switcher.current = "blacklist" if to_blacklist else "sessions"
-        self.query_one(DetailPane).display = not to_blacklist
-        (self.blacklist if to_blacklist else self.sessions).focus()
+        """Sessions <-> blacklist: the footer, the filter box and the focus follow."""
+        self._flush_filter()  # typed for the view being left
+        switcher = self._switcher
+        to_blacklist = switcher.current == SESSIONS
+        switcher.current = BLACKLIST if to_blacklist else SESSIONS
+        self._detail.display = not to_blacklist
+        self._show_filter_box()
+        self.current_table.focus()
         self.refresh_bindings()
         self.tick()
 

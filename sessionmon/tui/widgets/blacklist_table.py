@@ -107,6 +107,11 @@ class BlacklistTable(LineTable):
         return "expiry", self.descending
 
     @property
+    def wants_window(self) -> bool:
+        """True when rows on screen are outside the keys held (or none were read yet)."""
+        return not self.loaded or self._wanted is not None
+
+    @property
     def wanted_offset(self) -> int:
         """Where the next page should start so that the visible rows are inside it."""
         return max(0, self.top - MARGIN)
@@ -141,7 +146,7 @@ class BlacklistTable(LineTable):
     # -- the filter -------------------------------------------------------------------------
 
     def set_filter(self, text: str) -> None:
-        """Filter by ``text`` (empty: back to the window); the matches arrive with ``apply_search``."""
+        """Filter by ``text`` (empty: back to the window); matches come with ``apply_search``."""
         if text == self.filter_text:
             return
         self.filter_text = text

@@ -1,5 +1,9 @@
 """The detail pane: every field of the selected session, the claims its tokens carry (never a token
-or a signature), its blacklist keys and its audit history. Countdowns tick from stored values."""
+or a signature), its blacklist keys and its audit history. Countdowns tick from stored values.
+
+Nothing wraps: a value too long for its column is cut with an ellipsis ("…"), and the token column
+is wide enough for a whole jti (22 characters), so an id copied from the pane is never a wrong one.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +34,10 @@ class SessionDetail:
     key_error: str | None = None
 
 
-def _grid() -> Table:
-    table = Table.grid(padding=(0, 1))
-    table.add_column(style="dim", no_wrap=True, min_width=9)
+def _grid(label_width: int = 9) -> Table:
+    """Label / value rows filling the panel's width; a long value ends in "…"."""
+    table = Table.grid(padding=(0, 1), expand=True)
+    table.add_column(style="dim", no_wrap=True, min_width=label_width)
     table.add_column(overflow="ellipsis", no_wrap=True, ratio=1)
     return table
 
@@ -48,8 +53,8 @@ class DetailPane(Horizontal):
     DEFAULT_CSS = """
     DetailPane { height: 11; border: round $primary 50%; border-title-color: $text-muted; }
     DetailPane > Static { width: 1fr; height: 100%; padding: 0 1; }
-    DetailPane > #detail-session { width: 2fr; }
-    DetailPane > #detail-history { width: 2fr; }
+    /* "expires", a space, a whole 22-character jti, and the padding */
+    DetailPane > #detail-tokens { width: 32; }
     """
 
     def __init__(self, clock: Clock, access_life: float, *, id: str | None = None) -> None:
@@ -72,6 +77,9 @@ class DetailPane(Horizontal):
         self.tick()
 
     def show(self, detail: SessionDetail | None, message: str = "No session selected.") -> None:
+        """Show ``detail`` (or ``message`` when None); the same again redraws nothing."""
+        if detail == self.detail and message == self.message:
+            return
         self.detail = detail
         self.message = message
         self.tick()
@@ -107,17 +115,18 @@ class DetailPane(Horizontal):
         return t
 
     def _tokens(self, s: Session, now: float) -> RenderableType:
-        access = _grid()
+        access = _grid(7)
+        access.add_row("sub", s.user_id or "-")
         access.add_row("jti", s.access_jti or "-")
         access.add_row("exp", f"{date_time(s.access_exp)}")
         access.add_row("expires", _countdown(s.access_exp, now, self.access_life))
-        refresh = _grid()
+        refresh = _grid(7)
         refresh.add_row("jti", s.refresh_jti or "-")
         refresh.add_row("exp", date_time(s.refresh_exp))
         life = (s.refresh_exp or now) - s.created_at
         refresh.add_row("expires", _countdown(s.refresh_exp, now, life))
         return Group(
-            Text.assemble(("access token  ", "bold"), (f"sub {s.user_id}", "dim")),
+            Text("access token", style="bold"),
             access,
             Text("refresh token", style="bold"),
             refresh,
@@ -130,7 +139,10 @@ class DetailPane(Horizontal):
         elif not d.keys:
             parts.append(Text("none: the session's tokens are not revoked", style="dim"))
         else:
-            keys = Table.grid(padding=(0, 1))
+            keys = Table.grid(padding=(0, 1), expand=True)
+            keys.add_column(no_wrap=True)
+            keys.add_column(no_wrap=True)
+            keys.add_column(overflow="ellipsis", no_wrap=True, ratio=1)
             for e in d.keys:
                 life = e.expires_at - e.revoked_at if e.revoked_at else None
                 keys.add_row(e.kind, _countdown(e.expires_at, now, life), e.reason or "")
@@ -139,7 +151,10 @@ class DetailPane(Horizontal):
         if not d.audit:
             parts.append(Text("no operator actions on this session", style="dim"))
         else:
-            audit = Table.grid(padding=(0, 1))
+            audit = Table.grid(padding=(0, 1), expand=True)
+            audit.add_column(no_wrap=True)
+            audit.add_column(overflow="ellipsis", no_wrap=True, ratio=2)
+            audit.add_column(overflow="ellipsis", no_wrap=True, ratio=1)
             for a in d.audit[:4]:
                 audit.add_row(
                     clock_time(a.at), f"{a.action} by {a.actor}: {a.outcome}", a.reason or ""

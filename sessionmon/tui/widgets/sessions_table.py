@@ -25,11 +25,11 @@ from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
 COLUMNS = (
     Column("mark", "", 1),
-    Column("email", "email", 16, flex=3, sort="email"),
-    Column("name", "name", 10, flex=2),
+    Column("email", "email", 20, flex=3, sort="email"),
+    Column("name", "name", 10, flex=1),
     Column("sid", "session", 8),
     Column("ip", "ip", 15),
-    Column("agent", "user agent", 12, flex=2),
+    Column("agent", "user agent", 20, flex=1),
     Column("age", "age", 7, right=True, sort="created_at"),
     Column("seen", "last seen", 11, right=True, sort="last_seen_at"),
     Column("access", "access in", 11, right=True, sort="access_exp"),

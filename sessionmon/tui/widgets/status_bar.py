@@ -116,7 +116,7 @@ class StatusBar(Widget):
                 text.append(f" · last ok {clock_time(status.last_ok)}", label)
         text.append_text(sep)
         text.append("- " if info.live is None else f"{info.live:,} ", self._style("status--clock"))
-        text.append("sessions", label)
+        text.append("session" if info.live == 1 else "sessions", label)
         text.append_text(sep)
         if info.blacklisted is None or not status.ok:
             text.append("? ", self._style("status--wait"))

@@ -4,11 +4,16 @@
 other line from ``row_cells(index)``, so its cost depends on the window height, not on the number of
 rows (the way Toolong's ``log_lines.py`` draws huge logs). Subclasses say how many rows there are
 and what is in a row; this class owns columns, widths, the cursor, scrolling and header clicks.
+
+Headers are aligned like their values (right-aligned numbers have right-aligned headers), and every
+sortable header keeps room for the sort arrow, so a change of sort never moves a title: the arrow
+goes after a left-aligned title and before a right-aligned one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -35,10 +40,40 @@ class Column:
     sort: str | None = None  # the sort key a header click selects
 
 
-def layout(columns: tuple[Column, ...], width: int, gap: int = 1, pad: int = 1) -> list[int]:
-    """Column widths that fill ``width`` (two ``pad`` cells at the ends, ``gap`` between)."""
-    widths = [c.width for c in columns]
-    spare = width - 2 * pad - gap * (len(columns) - 1) - sum(widths)
+ARROW = 2  # a space and the ▲ / ▼ of the sorted column
+
+
+def min_width(column: Column) -> int:
+    """The column's width, at least its title and the room for a sort arrow."""
+    title = cell_len(column.title) + (ARROW if column.sort else 0)
+    return max(column.width, title)
+
+
+def column_gaps(columns: tuple[Column, ...], width: int, pad: int = 1) -> list[int]:
+    """Cells between each column and the next: 2 next to a right-aligned column (whose text may
+    touch its neighbour's), else 1; 1 everywhere when ``width`` has no room for that."""
+    gaps = [2 if a.right or b.right else 1 for a, b in pairwise(columns)]
+    if 2 * pad + sum(gaps) + sum(min_width(c) for c in columns) > width:
+        return [1] * len(gaps)
+    return gaps
+
+
+def header_text(column: Column, sorted_as: str | None) -> str:
+    """The title with the sort arrow (``sorted_as``: "▲", "▼" or None) or the room for it."""
+    if column.sort is None:
+        return column.title
+    arrow = sorted_as or " "
+    return f"{arrow} {column.title}" if column.right else f"{column.title} {arrow}"
+
+
+def layout(
+    columns: tuple[Column, ...], width: int, gaps: list[int] | None = None, pad: int = 1
+) -> list[int]:
+    """Column widths that fill ``width`` (two ``pad`` cells at the ends, ``gaps`` between)."""
+    if gaps is None:
+        gaps = column_gaps(columns, width, pad)
+    widths = [min_width(c) for c in columns]
+    spare = width - 2 * pad - sum(gaps) - sum(widths)
     flex_total = sum(c.flex for c in columns)
     if spare > 0 and flex_total:
         given = 0
@@ -126,6 +161,7 @@ class LineTable(ScrollView, can_focus=True):
         super().__init__(id=id, classes=classes)
         self._widths: list[int] = []
         self._widths_for = -1
+        self._gaps: list[int] = []
 
     # -- what subclasses provide ------------------------------------------------------------
 
@@ -167,9 +203,16 @@ class LineTable(ScrollView, can_focus=True):
     def widths(self) -> list[int]:
         width = self.scrollable_content_region.width
         if width != self._widths_for:
-            self._widths = layout(self.columns, width)
+            self._gaps = column_gaps(self.columns, width)
+            self._widths = layout(self.columns, width, self._gaps)
             self._widths_for = width
         return self._widths
+
+    @property
+    def gaps(self) -> list[int]:
+        """Cells between each column and the next."""
+        self.widths()
+        return self._gaps
 
     def update_size(self) -> None:
         """Tell the scroll machinery how many rows there are (one line more for the header)."""
@@ -220,11 +263,12 @@ class LineTable(ScrollView, can_focus=True):
 
     def _line(self, cells: list[Cell], width: int, row_style: Style) -> Strip:
         segments = [Segment(" ", row_style)]
+        gaps = self.gaps
         for i, ((text, style_name), col_width) in enumerate(
             zip(cells, self.widths(), strict=False)
         ):
             if i:
-                segments.append(Segment(" ", row_style))
+                segments.append(Segment(" " * gaps[i - 1], row_style))
             column = self.columns[i]
             style = row_style + self._cell_style(style_name)
             segments.append(Segment(fit(text, col_width, column.right), style))
@@ -235,14 +279,16 @@ class LineTable(ScrollView, can_focus=True):
         plain = base + self._cell_style("line-table--header")
         sorted_style = base + self._cell_style("line-table--header-sorted")
         segments = [Segment(" ", base)]
+        gaps = self.gaps
         for i, (column, col_width) in enumerate(zip(self.columns, self.widths(), strict=False)):
             if i:
-                segments.append(Segment(" ", base))
-            title = column.title
+                segments.append(Segment(" " * gaps[i - 1], base))
+            arrow = None
             style = plain
             if column.sort is not None and column.sort == sort:
-                title = f"{title} {'▼' if descending else '▲'}"
+                arrow = "▼" if descending else "▲"
                 style = sorted_style
+            title = header_text(column, arrow)
             segments.append(Segment(fit(title, col_width, column.right), style))
         return Strip(segments).adjust_cell_length(width, base)
 
@@ -250,10 +296,12 @@ class LineTable(ScrollView, can_focus=True):
 
     def column_at(self, x: int) -> Column | None:
         pos = 1
-        for column, width in zip(self.columns, self.widths(), strict=False):
-            if pos <= x < pos + width + 1:
+        widths, gaps = self.widths(), self.gaps
+        for i, (column, width) in enumerate(zip(self.columns, widths, strict=False)):
+            gap = gaps[i] if i < len(gaps) else 1
+            if pos <= x < pos + width + gap:
                 return column
-            pos += width + 1
+            pos += width + gap
         return None
 
     async def on_click(self, event: events.Click) -> None:
