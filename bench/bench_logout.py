@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 import statistics
-import threading
 import time
 
 from bench.data import clear_prefix, insert_sessions, session_rows, sessions_db
@@ -110,21 +108,6 @@ def run(ctx: Context) -> None:
             )
         )
 
-        # What dominates the p99: SQLite's WAL auto-checkpoint, run by whichever commit crosses
-        # 1000 pages. The same loop with checkpoints moved to a background thread shows it.
-        p99_bg = _with_background_checkpoints(store, auth, count)
-        ctx.report(
-            Figure(
-                "force-logout",
-                "one session, p99, WAL checkpoints in a background thread (experiment)",
-                p99_bg,
-                "ms",
-                target="p99 <= 10 ms",
-                met=p99_bg <= 10,
-                note="wal_autocheckpoint=0 + PASSIVE checkpoint every 0.5 s; not what Store does",
-            )
-        )
-
         per_user = 1000
         runs = 3 if ctx.quick else 7
         user_times, loop_times = [], []
@@ -163,31 +146,3 @@ def run(ctx: Context) -> None:
         clear_prefix(client, SCRATCH_PREFIX)
         client.close()
         store.close()
-
-
-def _with_background_checkpoints(store: Store, auth: Auth, count: int) -> float:
-    """p99 (ms) of ``force_logout`` with the WAL checkpointed by another connection."""
-    stop = threading.Event()
-
-    def checkpoint() -> None:
-        conn = sqlite3.connect(store.path, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 5000")
-        while not stop.wait(0.5):
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        conn.close()
-
-    ids = fresh_sessions(store, count)
-    store.conn.execute("PRAGMA wal_autocheckpoint = 0")
-    thread = threading.Thread(target=checkpoint, daemon=True)
-    thread.start()
-    times = []
-    try:
-        for sid in ids:
-            start = time.perf_counter()
-            auth.force_logout(sid, actor="bench")
-            times.append(time.perf_counter() - start)
-    finally:
-        stop.set()
-        thread.join()
-        store.conn.execute("PRAGMA wal_autocheckpoint = 1000")
-    return percentile(times, 99) * 1000
