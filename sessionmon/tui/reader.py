@@ -9,8 +9,11 @@ writer).
 Reading a million row ids into Python takes ~0.4 s, so a long order is an ``Order`` filled in the
 background: ``SessionReader.order`` returns once the first rows and the rows around the cursor's
 session are in (~0.1 s at 1M), and a thread fills the rest from the same read transaction (one
-snapshot, so positions never disagree). A filter of three characters or more goes through the FTS5
-trigram index (schema v2) instead of ``LIKE`` over every row.
+snapshot, so positions never disagree). The rows around the cursor's session are read by key
+(``WHERE (sort columns) >= (its values) ... LIMIT``, and the mirror query for the rows before it),
+never with ``OFFSET``, and its position is counted from the nearer end of the order. A filter
+of three characters or more goes through the FTS5 trigram index (schema v2) instead of ``LIKE``
+over every row.
 """
 
 from __future__ import annotations
@@ -228,20 +231,25 @@ class _Fill:
     def _first_rows(
         self, conn: sqlite3.Connection, order: Order, sql: str, params: dict[str, object]
     ) -> None:
-        """Read the top of the list and the rows around ``query.around`` into ``order``."""
+        """Read the top of the list and the rows around ``query.around`` into ``order``.
+
+        The rows around the anchor are read by key (``SessionReader.window``), never with
+        ``OFFSET`` (which walks the index up to it); its position is counted from the nearer end.
+        """
         query = self.query
         top = [r[0] for r in conn.execute(sql + " LIMIT :limit", {**params, "limit": WINDOW})]
         order[0 : len(top)] = array("q", top)
         if query.around is None:
             return
-        at = self.reader.position(conn, query, self.now, query.around)
+        n = len(order)
+        at = self.reader.position_in(conn, query, self.now, query.around, n)
         if at is None or at < len(top):
             return
-        start = max(0, at - WINDOW // 2)
-        rows = conn.execute(
-            sql + " LIMIT :limit OFFSET :offset", {**params, "limit": WINDOW, "offset": start}
-        ).fetchall()
-        order[start : start + len(rows)] = array("q", (r[0] for r in rows))
+        before, after = self.reader.window(conn, query, self.now, query.around, WINDOW // 2)
+        before = before[-at:] if at else []
+        after = after[: n - at]
+        order[at - len(before) : at] = array("q", before)
+        order[at : at + len(after)] = array("q", after)
 
 
 class SessionReader:
@@ -305,6 +313,11 @@ class SessionReader:
         """Sessions whose refresh token is still valid (through the refresh_exp index)."""
         return int(self._all(_COUNT_LIVE, (now,))[0][0])
 
+    def _live_at_least(self, now: float, n: int) -> bool:
+        """True if ``n`` sessions or more are live (counts at most ``n``: cheap at 1M)."""
+        sql = "SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE refresh_exp > ? LIMIT ?)"
+        return int(self._all(sql, (now, n))[0][0]) >= n
+
     def order_sql(self, query: ViewQuery, now: float) -> tuple[str, dict[str, object]]:
         """The ``SELECT rowid ... ORDER BY`` of ``query`` and its parameters."""
         columns, _, _ = SORTS[query.sort]
@@ -336,7 +349,7 @@ class SessionReader:
             else:
                 previous.cancel()  # the operator asked for another list
             self._fill = None
-        if not query.text.strip() and self.count_live(now) >= self.progressive_from:
+        if not query.text.strip() and self._live_at_least(now, self.progressive_from):
             fill = _Fill(self, query, now)
             self._fill = fill
             return fill.start()
@@ -389,6 +402,51 @@ class SessionReader:
                 total += int(conn.execute(sql, [*args, *extra]).fetchone()[0])
         return total
 
+    @classmethod
+    def position_in(
+        cls, conn: sqlite3.Connection, query: ViewQuery, now: float, rowid: int, n: int
+    ) -> int | None:
+        """``position`` of ``rowid`` among the ``n`` live rows, counted from the nearer end.
+
+        Counting walks the index from one end to the row, so a row estimated to be in the second
+        half is counted from the end (its position in the reversed order). The estimate only
+        chooses the end; the count is exact either way.
+        """
+        if n > 1 and _estimate(conn, query, rowid) > 0.5:
+            reverse = ViewQuery(query.sort, not query.reverse, query.text)
+            after = cls.position(conn, reverse, now, rowid)
+            return None if after is None else n - 1 - after
+        return cls.position(conn, query, now, rowid)
+
+    @staticmethod
+    def window(
+        conn: sqlite3.Connection, query: ViewQuery, now: float, rowid: int, size: int
+    ) -> tuple[list[int], list[int]]:
+        """Up to ``size`` row ids before live row ``rowid`` and ``2 * size`` from it on, in view
+        order, read by key (keyset pagination on the sort's covering index, no ``OFFSET``).
+
+        Each side is one or two range scans over the index, ordered as the index is: rows whose
+        first sort column is NULL (first ascending, last descending) are a block of their own.
+        Empty lists when the row is not live.
+        """
+        columns, _, _ = SORTS[query.sort]
+        row = conn.execute(
+            f"SELECT {', '.join(columns[:-1])}, refresh_exp > ? FROM sessions WHERE rowid = ?",
+            (now, rowid),
+        ).fetchone()
+        if row is None or not row[-1]:
+            return [], []
+        values = (*row[:-1], rowid)
+        live = "refresh_exp > :now" if columns[0] == "refresh_exp" else "+refresh_exp > :now"
+        # In view order, the rows from the anchor on are the keys above it when ascending (below
+        # it when descending); the rows before it are the others, read towards the anchor's
+        # other side and reversed.
+        up = not query.descending
+        after = _scan(conn, columns, values, up, True, live, now, 2 * size)
+        before = _scan(conn, columns, values, not up, False, live, now, size)
+        before.reverse()
+        return before, after
+
     def rows(self, rowids: Iterable[int]) -> dict[int, Session]:
         """The sessions with these row ids that still exist, by row id."""
         ids = list(rowids)
@@ -415,3 +473,71 @@ class SessionReader:
             (session_id, limit),
         )
         return [AuditEntry.from_row(r) for r in rows]
+
+
+def _scan(
+    conn: sqlite3.Connection,
+    columns: tuple[str, ...],
+    values: tuple[object, ...],
+    up: bool,
+    inclusive: bool,
+    live: str,
+    now: float,
+    limit: int,
+) -> list[int]:
+    """Row ids of up to ``limit`` live rows from the anchor ``values`` (itself if ``inclusive``)
+    going up (ascending keys) or down, in that direction. NULLs sort lowest (SQLite's order);
+    only the first column may be NULL (the others are ``refresh_exp`` of a live row and rowid)."""
+    first, rest = columns[0], columns[1:]
+    op = (">" if up else "<") + ("=" if inclusive else "")
+    marks = ", ".join("?" for _ in columns)
+    whole = (f"({', '.join(columns)}) {op} ({marks})", list(values))
+    tail = (
+        f"{first} IS NULL AND ({', '.join(rest)}) {op} ({', '.join('?' for _ in rest)})",
+        list(values[1:]),
+    )
+    if values[0] is None:
+        segments = [tail, (f"{first} IS NOT NULL", [])] if up else [tail]
+    else:
+        segments = [whole] if up else [whole, (f"{first} IS NULL", [])]
+    direction = "" if up else " DESC"
+    order_by = ", ".join(c + direction for c in columns)
+    out: list[int] = []
+    for where, args in segments:
+        if len(out) >= limit:
+            break
+        sql = (
+            f"SELECT rowid FROM sessions WHERE {live.replace(':now', '?')} AND {where} "
+            f"ORDER BY {order_by} LIMIT ?"
+        )
+        out.extend(r[0] for r in conn.execute(sql, [now, *args, limit - len(out)]))
+    return out
+
+
+def _as_number(value: object) -> float:
+    """A number that orders like ``value`` does in SQLite (roughly, for text: its first bytes)."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        return float(int.from_bytes(value.encode()[:7].ljust(7, b"\0"), "big"))
+    return float("-inf")  # NULL sorts first
+
+
+def _estimate(conn: sqlite3.Connection, query: ViewQuery, rowid: int) -> float:
+    """Roughly how far into the order of ``query`` row ``rowid`` is (0 top, 1 bottom), from its
+    first sort key between the smallest and the largest (two index look-ups)."""
+    column = SORTS[query.sort][0][0]
+    row = conn.execute(
+        f"SELECT (SELECT {column} FROM sessions WHERE rowid = ?), "
+        f"(SELECT MIN({column}) FROM sessions), (SELECT MAX({column}) FROM sessions)",
+        (rowid,),
+    ).fetchone()
+    value, low, high = row
+    if value is None:
+        share = 0.0
+    elif low is None or high is None:
+        share = 0.5
+    else:
+        lo, hi, v = _as_number(low), _as_number(high), _as_number(value)
+        share = 0.5 if hi <= lo else min(1.0, max(0.0, (v - lo) / (hi - lo)))
+    return 1.0 - share if query.descending else share

@@ -224,3 +224,50 @@ async def test_detail_pane_stays_on_its_session_while_rows_resort(
             assert app.main.query_one(SessionsTable).selected.id == chosen
         assert shown and set(shown) == {chosen}, shown
         assert chosen in "\n".join(detail_text(app, "session"))
+
+
+async def test_tick_rebuilds_only_the_detail_panels_whose_text_moved(make_app, auth: Auth, clock):
+    """Each second the pane redraws what changed, nothing else (the history panel of a session
+    with no blacklist keys never changes with the clock)."""
+    session = auth.login("u1", "one@example.com", "One")[0]  # access 60s, refresh 1h
+    app = make_app(interval=3600.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await detail_of(pilot, session.id)
+        pane = app.main.query_one(DetailPane)
+
+        def contents() -> list[object]:
+            return [p.content for p in pane.query("Static")]
+
+        before = contents()
+        pane.tick()  # same second: nothing to redraw
+        assert all(a is b for a, b in zip(contents(), before, strict=True))
+        clock.advance(10)
+        app.main.tick()
+        await pilot.pause()
+        after = contents()
+        assert after[1] is not before[1]  # the countdowns moved
+        assert after[2] is before[2]  # keys and audit did not
+        assert access_expires(app) == "in 50s"
+
+
+async def test_tick_repaints_the_clock_columns_of_the_rows_only(make_app, auth: Auth, clock):
+    auth.login("u1", "one@example.com", "One")
+    app = make_app(interval=3600.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.main.query_one(SessionsTable)
+        await pilot.pause()
+        table._repaint_regions.clear()
+        table.refresh_clock()
+        (region,) = table._repaint_regions
+        widths, gaps = table.widths(), table.gaps
+        age = [c.key for c in table.columns].index("age")
+        x = 1 + sum(widths[:age]) + sum(gaps[:age])
+        offset = table.content_offset
+        width = table.scrollable_content_region.width
+        assert region == Region(x, 1, width - x, table.page_height).translate(offset)
+        clock.advance(10)
+        app.main.tick()
+        await pilot.pause()
+        assert table_line(app, 1).split()[-3] == "50s"

@@ -118,6 +118,70 @@ def test_position_of_every_row_matches_the_full_order(filled_db: Path, reader, q
         conn.close()
 
 
+@pytest.mark.parametrize(
+    "query", QUERIES, ids=lambda q: f"{q.sort}-{'desc' if q.reverse else 'asc'}"
+)
+def test_position_counted_from_either_end_matches_the_full_order(filled_db: Path, reader, query):
+    expected = full_order(filled_db, query)
+    reverse = ViewQuery(query.sort, not query.reverse)
+    conn = reader.connect()
+    try:
+        n = len(expected)
+        for index, rowid in enumerate(expected):
+            assert reader.position_in(conn, query, NOW, rowid, n) == index, rowid
+            # The other end's count, as position_in uses it for rows in the second half.
+            assert n - 1 - reader.position(conn, reverse, NOW, rowid) == index, rowid
+        assert reader.position_in(conn, query, NOW, 10**9, n) is None
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "query", QUERIES, ids=lambda q: f"{q.sort}-{'desc' if q.reverse else 'asc'}"
+)
+@pytest.mark.parametrize("size", [1, 5, 300])
+def test_keyset_window_is_the_slice_of_the_full_order_around_every_row(
+    filled_db: Path, reader, query: ViewQuery, size: int
+):
+    """NULL emails and NULL access expiries, ties on every sort key: the window read by key is
+    exactly the rows before and from the anchor in the full order (clipped at both ends)."""
+    expected = full_order(filled_db, query)
+    conn = reader.connect()
+    try:
+        for index, rowid in enumerate(expected):
+            before, after = reader.window(conn, query, NOW, rowid, size)
+            assert before == expected[max(0, index - size) : index], (index, rowid)
+            assert after == expected[index : index + 2 * size], (index, rowid)
+        expired = conn.execute("SELECT rowid FROM sessions WHERE refresh_exp <= ?", (NOW,))
+        gone = [r[0] for r in expired]
+        assert gone and all(reader.window(conn, query, NOW, r, 4) == ([], []) for r in gone)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("sort", list(SORTS))
+def test_keyset_window_reads_the_sort_index_in_order_without_offset(filled_db: Path, sort):
+    """Every scan of the window is a range search on the sort's covering index with no sort
+    step (so it costs its LIMIT, wherever the anchor is)."""
+    conn = sqlite3.connect(filled_db)
+    seen: list[str] = []
+    conn.set_trace_callback(seen.append)
+    try:
+        rowid = conn.execute(
+            "SELECT rowid FROM sessions WHERE email IS NULL AND refresh_exp > ? LIMIT 1", (NOW,)
+        ).fetchone()[0]
+        for reverse in (False, True):
+            SessionReader.window(conn, ViewQuery(sort, reverse), NOW, rowid, 4)
+        conn.set_trace_callback(None)
+        scans = [q for q in seen if q.startswith("SELECT rowid FROM sessions WHERE")]
+        assert scans and not any("OFFSET" in q for q in scans)
+        for sql in scans:  # traced with the parameters inlined
+            plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+            assert "COVERING INDEX" in plan and "TEMP B-TREE" not in plan, (sql, plan)
+    finally:
+        conn.close()
+
+
 # -- orders filled in the background --------------------------------------------------------
 
 

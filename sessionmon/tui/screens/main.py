@@ -139,11 +139,13 @@ class MainScreen(Screen[None]):
             title += f" · {len(table.model.marks)} marked"
         if self.app.paused:
             title += " · PAUSED"
-        table.border_title = title
+        if table.border_title != title:  # setting it repaints the whole table
+            table.border_title = title
         title = self.blacklist.title()
         if self.app.paused:
             title += " · PAUSED"
-        self.blacklist.border_title = title
+        if self.blacklist.border_title != title:
+            self.blacklist.border_title = title
 
     # -- live data --------------------------------------------------------------------------
 
@@ -187,7 +189,7 @@ class MainScreen(Screen[None]):
             self.blacklist.prune(now)
         self._status.show(self.app.status_info())
         self.update_titles()
-        self.current_table.refresh()
+        self.current_table.refresh_clock()
         self._detail.tick()
 
     def show_detail(self, detail: SessionDetail | None, message: str = "") -> None:

@@ -7,6 +7,7 @@ is wide enough for a whole jti (22 characters), so an id copied from the pane is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.console import Group, RenderableType
@@ -21,6 +22,7 @@ from sessionmon.core.clock import Clock
 from sessionmon.core.store import AuditEntry, Session
 from sessionmon.tui.format import ago, clock_time, countdown, date_time
 
+_NOTHING = object()
 LEVEL_STYLES = {"plenty": "green", "low": "yellow", "critical": "bold red", "expired": "red"}
 
 
@@ -68,6 +70,7 @@ class DetailPane(Horizontal):
             Static(id="detail-tokens"),
             Static(id="detail-history"),
         )
+        self._shown: list[object] = [_NOTHING] * 3  # what each panel shows (``tick``)
 
     def compose(self) -> ComposeResult:
         yield from self._panels
@@ -85,19 +88,48 @@ class DetailPane(Horizontal):
         self.tick()
 
     def tick(self) -> None:
-        """Redraw (countdowns move) without asking anything of SQLite or Redis."""
+        """Redraw (countdowns move) without asking anything of SQLite or Redis.
+
+        A panel is rebuilt only when what it shows changed (the session, or one of its clock
+        readings at the resolution shown); the panels have a fixed size, so never a layout.
+        """
         if not self.is_mounted:
             return
         now = self.clock.now()
-        panels = self._panels
-        if self.detail is None:
-            panels[0].update(Text(self.message, style="dim"))
-            panels[1].update("")
-            panels[2].update("")
+        detail = self.detail
+        if detail is None:
+            self._update(0, ("message", self.message), lambda: Text(self.message, style="dim"))
+            self._update(1, None, lambda: "")
+            self._update(2, None, lambda: "")
             return
-        panels[0].update(self._session(self.detail.session, now))
-        panels[1].update(self._tokens(self.detail.session, now))
-        panels[2].update(self._history(self.detail, now))
+        s = detail.session
+        life = (s.refresh_exp or now) - s.created_at
+        self._update(
+            0,
+            (s, ago(s.created_at, now), ago(s.last_seen_at, now), s.state(now)),
+            lambda: self._session(s, now),
+        )
+        self._update(
+            1,
+            (
+                s,
+                countdown(s.access_exp, now, self.access_life),
+                countdown(s.refresh_exp, now, life),
+            ),
+            lambda: self._tokens(s, now),
+        )
+        keys = tuple(
+            countdown(e.expires_at, now, e.expires_at - e.revoked_at if e.revoked_at else None)
+            for e in detail.keys or ()
+        )
+        self._update(2, (detail, keys), lambda: self._history(detail, now))
+
+    def _update(self, panel: int, key: object, build: Callable[[], RenderableType]) -> None:
+        """Show ``build()`` in ``panel`` unless what it shows is the same as last time (``key``)."""
+        if self._shown[panel] is not _NOTHING and self._shown[panel] == key:
+            return
+        self._shown[panel] = key
+        self._panels[panel].update(build(), layout=False)
 
     def _session(self, s: Session, now: float) -> RenderableType:
         t = _grid()

@@ -70,6 +70,7 @@ class SessionsTable(LineTable):
     """
 
     columns = COLUMNS
+    ticking_from = "age"  # age, last seen, both countdowns and the state move with the clock
 
     class OrderFilled(Message):
         """A filling order is complete (posted from the reader's thread)."""
@@ -142,6 +143,14 @@ class SessionsTable(LineTable):
         if self.model.cursor_rowid != before:
             self.post_message(self.CursorMoved(self, self.model.cursor))
 
+    def refresh_clock(self) -> None:
+        """Only the cells that move with the clock, unless rows may have come in since the last
+        repaint (an order still filling shows "loading…" where it is not read yet)."""
+        if self.model.complete:
+            super().refresh_clock()
+        else:
+            self.refresh()
+
     def forget_rows(self) -> None:
         """Drop cached rows (they are read again when drawn)."""
         self._cache.clear()
@@ -179,9 +188,12 @@ class SessionsTable(LineTable):
             return None
         row = self._cache.get(rowid)
         if row is None:
-            top = self.top
-            window = range(min(top, index), max(top + self.page_height, index + 1) + _PREFETCH)
-            self._fetch(window)
+            # The visible rows and a few more; or, for a row elsewhere (the cursor's, before the
+            # view has scrolled to it), that row and the ones after it: never the rows between
+            # (at 1M they can be hundreds of thousands).
+            top, span = self.top, self.page_height + _PREFETCH
+            start = top if top <= index < top + span else index
+            self._fetch(range(start, start + span))
             row = self._cache.get(rowid)
         return row if isinstance(row, Session) else None
 

@@ -20,7 +20,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -132,6 +132,9 @@ class LineTable(ScrollView, can_focus=True):
     ]
 
     columns: tuple[Column, ...] = ()
+    # The first column whose text moves with the clock (countdowns, "ago"): the 1 Hz tick repaints
+    # the rows from it to the right edge only (``refresh_clock``). None: the whole table.
+    ticking_from: str | None = None
 
     class CursorMoved(Message):
         """The cursor is on another row."""
@@ -228,6 +231,19 @@ class LineTable(ScrollView, can_focus=True):
             self.scroll_to(y=cursor, animate=False, immediate=True)
         elif cursor >= top + height:
             self.scroll_to(y=cursor - height + 1, animate=False, immediate=True)
+
+    def refresh_clock(self) -> None:
+        """Repaint what a new second changes: the rows' cells from ``ticking_from`` on."""
+        keys = [c.key for c in self.columns]
+        if self.ticking_from not in keys:
+            self.refresh()
+            return
+        i = keys.index(self.ticking_from)
+        widths, gaps = self.widths(), self.gaps
+        x = 1 + sum(widths[:i]) + sum(gaps[:i])
+        width = self.scrollable_content_region.width
+        if x < width:
+            self.refresh(Region(x, 1, width - x, self.page_height))
 
     def keep_cursor_on_screen_row(self, old_cursor: int, old_top: int) -> None:
         """After the rows changed, keep the cursor on the same screen line if possible."""
