@@ -180,6 +180,12 @@ class _Fill:
         assert self.order is not None
         return self.order
 
+    def _fail(self, error: DatabaseError) -> None:
+        if self.order is None:
+            self.error = error
+        else:
+            self.order._finish(error)
+
     def cancel(self) -> None:
         """Stop filling (the order completes with an error)."""
         self.cancelled = True
@@ -188,9 +194,9 @@ class _Fill:
 
     def _run(self) -> None:
         reader, query, now = self.reader, self.query, self.now
-        sql, params = reader.order_sql(query, now)
         conn: sqlite3.Connection | None = None
         try:
+            sql, params = reader.order_sql(query, now)
             conn = reader.connect()
             conn.execute("BEGIN")  # one snapshot for the count, the windows and the rest
             n = int(conn.execute(_COUNT_LIVE, (now,)).fetchone()[0])
@@ -218,11 +224,11 @@ class _Fill:
                 order._finish()
             self.order = order
         except sqlite3.Error as exc:
-            error = _error(exc, reader.path)
-            if self.order is None:
-                self.error = error
-            else:
-                self.order._finish(error)
+            self._fail(_error(exc, reader.path))
+        except Exception as exc:  # a bug: still one clear error for the poller, never a hang
+            self._fail(
+                DatabaseError(f"database {reader.path}: reading the session order failed ({exc!r})")
+            )
         finally:
             self.ready.set()
             if conn is not None:

@@ -363,3 +363,21 @@ async def test_app_keeps_the_cursor_on_its_session_while_orders_fill(
             rows = app.main.sessions
             shown = [rows.session_at(i) for i in range(len(app.model))]
             assert all(s is not None for s in shown)  # every row readable once complete
+
+
+def test_an_unexpected_error_in_the_fill_thread_is_a_clear_error_not_a_hang(
+    filled_db: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A bug in the order thread reaches the poller as one DatabaseError, never a hang or an
+    AssertionError (the app turns DatabaseError into its banner)."""
+    r = SessionReader(filled_db, progressive_from=0)
+
+    def broken(query: ViewQuery, now: float) -> tuple[str, dict[str, object]]:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(r, "order_sql", broken)
+    try:
+        with pytest.raises(DatabaseError, match="reading the session order failed"):
+            r.order(ViewQuery("access_exp", False), NOW)
+    finally:
+        r.close()
