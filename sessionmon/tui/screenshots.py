@@ -32,6 +32,7 @@ from sessionmon.core.clock import FrozenClock
 from sessionmon.core.config import KeyMaterial, Settings
 from sessionmon.core.store import Session, Store
 from sessionmon.core.tokens import TokenCodec
+from sessionmon.demo import AGENTS  # the same browsers as the traffic generator
 
 NOW = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC
 SIZE = (160, 45)
@@ -53,15 +54,6 @@ PEOPLE = (
     ("jo.rossi@shop.test", "Jo Rossi"),
     ("kemal.tanaka@example.com", "Kemal Tanaka"),
     ("lea.dubois@acme.test", "Léa Dubois"),
-)
-AGENTS = (
-    "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 Safari/605.1.15",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/130.0 Safari/537.36",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
-    "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 Chrome/130.0 Mobile Safari",
-    "curl/8.10.1",
-    "python-httpx/0.28.1",
 )
 # (person, access seconds left, age of the session, seconds since last seen)
 SHAPES = (
