@@ -250,9 +250,9 @@ def cmd_tui(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from sessionmon.core.runtime import open_runtime
-    from sessionmon.demo import TrafficGenerator
+    from sessionmon.demo import TrafficGenerator, demo_ttls
 
-    settings = demo_settings(settings, args)
+    settings = demo_ttls(settings)
     if args.users < 1:
         raise CliError("--users must be at least 1")
     signal.signal(signal.SIGTERM, _interrupt)  # stop as cleanly on SIGTERM as on Ctrl-C
@@ -286,16 +286,6 @@ def _interrupt(signum: int, frame: object) -> None:
 def _flush_out(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-
-
-def demo_settings(settings: Settings, args: argparse.Namespace | None = None) -> Settings:
-    """Short TTLs for the demo (access 20s, refresh 3m) unless set by flag or env."""
-    changes: dict[str, float] = {}
-    if getattr(args, "access_ttl", None) is None and not os.environ.get("SESSIONMON_ACCESS_TTL"):
-        changes["access_ttl"] = 20.0
-    if getattr(args, "refresh_ttl", None) is None and not os.environ.get("SESSIONMON_REFRESH_TTL"):
-        changes["refresh_ttl"] = 180.0
-    return settings.with_(**changes) if changes else settings
 
 
 def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
@@ -594,9 +584,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False)) or os.environ.get("SESSIONMON_DEBUG") == "1"
-    if args.command == "demo":
-        args.access_ttl = getattr(args, "access_ttl", None)
-        args.refresh_ttl = getattr(args, "refresh_ttl", None)
     try:
         settings = settings_from_args(args)
         return COMMANDS[args.command](args, settings)

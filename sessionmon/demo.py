@@ -17,11 +17,14 @@ from dataclasses import dataclass
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
+from sessionmon.core.config import Settings
 from sessionmon.core.errors import ConfigError, DatabaseError, RedisUnavailable
 from sessionmon.core.store import Store
 from sessionmon.core.tokens import Reason
 
 DEMO_SOURCE = "demo"
+DEMO_ACCESS_TTL = 20.0
+DEMO_REFRESH_TTL = 180.0
 
 FIRST = (
     "ann",
@@ -78,6 +81,17 @@ AGENTS = (
     "python-httpx/0.28.1",
 )
 NETWORKS = ("192.0.2.", "198.51.100.", "203.0.113.")
+
+
+def demo_ttls(settings: Settings) -> Settings:
+    """Short token lives for the demo (access 20s, refresh 3m), so countdowns visibly move and
+    silent refreshes happen, unless a flag, env var or the config file set them."""
+    changes = {}
+    if "access_ttl" not in settings.explicit:
+        changes["access_ttl"] = DEMO_ACCESS_TTL
+    if "refresh_ttl" not in settings.explicit:
+        changes["refresh_ttl"] = DEMO_REFRESH_TTL
+    return settings.with_(**changes) if changes else settings
 
 
 class DemoRefused(ConfigError):

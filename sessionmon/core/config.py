@@ -144,6 +144,8 @@ class Settings:
     private_key_file: Path | None = None
     public_key_file: Path | None = None
     config: Path | None = None
+    # The settings that a flag, an env var or the config file set (the rest are defaults).
+    explicit: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
 
     @property
     def embedded(self) -> bool:
@@ -245,7 +247,7 @@ def load_settings(
         raise ConfigError("--access-ttl and --refresh-ttl must be positive")
     if "interval" in values:
         values["interval"] = max(0.2, values["interval"])
-    return Settings(config=config_path, **values)
+    return Settings(config=config_path, explicit=frozenset(values), **values)
 
 
 @dataclass(frozen=True)

@@ -32,22 +32,6 @@ if TYPE_CHECKING:
     from sessionmon.tui.app import SessionmonApp
     from sessionmon.tui.backend import MonitorBackend
 
-DEMO_ACCESS_TTL = 20.0
-DEMO_REFRESH_TTL = 180.0
-
-
-def demo_ttls(settings: Settings) -> Settings:
-    """Short TTLs for the demo (countdowns visibly move), unless the user chose TTLs."""
-    from sessionmon.core.config import Settings as _Settings
-
-    defaults = _Settings()
-    changes = {}
-    if settings.access_ttl == defaults.access_ttl:
-        changes["access_ttl"] = DEMO_ACCESS_TTL
-    if settings.refresh_ttl == defaults.refresh_ttl:
-        changes["refresh_ttl"] = DEMO_REFRESH_TTL
-    return settings.with_(**changes) if changes else settings
-
 
 def may_create_database(settings: Settings, *, demo: bool = False) -> bool:
     """Whether a missing database file is created: for ``--demo``, and for the default path on
@@ -119,6 +103,8 @@ def build_monitor(
 
     clock = clock or SYSTEM_CLOCK
     if demo:
+        from sessionmon.demo import demo_ttls
+
         settings = demo_ttls(settings)
     create = may_create_database(settings, demo=demo)
     keeper = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -166,23 +167,34 @@ class LineTable(ScrollView, can_focus=True):
         self._widths_for = -1
         self._gaps: list[int] = []
 
-    # -- what subclasses provide ------------------------------------------------------------
+    # -- what subclasses provide (checked when a subclass is defined) -------------------------
+
+    SUBCLASS_PROVIDES = ("row_count", "cursor", "set_cursor", "row_cells")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        missing = [
+            n for n in LineTable.SUBCLASS_PROVIDES if getattr(cls, n) is getattr(LineTable, n)
+        ]
+        if missing:
+            raise TypeError(f"{cls.__name__} must define {', '.join(missing)}")
 
     @property
     def row_count(self) -> int:
-        raise NotImplementedError
+        """How many rows the table has."""
+        return 0
 
     @property
     def cursor(self) -> int:
-        raise NotImplementedError
+        """The index of the cursor row."""
+        return 0
 
     def set_cursor(self, index: int) -> None:
         """Move the cursor to ``index`` (subclasses keep the identity of the row)."""
-        raise NotImplementedError
 
     def row_cells(self, index: int, now: float) -> list[Cell] | None:
         """The cells of row ``index``; None when the row is not loaded yet."""
-        raise NotImplementedError
+        return None
 
     def now(self) -> float:
         raise NotImplementedError
