@@ -16,7 +16,7 @@ from bench.fixtures import KEYS, SECRET, bench_redis
 from bench.harness import Context, Figure, compare_throughput
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
-from sessionmon.core.store import Store
+from sessionmon.core.store import SqliteStore
 from sessionmon.core.tokens import TokenCodec
 
 SESSIONS = 200
@@ -37,7 +37,7 @@ class CheckSetup:
     def __init__(self, n_keys: int, name: str, **auth_options: Any) -> None:
         self.server = bench_redis(n_keys)
         self.client = connect(self.server.url)
-        self.store = Store(scratch_db(name))
+        self.store = SqliteStore(scratch_db(name))
         self.blacklist = Blacklist(self.client, prefix=PREFIX)
         self.codec = TokenCodec(KEYS)
         self.auth = Auth(self.store, self.blacklist, self.codec, **auth_options)

@@ -14,14 +14,14 @@ from bench.fixtures import KEYS, bench_redis
 from bench.harness import Context, Figure, percentile
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
-from sessionmon.core.store import Store
+from sessionmon.core.store import SqliteStore
 from sessionmon.core.tokens import TokenCodec
 
 SCRATCH_PREFIX = "benchfl:"
 SCRATCH_SOURCE = "bench-logout"
 
 
-def fresh_sessions(store: Store, n: int, user: str | None = None) -> list[str]:
+def fresh_sessions(store: SqliteStore, n: int, user: str | None = None) -> list[str]:
     """Insert ``n`` new live sessions (for ``user`` if given); returns their ids."""
     rows = session_rows(n, time.time(), seed=random.randrange(1 << 30))
     if user is not None:
@@ -73,7 +73,7 @@ def run(ctx: Context) -> None:
     data = sessions_db(n)
     server = bench_redis(n)
     client = connect(server.url)
-    store = Store(data.path)
+    store = SqliteStore(data.path)
     try:
         with store.transaction() as conn:  # leftovers of an interrupted run
             conn.execute("DELETE FROM sessions WHERE source = ?", (SCRATCH_SOURCE,))

@@ -1,6 +1,6 @@
 """Large, realistic benchmark data, generated fast and cached between runs.
 
-Sessions go into a SQLite file created by the real ``Store`` (same schema, same indexes), written
+Sessions go into a SQLite file created by the real store (same schema, same indexes), written
 with one ``executemany`` in one transaction. Blacklist keys go into a dedicated embedded Redis
 (``EmbeddedRedis`` on a DB path under ``bench/.cache``, never the machine's Redis on 6379), written
 pipelined exactly as ``Blacklist.revoke`` writes them: ``SET key value EX ttl`` plus
@@ -22,7 +22,7 @@ import redis
 
 from sessionmon.core.blacklist import KIND_ACCESS, KIND_REFRESH, KIND_SESSION, Blacklist, connect
 from sessionmon.core.embedded import EmbeddedRedis
-from sessionmon.core.store import SCHEMA_VERSION, SESSION_COLUMNS, Store
+from sessionmon.core.store import SCHEMA_VERSION, SESSION_COLUMNS, SqliteStore
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 PREFIX = "bench:"
@@ -81,7 +81,7 @@ def session_rows(n: int, now: float, seed: int = 1) -> list[tuple[object, ...]]:
     return rows
 
 
-def insert_sessions(store: Store, rows: list[tuple[object, ...]], *, rebuild: bool) -> None:
+def insert_sessions(store: SqliteStore, rows: list[tuple[object, ...]], *, rebuild: bool) -> None:
     """Insert rows in one transaction.
 
     With ``rebuild`` (bulk generation), the schema's secondary structures are built once after the
@@ -89,7 +89,7 @@ def insert_sessions(store: Store, rows: list[tuple[object, ...]], *, rebuild: bo
     ``sessions`` (schema v2: they keep the FTS5 search index current) are dropped during the
     insert, each external-content FTS5 table over ``sessions`` is rebuilt with
     ``INSERT INTO t(t) VALUES ('rebuild')``, and the triggers are recreated. Every statement is
-    the schema's own SQL, read back from ``sqlite_master``, so the result is what ``Store`` makes.
+    the schema's own SQL, read back from ``sqlite_master``, so the result is what the store makes.
     """
     sql = (
         f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
@@ -155,9 +155,9 @@ def sessions_db(n: int, *, quiet: bool = False) -> SessionData:
                 conn.close()
             if count == n:
                 if version != SCHEMA_VERSION:
-                    # Migrate once here, never inside a timed section (Store migrates on open).
+                    # Migrate once here, never inside a timed section (the store migrates on open).
                     start = time.perf_counter()
-                    Store(path).close()
+                    SqliteStore(path).close()
                     if not quiet:
                         _log(
                             f"migrated {path.name} from schema v{version} to v{SCHEMA_VERSION} "
@@ -168,7 +168,7 @@ def sessions_db(n: int, *, quiet: bool = False) -> SessionData:
         p.unlink(missing_ok=True)
     start = time.perf_counter()
     rows = session_rows(n, now)
-    store = Store(path)
+    store = SqliteStore(path)
     try:
         insert_sessions(store, rows, rebuild=n >= 50_000)
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -139,24 +139,24 @@ async def monitor(db: str, url: str, tick_seconds: float, cycles: int = 1) -> di
     from sessionmon.core.auth import Auth
     from sessionmon.core.blacklist import Blacklist, connect
     from sessionmon.core.config import Settings
-    from sessionmon.core.store import SCHEMA_VERSION, Store
+    from sessionmon.core.store import SCHEMA_VERSION, SqliteStore
     from sessionmon.core.tokens import TokenCodec
     from sessionmon.tui.app import SessionmonApp
 
     check = sqlite3.connect(db)
     version = check.execute("PRAGMA user_version").fetchone()[0]
     check.close()
-    if version != SCHEMA_VERSION:  # Store would migrate it inside the timed first paint
+    if version != SCHEMA_VERSION:  # SqliteStore would migrate it inside the timed first paint
         raise RuntimeError(f"{db} has schema v{version}, not v{SCHEMA_VERSION}: migrate it first")
 
     out: dict[str, Any] = {}
     start = time.perf_counter()
-    store = Store(db)
+    store = SqliteStore(db)
     client = connect(url, timeout=30)
     blacklist = Blacklist(client, prefix=PREFIX)
     auth = Auth(store, blacklist, TokenCodec(KEYS))
     # interval 3600: after the first poll only the 1 Hz tick runs (the tick-only CPU figure).
-    settings = Settings(db=store.path, redis_url=url, prefix=PREFIX, interval=3600.0)
+    settings = Settings(db=store.location, redis_url=url, prefix=PREFIX, interval=3600.0)
     app = SessionmonApp(store=store, blacklist=blacklist, auth=auth, settings=settings)
     watch = ScreenWatch(app)
     watch.arm(

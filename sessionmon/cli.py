@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -152,6 +153,32 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--limit", type=int, default=50, help="at most N rows (default 50)")
     audit.add_argument("--session", metavar="SESSION_ID", help="only this session")
     audit.add_argument("--user", metavar="EMAIL", help="only this user")
+
+    migrate = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="create or upgrade the database schema (SQLite file or PostgreSQL)",
+        description="Applies the forward migrations up to this version's schema and says which "
+        "version the database had. Every command also does this on first use; run it explicitly "
+        "to upgrade a shared PostgreSQL database before starting new app workers.",
+    )
+    migrate.add_argument("--json", action="store_true", help='print {"from": N, "to": N}')
+
+    copy = sub.add_parser(
+        "copy",
+        parents=[common],
+        help="copy sessions and audit rows from one database to another",
+        description="Copies every session (expired ones included) and every audit row, in "
+        "batches, keeping ids; ends with a count check. Stop the writers of the source first, or "
+        "run it again with --resume until the counts match.",
+    )
+    copy.add_argument("--from", dest="source", required=True, metavar="DB", help="path or URL")
+    copy.add_argument("--to", dest="dest", required=True, metavar="DB", help="path or URL")
+    copy.add_argument(
+        "--resume", action="store_true", help="continue an interrupted copy into --to"
+    )
+    copy.add_argument("--batch", type=int, default=5000, help="rows per transaction (5000)")
+    copy.add_argument("--json", action="store_true", help="print the counts as JSON")
     return parser
 
 
@@ -289,9 +316,9 @@ def _flush_out(line: str) -> None:
 
 
 def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
-    from sessionmon.core.store import Store
+    from sessionmon.core.store import open_store
 
-    return Store(settings.db, create=False)
+    return open_store(settings.db, create=False)
 
 
 def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
@@ -567,6 +594,72 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if rows else EXIT_NO_MATCH
 
 
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from sessionmon.core.store import open_store
+
+    store = open_store(settings.db, create=True)
+    try:
+        before, after = store.migrated_from, store.schema_version()
+    finally:
+        store.close()
+    if args.json:
+        _json({"database": settings.db.display, "from": before, "to": after})
+    elif before == after:
+        _out(f"{settings.db.display}: schema version {after}, up to date")
+    else:
+        _out(f"{settings.db.display}: schema version {before} -> {after}")
+    return EXIT_OK
+
+
+def cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
+    from sessionmon.core.store import DatabaseUrl, open_store
+    from sessionmon.core.store.copy import CopyProgress, copy_store
+
+    if args.batch < 1:
+        raise CliError("--batch must be at least 1")
+    source_url, dest_url = DatabaseUrl.parse(args.source), DatabaseUrl.parse(args.dest)
+    if source_url.path is not None and not source_url.path.exists():
+        raise DatabaseMissing(f"database not found: {source_url.display}")
+    tty = sys.stderr.isatty()
+
+    def show(p: CopyProgress) -> None:
+        if tty:
+            share = f" ({100 * p.done // p.total}%)" if p.total else ""
+            sys.stderr.write(f"\r{p.table}: {p.done:,}/{p.total:,}{share}   ")
+            sys.stderr.flush()
+
+    source = open_store(source_url, create=False)
+    try:
+        dest = open_store(dest_url, create=True)
+        try:
+            report = copy_store(source, dest, resume=args.resume, batch=args.batch, progress=show)
+        finally:
+            dest.close()
+    finally:
+        source.close()
+    if tty:
+        sys.stderr.write("\n")
+    if args.json:
+        _json({**dataclasses.asdict(report), "counts_match": report.counts_match})
+    else:
+        _out(
+            f"copied {report.sessions_copied} sessions and {report.audit_copied} audit rows "
+            f"from {source_url.display} to {dest_url.display}"
+        )
+        _out(
+            f"count check: sessions {report.source_sessions} -> {report.dest_sessions}, "
+            f"audit {report.source_audit} -> {report.dest_audit}: "
+            + ("match" if report.counts_match else "MISMATCH")
+        )
+    if not report.counts_match:
+        sys.stderr.write(
+            "sessionmon: the counts differ: the source changed during the copy, or the "
+            "destination held other rows (run again with --resume once writers have stopped)\n"
+        )
+        return EXIT_NO_MATCH
+    return EXIT_OK
+
+
 COMMANDS: dict[str | None, Callable[[argparse.Namespace, Settings], int]] = {
     None: cmd_tui,
     "tui": cmd_tui,
@@ -576,6 +669,8 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace, Settings], int]] = {
     "blacklist": cmd_blacklist,
     "check": cmd_check,
     "audit": cmd_audit,
+    "migrate": cmd_migrate,
+    "copy": cmd_copy,
     "purge": cmd_purge,
 }
 

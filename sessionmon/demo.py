@@ -19,7 +19,7 @@ from sessionmon.core.auth import Auth
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.config import Settings
 from sessionmon.core.errors import ConfigError, DatabaseError, RedisUnavailable
-from sessionmon.core.store import Store
+from sessionmon.core.store import SessionStore, open_store
 from sessionmon.core.tokens import Reason
 
 DEMO_SOURCE = "demo"
@@ -98,12 +98,12 @@ class DemoRefused(ConfigError):
     """The database holds sessions the generator did not create."""
 
 
-def check_demo_database(store: Store, force: bool = False) -> None:
+def check_demo_database(store: SessionStore, force: bool = False) -> None:
     """Refuse a database with sessions not created by the demo, unless ``force``."""
     if not force and store.has_foreign_sessions(DEMO_SOURCE):
         raise DemoRefused(
-            f"{store.path} holds sessions the demo did not create; refusing to add fake sessions "
-            f"to it (use another --db, or --force if you really mean it)"
+            f"{store.display} holds sessions the demo did not create; refusing to add fake "
+            "sessions to it (use another --db, or --force if you really mean it)"
         )
 
 
@@ -135,7 +135,7 @@ class TrafficGenerator:
         clock: Clock = SYSTEM_CLOCK,
         own_connection: bool = True,
     ) -> None:
-        store = Store(auth.store.path, clock=clock) if own_connection else auth.store
+        store = open_store(auth.store.location, clock=clock) if own_connection else auth.store
         check_demo_database(store, force)
         self._own_store = store if own_connection else None
         self.auth = Auth(

@@ -17,9 +17,10 @@ from sessionmon.core.blacklist import Blacklist, connect
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.config import KeyMaterial, Settings
 from sessionmon.core.embedded import EmbeddedRedis
-from sessionmon.core.store import Store
+from sessionmon.core.store import Backend, DatabaseUrl, SessionStore, open_store
 from sessionmon.core.tokens import TokenCodec
 from tests.redis_server import RedisProcess
+from tests.support import pg
 
 TEST_SECRET = "test-secret-" + secrets.token_hex(24)
 
@@ -77,9 +78,27 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "sessions.db"
 
 
+@pytest.fixture(params=[Backend.SQLITE, Backend.POSTGRES], ids=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Every test that uses the store runs on both backends (PostgreSQL: see tests.support.pg)."""
+    if request.param is Backend.POSTGRES:
+        pg.require()
+    return request.param
+
+
 @pytest.fixture
-def store(db_path: Path, clock: FrozenClock) -> Iterator[Store]:
-    s = Store(db_path, clock=clock)
+def db_url(backend: Backend, db_path: Path) -> Iterator[DatabaseUrl]:
+    """This test's database: the SQLite file ``db_path``, or a fresh PostgreSQL schema."""
+    if backend is Backend.SQLITE:
+        yield DatabaseUrl(Backend.SQLITE, db_path)
+        return
+    with pg.fresh_schema() as url:
+        yield DatabaseUrl.parse(url)
+
+
+@pytest.fixture
+def store(db_url: DatabaseUrl, clock: FrozenClock) -> Iterator[SessionStore]:
+    s = open_store(db_url, clock=clock)
     yield s
     s.close()
 
@@ -100,21 +119,21 @@ def codec(keys: KeyMaterial, clock: FrozenClock) -> TokenCodec:
 
 
 @pytest.fixture
-def auth(store: Store, blacklist: Blacklist, codec: TokenCodec, clock: FrozenClock) -> Auth:
+def auth(store: SessionStore, blacklist: Blacklist, codec: TokenCodec, clock: FrozenClock) -> Auth:
     return Auth(store, blacklist, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
 
 
 @pytest.fixture
-def settings(db_path: Path, redis_url: str, prefix: str) -> Settings:
-    return Settings(db=db_path, redis_url=redis_url, prefix=prefix, access_ttl=60, refresh_ttl=3600)
+def settings(db_url: DatabaseUrl, redis_url: str, prefix: str) -> Settings:
+    return Settings(db=db_url, redis_url=redis_url, prefix=prefix, access_ttl=60, refresh_ttl=3600)
 
 
 @pytest.fixture
-def cli_env(db_path: Path, redis_url: str, prefix: str, tmp_path: Path) -> dict[str, str]:
+def cli_env(db_url: DatabaseUrl, redis_url: str, prefix: str, tmp_path: Path) -> dict[str, str]:
     """Environment for running the console script against this test's DB and Redis."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONMON_")}
     env.update(
-        SESSIONMON_DB=str(db_path),
+        SESSIONMON_DB=db_url.url or str(db_url.path),
         SESSIONMON_REDIS_URL=redis_url,
         SESSIONMON_PREFIX=prefix,
         SESSIONMON_SECRET=TEST_SECRET,

@@ -25,7 +25,7 @@ from sessionmon.core.blacklist import (
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import DatabaseError, RedisUnavailable
 from sessionmon.core.revocation_cache import RevocationCheck
-from sessionmon.core.store import Session, Store
+from sessionmon.core.store import Session, SessionStore
 from sessionmon.core.tokens import (
     ACCESS,
     REFRESH,
@@ -123,7 +123,7 @@ class Auth:
 
     def __init__(
         self,
-        store: Store,
+        store: SessionStore,
         blacklist: Blacklist,
         codec: TokenCodec | Callable[[], TokenCodec],
         *,

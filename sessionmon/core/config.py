@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from sessionmon.core.errors import ConfigError
+from sessionmon.core.store.base import Backend
+from sessionmon.core.store.url import DatabaseUrl, mask_password
 
 ENV_PREFIX = "SESSIONMON_"
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -81,24 +82,7 @@ def parse_bool(value: Any) -> bool:
 
 def mask_url(url: str | None) -> str:
     """The URL with any password replaced by ``***`` (safe to print)."""
-    if not url:
-        return ""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    # redis-py also takes the password from the query string (?password=...).
-    query = "&".join(
-        f"{name}=***" if "password" in name.lower() else f"{name}={value}" if value else name
-        for name, _, value in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    if parts.password is None:
-        return url if query == parts.query else urlunsplit(parts._replace(query=query))
-    user = parts.username or ""
-    # Keep what follows the "@" verbatim (brackets of an IPv6 host, the port).
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return mask_password(url) if url else ""
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -127,7 +111,7 @@ def _default_actor() -> str:
 class Settings:
     """Everything sessionmon is configured with (no secrets in here)."""
 
-    db: Path = field(default_factory=default_db_path)
+    db: DatabaseUrl = field(default_factory=lambda: DatabaseUrl(Backend.SQLITE, default_db_path()))
     redis_url: str | None = None
     prefix: str = "sessionmon:"
     algorithm: str = "HS256"
@@ -147,6 +131,10 @@ class Settings:
     # The settings that a flag, an env var or the config file set (the rest are defaults).
     explicit: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.db, DatabaseUrl):  # a path given directly (tests, scripts)
+            object.__setattr__(self, "db", DatabaseUrl.parse(self.db))
+
     @property
     def embedded(self) -> bool:
         """True when no Redis URL is configured and sessionmon runs its own server."""
@@ -154,7 +142,7 @@ class Settings:
 
     @property
     def redis_display(self) -> str:
-        return mask_url(self.redis_url) if self.redis_url else f"embedded ({self.db}.redis)"
+        return mask_url(self.redis_url) if self.redis_url else f"embedded ({self.db.anchor}.redis)"
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -162,7 +150,7 @@ class Settings:
 
 # name -> converter; the names are the flag names with "_" for "-".
 _CONVERTERS: dict[str, Any] = {
-    "db": lambda v: Path(str(v)).expanduser(),
+    "db": lambda v: DatabaseUrl.parse(str(v)),
     "redis_url": lambda v: str(v) or None,
     "prefix": str,
     "algorithm": str,
@@ -304,10 +292,13 @@ def load_keys(settings: Settings, env: Mapping[str, str] | None = None) -> KeyMa
             secret, source = secret_env.encode(), "SESSIONMON_SECRET"
         elif secret_file:
             secret, source = _read_key_file(secret_file, "secret file").strip(), str(secret_file)
-        elif settings.embedded or secret_path_for(settings.db).is_file():
+        elif settings.embedded or secret_path_for(settings.db.anchor).is_file():
             # The secret generated beside the DB is used whenever no secret is configured; it
             # is only ever created for the embedded default.
-            secret, source = _generated_secret(settings.db), str(secret_path_for(settings.db))
+            secret, source = (
+                _generated_secret(settings.db.anchor),
+                str(secret_path_for(settings.db.anchor)),
+            )
         else:
             raise ConfigError(
                 f"no signing secret for {alg}: set SESSIONMON_SECRET or SESSIONMON_SECRET_FILE"

@@ -12,7 +12,7 @@ class ConfigError(SessionmonError):
 
 
 class DatabaseError(SessionmonError):
-    """The SQLite database is missing, corrupt or unreadable (exit code 2)."""
+    """The database is missing, corrupt, unreachable or unreadable (exit code 2)."""
 
 
 class DatabaseMissing(DatabaseError):
@@ -25,3 +25,7 @@ class DatabaseLocked(DatabaseError):
 
 class RedisUnavailable(SessionmonError):
     """Redis did not answer (exit code 3)."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database server did not answer or refused the connection."""

@@ -13,7 +13,7 @@ from sessionmon.core.blacklist import Blacklist, connect
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.config import Settings, load_keys
 from sessionmon.core.embedded import EmbeddedRedis
-from sessionmon.core.store import Store
+from sessionmon.core.store import SessionStore, open_store
 from sessionmon.core.tokens import TokenCodec
 
 
@@ -21,7 +21,7 @@ def redis_url_for(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
     """The URL to use, starting (or joining) the embedded server when none is configured."""
     if settings.redis_url:
         return settings.redis_url, None
-    embedded = EmbeddedRedis(settings.db)
+    embedded = EmbeddedRedis(settings.db.anchor)
     return embedded.start(), embedded
 
 
@@ -30,7 +30,7 @@ class Runtime:
     """The core objects for one process. ``close()`` releases the embedded server."""
 
     settings: Settings
-    store: Store
+    store: SessionStore
     client: redis.Redis
     blacklist: Blacklist
     redis_url: str
@@ -93,7 +93,7 @@ def open_runtime(
     **auth_options: Any,
 ) -> Runtime:
     """Open the store and connect Redis (lazily: an unreachable Redis is reported on first use)."""
-    store = Store(settings.db, create=create_db, clock=clock)
+    store = open_store(settings.db, create=create_db, clock=clock)
     try:
         url, embedded = redis_url_for(settings)
     except BaseException:

@@ -42,7 +42,8 @@ def may_create_database(settings: Settings, *, demo: bool = False) -> bool:
         return True
     if settings.read_only:
         return False
-    return settings.db.expanduser().resolve() == default_db_path().expanduser().resolve()
+    path = settings.db.path
+    return path is not None and path.resolve() == default_db_path().expanduser().resolve()
 
 
 @dataclass
@@ -112,7 +113,7 @@ def build_monitor(
     if settings.redis_url:
         url = settings.redis_url
     else:
-        keeper = EmbeddedKeeper(EmbeddedRedis(settings.db), make_dir=create)
+        keeper = EmbeddedKeeper(EmbeddedRedis(settings.db.anchor), make_dir=create)
         url = keeper.url
         try:
             keeper.start()

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -31,20 +31,20 @@ from textual.worker import get_current_worker
 
 from sessionmon.core.auth import Auth, LogoutResult
 from sessionmon.core.blacklist import Blacklist
+from sessionmon.core.blacklist_search import SearchResult, search
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.config import Settings, format_duration, mask_url
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
-from sessionmon.core.store import Session, Store
+from sessionmon.core.store import ReadModel, Session, SessionStore, ViewQuery, open_reader
+from sessionmon.core.store.url import DatabaseUrl
 from sessionmon.tui.actions import ACTIONS, works_in
 from sessionmon.tui.backend import MonitorBackend
-from sessionmon.tui.blacklist_search import SearchResult, search
 from sessionmon.tui.failures import log, report_failure
 from sessionmon.tui.format import plural
 from sessionmon.tui.frame import FrameClock
 from sessionmon.tui.model import SessionList
 from sessionmon.tui.poller import Poller, PollRequest, RedisStatus, Snapshot
-from sessionmon.tui.reader import SessionReader, ViewQuery
-from sessionmon.tui.screens.confirm import LogoutTarget
+from sessionmon.tui.screens.confirm import LogoutKind, LogoutTarget
 from sessionmon.tui.screens.main import MainScreen, without_address
 from sessionmon.tui.widgets.blacklist_table import WINDOW
 from sessionmon.tui.widgets.detail_pane import SessionDetail
@@ -133,9 +133,12 @@ class SearchProgress(Message):
         self.found = found
 
 
-def short_path(path: Path) -> str:
-    """The path with the home directory written as ``~``."""
-    text = str(path)
+def short_location(db: DatabaseUrl) -> str:
+    """The database for the status bar: a path with the home directory as ``~``, or the URL
+    without its password."""
+    if db.path is None:
+        return db.display
+    text = str(db.path)
     home = os.path.expanduser("~")
     if home not in ("", "/") and text.startswith(home + os.sep):
         return "~" + text[len(home) :]
@@ -157,7 +160,7 @@ class SessionmonApp(App[int]):
         self,
         *,
         settings: Settings,
-        store: Store | None = None,
+        store: SessionStore | None = None,
         blacklist: Blacklist | None = None,
         auth: Auth | None = None,
         backend: MonitorBackend | None = None,
@@ -184,13 +187,13 @@ class SessionmonApp(App[int]):
         self.frame = FrameClock(clock)  # the time the screen is drawn at (one reading a tick)
         self.handle_signals = handle_signals
         self.interval = max(MIN_INTERVAL, settings.interval)
-        self.db_path = backend.db_path
-        self.db_label = db_label or short_path(backend.db_path)
+        self.db = backend.db
+        self.db_label = db_label or short_location(backend.db)
         self.redis_label = redis_label or (
             mask_url(settings.redis_url) if settings.redis_url else "embedded"
         )
         self.model = SessionList()
-        self.poller = poller or Poller(backend.db_path, backend.blacklist, clock)
+        self.poller = poller or Poller(backend.db, backend.blacklist, clock)
         # Restarting the embedded Redis: at most one attempt at a time, backing off like polls.
         self._starting_redis = False
         self._redis_backoff = self.poller.backoff_start
@@ -255,9 +258,9 @@ class SessionmonApp(App[int]):
         """False while the main screen is being built or torn down."""
         return self._main.ready
 
-    def open_reader(self) -> SessionReader:
-        """A read-only connection for the sessions view (its own, so it never waits on polls)."""
-        return SessionReader(self.db_path, busy_timeout=0.2)
+    def open_reader(self) -> ReadModel:
+        """A read model for the sessions view (its own connection, so it never waits on polls)."""
+        return open_reader(self.db, busy_timeout=0.2)
 
     def sessions_of_user(self, user_id: str) -> list[str]:
         """Ids of every session of ``user_id`` (blocking: call it from a worker)."""
@@ -328,14 +331,25 @@ class SessionmonApp(App[int]):
     @on(PollDone)
     def _poll_done(self, message: PollDone) -> None:
         self._polling = False
-        self.snapshot = message.snapshot
+        snapshot = message.snapshot
+        if snapshot.sessions is not None and snapshot.sessions.query != self.model.query:
+            # Made for a sort or filter the operator has left since: never shown (it would undo
+            # the change); the current query is read next.
+            snapshot = dataclasses.replace(snapshot, sessions=None)
+            pending = self._pending
+            self._pending = PollRequest(
+                query=self.model.query,
+                reload=True,
+                redis_now=pending.redis_now if pending else False,
+            )
+        self.snapshot = snapshot
         self.polls += 1
         if not self.main_ready:
             return
         try:
-            self.main.apply_snapshot(message.snapshot)
-            self._maybe_start_redis(message.snapshot)
-            if message.snapshot.blacklist is not None:
+            self.main.apply_snapshot(snapshot)
+            self._maybe_start_redis(snapshot)
+            if snapshot.blacklist is not None:
                 self._maybe_search()
         except Exception as exc:  # a bug in drawing must not stop the poll loop
             self.notify(report_failure("showing the poll", exc), severity="error")
@@ -561,7 +575,7 @@ class SessionmonApp(App[int]):
             return
         session = message.session
         target = LogoutTarget(
-            "user", message.ids, (session.email or session.user_id,), session.user_id
+            LogoutKind.USER, message.ids, (session.email or session.user_id,), session.user_id
         )
         self.main.confirm(target)
 
@@ -575,14 +589,14 @@ class SessionmonApp(App[int]):
         actor = self.settings.actor
         try:
             auth = self.backend.auth()
-            if target.kind == "user" and target.user_id:
+            if target.kind is LogoutKind.USER and target.user_id:
                 result = auth.force_logout_user(target.user_id, actor, reason)
             elif len(target.session_ids) == 1:
                 result = auth.force_logout(target.session_ids[0], actor, reason)
             else:
                 result = auth.force_logout_many(target.session_ids, actor, reason)
         except SessionmonError as exc:
-            log.warning("force-logout of %s failed: %s", target.kind, exc)
+            log.warning("force-logout of %s failed: %s", target.kind.value, exc)
             self.post_message(LogoutDone(target, None, str(exc)))
             return
         except Exception as exc:  # never a traceback on screen
@@ -598,7 +612,7 @@ class SessionmonApp(App[int]):
             self.notify(message.error or "failed", title="Force-logout failed", severity="error")
         else:
             self.model.unmark(result.found)
-            if target.kind == "marked":
+            if target.kind is LogoutKind.MARKED:
                 self.model.unmark(result.missing)
             title, text, severity = describe_logout(target, result)
             self.notify(text, title=title, severity=severity, timeout=6)
@@ -637,18 +651,29 @@ class SessionmonApp(App[int]):
 
 
 def describe_logout(target: LogoutTarget, result: LogoutResult) -> tuple[str, str, str]:
-    """Title, text and severity of the notification after a force-logout."""
+    """Title, text and severity of the notification after a force-logout.
+
+    A user logout says how what it ended differs from what the dialog showed: sessions that
+    started while it was open, sessions that had ended meanwhile.
+    """
     sessions = [k for k in result.revoked if "bl:sid:" in k]
     tokens = len(result.revoked) - len(sessions)
     longest = max(result.revoked.values(), default=0)
     who = ", ".join(sorted(set(e for e in target.emails if e))[:3]) or "-"
-    text = (
-        f"{plural(result.deleted, 'session')} deleted ({who}); "
-        f"blacklisted {plural(tokens, 'token')} and {plural(len(sessions), 'session id')}"
-    )
+    text = f"{plural(result.deleted, 'session')} deleted ({who})"
+    if target.kind is LogoutKind.USER:
+        shown = set(target.session_ids)
+        changes = []
+        if appeared := [s for s in result.found if s not in shown]:
+            changes.append(f"{len(appeared)} appeared after the dialog opened")
+        if ended := shown - set(result.found):
+            changes.append(f"{len(ended)} had already ended")
+        if changes:
+            text += ": " + ", ".join(changes)
+    text += f"; blacklisted {plural(tokens, 'token')} and {plural(len(sessions), 'session id')}"
     if result.revoked:
         text += f", keys live up to {format_duration(longest)}"
-    if result.missing and target.kind != "user":
+    if result.missing and target.kind is not LogoutKind.USER:
         text += f"; {plural(len(result.missing), 'session')} already gone"
     if not result.ok:
         return "Force-logout incomplete", f"{text}. {result.error}", "error"

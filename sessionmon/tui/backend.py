@@ -1,7 +1,7 @@
 """What the monitor acts through: the store, the blacklist and auth, opened late and reopened.
 
 The monitor opens even when the database is missing, corrupt or locked and when the embedded Redis
-does not start: ``MonitorBackend`` opens the read-write ``Store`` on first use (from a worker
+does not start: ``MonitorBackend`` opens the read-write store on first use (from a worker
 thread, never the UI thread) and tries again on every later use until it works; ``EmbeddedKeeper``
 (re)starts the embedded Redis on request and releases it exactly once when the monitor leaves, so
 the last sessionmon process to leave shuts the server down.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from pathlib import Path
 
 import redis
 
@@ -22,7 +21,8 @@ from sessionmon.core.config import Settings
 from sessionmon.core.embedded import EmbeddedRedis
 from sessionmon.core.errors import RedisUnavailable, SessionmonError
 from sessionmon.core.runtime import Runtime
-from sessionmon.core.store import Store
+from sessionmon.core.store import SessionStore, open_store
+from sessionmon.core.store.url import DatabaseUrl
 
 
 class EmbeddedKeeper:
@@ -89,12 +89,12 @@ class MonitorBackend:
 
     def __init__(
         self,
-        db_path: str | Path,
+        db: DatabaseUrl,
         blacklist: Blacklist,
         *,
         settings: Settings | None = None,
         clock: Clock = SYSTEM_CLOCK,
-        store: Store | None = None,
+        store: SessionStore | None = None,
         auth: Auth | None = None,
         create_db: bool = False,
         client: redis.Redis | None = None,
@@ -102,7 +102,7 @@ class MonitorBackend:
     ) -> None:
         if store is None and settings is None:
             raise ValueError("give either a store or the settings to open one")
-        self.db_path = Path(db_path)
+        self.db = db
         self.blacklist = blacklist
         self.settings = settings
         self.clock = clock
@@ -117,22 +117,22 @@ class MonitorBackend:
         self._lock = threading.Lock()
 
     @classmethod
-    def of(cls, store: Store, blacklist: Blacklist, auth: Auth) -> MonitorBackend:
+    def of(cls, store: SessionStore, blacklist: Blacklist, auth: Auth) -> MonitorBackend:
         """A backend over objects the caller opened (and closes)."""
-        return cls(store.path, blacklist, store=store, auth=auth)
+        return cls(store.location, blacklist, store=store, auth=auth)
 
     @property
     def store_open(self) -> bool:
         return self._store is not None
 
-    def store(self) -> Store:
+    def store(self) -> SessionStore:
         """The read-write store, opened now if it is not yet; raises ``DatabaseError``.
 
         Call it from a worker thread: opening a file can wait on locks.
         """
         with self._lock:
             if self._store is None:
-                self._store = Store(self.db_path, create=self.create_db, clock=self.clock)
+                self._store = open_store(self.db, create=self.create_db, clock=self.clock)
             return self._store
 
     def auth(self) -> Auth:

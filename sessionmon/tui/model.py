@@ -1,8 +1,8 @@
 """The sessions view's model: row ids in view order, the cursor (kept on the same session), marks.
 
-No Textual here. At a million sessions the order is one ``array('q')`` of SQLite row ids (8 MB);
+No Textual here. At a million sessions the order is one ``array('q')`` of row keys (8 MB);
 finding where the cursor's session went after a reload is a ``bytes.find`` over that array. The
-order may still be filling (``reader.Order``): positions not read yet hold 0, and the query the
+order may still be filling (``store.Order``): positions not read yet hold 0, and the query the
 model hands out names the cursor's row (``ViewQuery.around``) so the reader reads it first.
 """
 
@@ -13,7 +13,7 @@ import struct
 from array import array
 from collections.abc import Iterable
 
-from sessionmon.tui.reader import SORT_CYCLE, Order, ViewQuery
+from sessionmon.core.store import SORT_CYCLE, Order, ViewQuery
 
 _PACK = struct.Struct("q")
 

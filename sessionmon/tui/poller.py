@@ -1,6 +1,7 @@
-"""One poll of SQLite and Redis, run by the app in a worker thread (never two at once).
+"""One poll of the session store and Redis, run by the app in a worker thread (never two at once).
 
-SQLite: ``PRAGMA data_version`` says whether anything was committed since the last poll; only then
+Sessions: the read model's change token (``PRAGMA data_version`` on SQLite, LISTEN/NOTIFY on
+PostgreSQL) says whether anything was committed since the last poll; only then
 (or when the query changed, or every ``reload_every`` seconds so expired sessions drop out) the
 row-id order is rebuilt. A reload that took long delays the next automatic one, so a million-row
 database cannot keep a core busy. Redis: a ping, the key count and one page of the expiry index
@@ -15,13 +16,13 @@ from __future__ import annotations
 import time
 from array import array
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sessionmon.core.blacklist import Blacklist, BlacklistEntry
 from sessionmon.core.clock import Clock
 from sessionmon.core.errors import DatabaseError, DatabaseMissing, RedisUnavailable
+from sessionmon.core.store import ReadModel, ViewQuery, open_reader
+from sessionmon.core.store.url import DatabaseUrl
 from sessionmon.tui.failures import report_failure
-from sessionmon.tui.reader import SessionReader, ViewQuery
 
 REDIS_DOWN = "Redis unreachable: blacklist state unknown, force-logout disabled"
 
@@ -84,11 +85,11 @@ class Snapshot:
 
 
 class Poller:
-    """Polls one database file and one blacklist. Call ``poll`` from one thread at a time."""
+    """Polls one session store and one blacklist. Call ``poll`` from one thread at a time."""
 
     def __init__(
         self,
-        db_path: str | Path,
+        db: DatabaseUrl,
         blacklist: Blacklist,
         clock: Clock,
         *,
@@ -98,7 +99,7 @@ class Poller:
         db_backoff_cap: float = 5.0,
         max_duty: float = 0.25,
     ) -> None:
-        self.db_path = Path(db_path)
+        self.db = DatabaseUrl.parse(db)
         self.blacklist = blacklist
         self.clock = clock
         self.reload_every = reload_every
@@ -106,8 +107,8 @@ class Poller:
         self.backoff_cap = backoff_cap
         self.db_backoff_cap = db_backoff_cap
         self.max_duty = max_duty
-        self._reader: SessionReader | None = None
-        self._data_version: int | None = None
+        self._reader: ReadModel | None = None
+        self._data_version: object = None
         self._loaded_query: ViewQuery | None = None
         self._last_reload = 0.0  # monotonic
         self._reload_cost = 0.0
@@ -125,7 +126,7 @@ class Poller:
             self._reader.close()
             self._reader = None
 
-    # -- SQLite -----------------------------------------------------------------------------
+    # -- sessions -----------------------------------------------------------------------------
 
     def _sessions(self, req: PollRequest) -> SessionsResult | None:
         backing_off = self._db_error is not None and self._next_db > time.monotonic()
@@ -151,12 +152,10 @@ class Poller:
 
     def _read_sessions(self, req: PollRequest) -> SessionsResult | None:
         if self._reader is None:
-            if self.db_path.is_dir():  # SQLite would only say "disk I/O error"
-                raise DatabaseError(f"database path {self.db_path} is a directory")
-            self._reader = SessionReader(self.db_path)
+            self._reader = open_reader(self.db)
             self._data_version = None
         reader = self._reader
-        version = reader.data_version()
+        version = reader.change_token()
         mono = time.monotonic()
         changed = version != self._data_version or req.query != self._loaded_query
         stale = mono - self._last_reload >= self.reload_every
@@ -233,7 +232,7 @@ class Poller:
             sessions=sessions,
             blacklist=blacklist,
             db_error=str(db_error) if db_error is not None else None,
-            db_missing=isinstance(db_error, DatabaseMissing) and not self.db_path.exists(),
+            db_missing=isinstance(db_error, DatabaseMissing) and not self.db.exists(),
             db_retry_in=db_retry,
             live=self._live,
         )

@@ -30,7 +30,7 @@ from sessionmon.core.blacklist import (
 )
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.config import KeyMaterial, Settings
-from sessionmon.core.store import Session, Store
+from sessionmon.core.store import DatabaseUrl, Session, SessionStore, SqliteStore
 from sessionmon.core.tokens import TokenCodec
 from sessionmon.demo import AGENTS  # the same browsers as the traffic generator
 
@@ -109,7 +109,7 @@ def sample_sessions(now: float = NOW) -> list[Session]:
     return out
 
 
-def seed(store: Store, blacklist: Blacklist | None, now: float = NOW) -> list[Session]:
+def seed(store: SessionStore, blacklist: Blacklist | None, now: float = NOW) -> list[Session]:
     """Write the fixed sessions, and (when Redis is given) some revoked ones to the blacklist."""
     sessions = sample_sessions(now)
     for s in sessions:
@@ -149,7 +149,7 @@ def seed(store: Store, blacklist: Blacklist | None, now: float = NOW) -> list[Se
     return sessions
 
 
-def sample_settings(db: Path, read_only: bool = False) -> Settings:
+def sample_settings(db: DatabaseUrl | Path, read_only: bool = False) -> Settings:
     return Settings(
         db=db,
         access_ttl=ACCESS_TTL,
@@ -160,7 +160,7 @@ def sample_settings(db: Path, read_only: bool = False) -> Settings:
     )
 
 
-def build_app(store: Store, blacklist: Blacklist, clock: FrozenClock, settings: Settings):
+def build_app(store: SessionStore, blacklist: Blacklist, clock: FrozenClock, settings: Settings):
     """The real app on fixed data, with labels that do not depend on temporary paths."""
     from sessionmon.tui.app import SessionmonApp
 
@@ -224,11 +224,11 @@ async def settle(pilot) -> None:
 
 
 async def _shoot(
-    out: Path, name: str, store: Store, blacklist: Blacklist, steps: Steps | None = None
+    out: Path, name: str, store: SessionStore, blacklist: Blacklist, steps: Steps | None = None
 ) -> Path:
     clock = FrozenClock(NOW)
     blacklist.clock = clock
-    app = build_app(store, blacklist, clock, sample_settings(store.path))
+    app = build_app(store, blacklist, clock, sample_settings(store.location))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         if steps is not None:
@@ -281,7 +281,7 @@ async def make_all(out: Path) -> list[Path]:
         client = connect(url)
         try:
             client.flushdb()
-            store = Store(db, clock=FrozenClock(NOW))
+            store = SqliteStore(db, clock=FrozenClock(NOW))
             blacklist = Blacklist(client, prefix="shots:", leeway=10, clock=FrozenClock(NOW))
             seed(store, blacklist)
             freeze_latency(blacklist)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from collections.abc import Callable
@@ -258,12 +259,13 @@ def test_demo_refuses_foreign_db_unless_forced(run_cli: Run, auth: Auth) -> None
 
 
 @pytest.mark.timeout(60)
-def test_demo_runs_and_stops_cleanly_on_sigint(cli_env: dict[str, str], db_path: Path) -> None:
+def test_demo_runs_and_stops_cleanly_on_sigint(cli_env: dict[str, str], db_url) -> None:
     import signal
     import sys
     import time
 
-    from sessionmon.core.store import Store
+    from sessionmon.core.errors import DatabaseError
+    from sessionmon.core.store import open_store
 
     script = Path(sys.executable).parent / "sessionmon"
     proc = subprocess.Popen(
@@ -277,9 +279,10 @@ def test_demo_runs_and_stops_cleanly_on_sigint(cli_env: dict[str, str], db_path:
         deadline = time.monotonic() + 20
         store = None
         while time.monotonic() < deadline:
-            if db_path.exists():
-                store = store or Store(db_path, create=False)
-                if store.count_sessions() >= 3:
+            if db_url.exists():
+                with contextlib.suppress(DatabaseError):  # not created (migrated) yet
+                    store = store or open_store(db_url, create=False)
+                if store is not None and store.count_sessions() >= 3:
                     break
             time.sleep(0.2)
         assert store is not None and store.count_sessions() >= 3
@@ -362,10 +365,10 @@ def test_mistyped_db_is_never_created(run_cli: Run, tmp_path: Path, auth: Auth) 
 
 
 def test_embedded_redis_that_cannot_start_is_exit_3(run_cli: Run, tmp_path: Path) -> None:
-    from sessionmon.core.store import Store
+    from sessionmon.core.store import SqliteStore
 
     db = tmp_path / "sessions.db"
-    Store(db).close()
+    SqliteStore(db).close()
     (tmp_path / "sessions.db.redis.lock").mkdir()  # the start lock cannot be opened
     proc = run_cli("blacklist", "--db", str(db), env_extra={"SESSIONMON_REDIS_URL": ""})
     assert_clean_error(proc, 3, "could not start the embedded Redis")

@@ -8,7 +8,7 @@ import redis
 from sessionmon.core.auth import Auth, LogoutResult
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.store import Store
+from sessionmon.core.store import SqliteStore
 from sessionmon.core.tokens import ACCESS, REFRESH, Reason, TokenCodec
 
 
@@ -24,7 +24,7 @@ def session_keys(bl: Blacklist, sid: str, *jtis: str) -> set[str]:
 # -- login -----------------------------------------------------------------------------------
 
 
-def test_login_creates_the_session_row(auth: Auth, store: Store, clock: FrozenClock) -> None:
+def test_login_creates_the_session_row(auth: Auth, store: SqliteStore, clock: FrozenClock) -> None:
     session, access, refresh = auth.login(
         42, " Ann@Example.COM ", "Ann", ip="10.1.2.3", user_agent="x" * 2000
     )
@@ -48,7 +48,7 @@ def test_login_creates_the_session_row(auth: Auth, store: Store, clock: FrozenCl
     assert a.sid == r.sid == session.id and a.email == "ann@example.com"
 
 
-def test_two_logins_are_two_sessions(auth: Auth, store: Store) -> None:
+def test_two_logins_are_two_sessions(auth: Auth, store: SqliteStore) -> None:
     s1, _, _ = auth.login("u1", "a@b.c", "A")
     s2, _, _ = auth.login("u1", "a@b.c", "A")
     assert s1.id != s2.id and len(store.sessions_for_user("u1")) == 2
@@ -72,7 +72,7 @@ def test_authenticate_valid_access_token(auth: Auth) -> None:
 
 
 def test_authenticate_touches_last_seen_at_most_once_per_interval(
-    auth: Auth, store: Store, clock: FrozenClock
+    auth: Auth, store: SqliteStore, clock: FrozenClock
 ) -> None:
     session, access, _ = auth.login("u1", "ann@example.com", "Ann")
     t0 = clock.now()
@@ -87,7 +87,9 @@ def test_authenticate_touches_last_seen_at_most_once_per_interval(
     assert store.get_session(session.id).last_seen_at == t0 + 10 + auth.touch_interval  # type: ignore[union-attr]
 
 
-def test_silent_refresh_updates_the_session(auth: Auth, store: Store, clock: FrozenClock) -> None:
+def test_silent_refresh_updates_the_session(
+    auth: Auth, store: SqliteStore, clock: FrozenClock
+) -> None:
     session, access, refresh = auth.login("u1", "ann@example.com", "Ann")
     expire_access(auth, clock)
     assert auth.authenticate(access).reason is Reason.EXPIRED  # no refresh token: no refresh
@@ -131,7 +133,7 @@ def test_no_tokens_at_all(auth: Auth) -> None:
     [("garbage", Reason.MALFORMED), ("x" * 9000, Reason.TOO_LARGE)],
 )
 def test_only_an_expired_access_token_may_be_refreshed(
-    auth: Auth, store: Store, bad_access: str, reason: Reason
+    auth: Auth, store: SqliteStore, bad_access: str, reason: Reason
 ) -> None:
     session, _, refresh = auth.login("u1", "ann@example.com", "Ann")
     result = auth.authenticate(bad_access, refresh)
@@ -146,7 +148,7 @@ def test_tampered_access_token_is_not_refreshed(auth: Auth) -> None:
     assert result.reason is Reason.BAD_SIGNATURE and not result.refreshed
 
 
-def test_refresh_rejections(auth: Auth, store: Store, clock: FrozenClock) -> None:
+def test_refresh_rejections(auth: Auth, store: SqliteStore, clock: FrozenClock) -> None:
     session, access, refresh = auth.login("u1", "ann@example.com", "Ann")
     # A second refresh token for the same session (not the one on record): replaced.
     other, _ = auth.codec.mint(REFRESH, sub="u1", sid=session.id, ttl=3600)
@@ -157,7 +159,7 @@ def test_refresh_rejections(auth: Auth, store: Store, clock: FrozenClock) -> Non
     assert auth.authenticate(access, refresh).reason is Reason.EXPIRED
 
 
-def test_refresh_of_a_deleted_session(auth: Auth, store: Store, clock: FrozenClock) -> None:
+def test_refresh_of_a_deleted_session(auth: Auth, store: SqliteStore, clock: FrozenClock) -> None:
     session, access, refresh = auth.login("u1", "ann@example.com", "Ann")
     store.delete_sessions_with_audit([session.id], [])  # deleted without the blacklist
     expire_access(auth, clock)
@@ -168,7 +170,7 @@ def test_refresh_of_a_deleted_session(auth: Auth, store: Store, clock: FrozenClo
 # -- logout ----------------------------------------------------------------------------------
 
 
-def test_logout_revokes_and_deletes(auth: Auth, store: Store, blacklist: Blacklist) -> None:
+def test_logout_revokes_and_deletes(auth: Auth, store: SqliteStore, blacklist: Blacklist) -> None:
     session, access, refresh = auth.login("u1", "ann@example.com", "Ann")
     current = auth.codec.verify(access, ACCESS)
     result = auth.logout(session.id, tokens=[current])
@@ -209,7 +211,11 @@ def test_logout_revokes_an_extra_token_not_on_record(
 
 
 def test_force_logout(
-    auth: Auth, store: Store, blacklist: Blacklist, redis_client: redis.Redis, clock: FrozenClock
+    auth: Auth,
+    store: SqliteStore,
+    blacklist: Blacklist,
+    redis_client: redis.Redis,
+    clock: FrozenClock,
 ) -> None:
     session, access, refresh = auth.login("u1", "ann@example.com", "Ann")
     keep, keep_access, _ = auth.login("u2", "bob@example.com", "Bob")
@@ -251,7 +257,7 @@ def test_force_logout(
     assert result.to_dict()["revoked"] == [{"key": k, "ttl": t} for k, t in result.revoked.items()]
 
 
-def test_force_logout_is_idempotent(auth: Auth, store: Store) -> None:
+def test_force_logout_is_idempotent(auth: Auth, store: SqliteStore) -> None:
     session, _, _ = auth.login("u1", "ann@example.com", "Ann")
     assert auth.force_logout(session.id, actor="ops").deleted == 1
     again = auth.force_logout(session.id, actor="ops", reason="twice")
@@ -268,7 +274,7 @@ def test_force_logout_is_idempotent(auth: Auth, store: Store) -> None:
 
 
 def test_force_logout_of_an_expired_session_still_writes_the_session_key(
-    auth: Auth, store: Store, blacklist: Blacklist, clock: FrozenClock
+    auth: Auth, store: SqliteStore, blacklist: Blacklist, clock: FrozenClock
 ) -> None:
     session, _, _ = auth.login("u1", "ann@example.com", "Ann")
     clock.advance(3600 + 3 * blacklist.leeway)  # both tokens long expired
@@ -279,7 +285,7 @@ def test_force_logout_of_an_expired_session_still_writes_the_session_key(
 
 
 @pytest.mark.parametrize("who", ["u1", "ann@example.com", "ANN@Example.com"])
-def test_force_logout_user(auth: Auth, store: Store, blacklist: Blacklist, who: str) -> None:
+def test_force_logout_user(auth: Auth, store: SqliteStore, blacklist: Blacklist, who: str) -> None:
     mine = [auth.login("u1", "ann@example.com", "Ann") for _ in range(3)]
     _, other_access, _ = auth.login("u2", "bob@example.com", "Bob")
     result = auth.force_logout_user(who, actor="ops", reason="compromised")
@@ -299,7 +305,7 @@ def test_force_logout_user(auth: Auth, store: Store, blacklist: Blacklist, who: 
     }
 
 
-def test_force_logout_user_unknown(auth: Auth, store: Store) -> None:
+def test_force_logout_user_unknown(auth: Auth, store: SqliteStore) -> None:
     result = auth.force_logout_user("nobody@example.com", actor="ops")
     assert result.outcome == "not_found" and result.missing == ["nobody@example.com"]
     assert result.deleted == 0 and result.revoked == {}
@@ -311,7 +317,7 @@ def test_force_logout_user_unknown(auth: Auth, store: Store) -> None:
     )
 
 
-def test_force_logout_many(auth: Auth, store: Store, blacklist: Blacklist) -> None:
+def test_force_logout_many(auth: Auth, store: SqliteStore, blacklist: Blacklist) -> None:
     sessions = [auth.login(f"u{i}", f"u{i}@example.com", None) for i in range(4)]
     ids = [s.id for s, _, _ in sessions[:3]]
     result = auth.force_logout_many([*ids, "ghost"], actor="ops", reason="cleanup")

@@ -13,7 +13,7 @@ import pytest
 from sessionmon.core.auth import Auth, AuthResult
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.store import Store
+from sessionmon.core.store import SqliteStore
 from sessionmon.core.tokens import Reason, TokenCodec
 
 ITERATIONS = 200
@@ -39,7 +39,11 @@ def fast_switching() -> Iterator[None]:
 
 @pytest.mark.timeout(60)
 def test_refresh_vs_force_logout_race(
-    store: Store, blacklist: Blacklist, codec: TokenCodec, clock: FrozenClock, fast_switching: None
+    store: SqliteStore,
+    blacklist: Blacklist,
+    codec: TokenCodec,
+    clock: FrozenClock,
+    fast_switching: None,
 ) -> None:
     auth = Auth(store, blacklist, codec, access_ttl=ACCESS_TTL, refresh_ttl=3600, clock=clock)
     base = clock.now()

@@ -40,7 +40,7 @@ def write_toml(tmp_path: Path, text: str) -> Path:
 
 def test_defaults(tmp_path: Path) -> None:
     s = load_settings({}, env={})
-    assert s.db == tmp_path / "xdg-data" / "sessionmon" / "sessions.db"
+    assert s.db.path == tmp_path / "xdg-data" / "sessionmon" / "sessions.db"
     assert (s.redis_url, s.prefix, s.algorithm) == (None, "sessionmon:", "HS256")
     assert (s.access_ttl, s.refresh_ttl, s.leeway) == (900, 7 * 86400, 10)
     assert s.require_typ is True and s.read_only is False and s.embedded
@@ -92,7 +92,7 @@ def test_every_flag_has_an_env_var(tmp_path: Path) -> None:
         "SESSIONMON_READ_ONLY": "true",
     }
     s = load_settings({}, env=env)
-    assert s.db == tmp_path / "x.db" and s.redis_url == "redis://127.0.0.1:6379/3"
+    assert s.db.path == tmp_path / "x.db" and s.redis_url == "redis://127.0.0.1:6379/3"
     assert (s.algorithm, s.refresh_ttl, s.leeway, s.require_typ) == ("ES256", 86400, 0, False)
     assert (s.issuer, s.audience, s.actor, s.interval, s.read_only) == (
         "iss",

@@ -14,7 +14,7 @@ from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, RevokeRequest, connect
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import DatabaseError, DatabaseLocked, RedisUnavailable
-from sessionmon.core.store import Session, Store
+from sessionmon.core.store import Session, SqliteStore
 from sessionmon.core.tokens import Reason, TokenCodec
 from tests.redis_server import RedisProcess
 
@@ -32,7 +32,7 @@ def killable(redis_process: RedisProcess) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def killable_auth(
-    store: Store, killable: redis.Redis, codec: TokenCodec, clock: FrozenClock
+    store: SqliteStore, killable: redis.Redis, codec: TokenCodec, clock: FrozenClock
 ) -> Auth:
     bl = Blacklist(killable, prefix="fail:", leeway=10, clock=clock)
     return Auth(store, bl, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
@@ -50,7 +50,7 @@ def hold_write_lock(db_path: Path) -> sqlite3.Connection:
 
 @FAST
 def test_force_logout_with_redis_down_deletes_nothing(
-    killable_auth: Auth, redis_process: RedisProcess, store: Store
+    killable_auth: Auth, redis_process: RedisProcess, store: SqliteStore
 ) -> None:
     auth = killable_auth
     session, access, refresh = auth.login("u1", "ann@example.com", "Ann")
@@ -122,21 +122,21 @@ def test_every_blacklist_call_raises_redis_unavailable(
 
 
 @pytest.fixture
-def impatient_store(db_path: Path, clock: FrozenClock) -> Iterator[Store]:
-    s = Store(db_path, busy_timeout=0.2, clock=clock)
+def impatient_store(db_path: Path, clock: FrozenClock) -> Iterator[SqliteStore]:
+    s = SqliteStore(db_path, busy_timeout=0.2, clock=clock)
     yield s
     s.close()
 
 
 @pytest.fixture
 def impatient_auth(
-    impatient_store: Store, blacklist: Blacklist, codec: TokenCodec, clock: FrozenClock
+    impatient_store: SqliteStore, blacklist: Blacklist, codec: TokenCodec, clock: FrozenClock
 ) -> Auth:
     return Auth(impatient_store, blacklist, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
 
 
 def test_locked_database_is_a_clear_error_then_works(
-    impatient_auth: Auth, impatient_store: Store, db_path: Path
+    impatient_auth: Auth, impatient_store: SqliteStore, db_path: Path
 ) -> None:
     locker = hold_write_lock(db_path)
     try:
@@ -154,10 +154,10 @@ def test_locked_database_is_a_clear_error_then_works(
 
 
 def test_opening_a_store_while_another_connection_writes(db_path: Path) -> None:
-    Store(db_path).close()
+    SqliteStore(db_path).close()
     locker = hold_write_lock(db_path)
     try:
-        with Store(db_path, busy_timeout=0.2) as store:
+        with SqliteStore(db_path, busy_timeout=0.2) as store:
             assert store.count_sessions() == 0
     finally:
         locker.execute("ROLLBACK")
@@ -165,7 +165,7 @@ def test_opening_a_store_while_another_connection_writes(db_path: Path) -> None:
 
 
 def test_force_logout_when_sqlite_fails_after_the_blacklist(
-    impatient_auth: Auth, impatient_store: Store, db_path: Path, blacklist: Blacklist
+    impatient_auth: Auth, impatient_store: SqliteStore, db_path: Path, blacklist: Blacklist
 ) -> None:
     auth = impatient_auth
     session, access, refresh = auth.login("u1", "ann@example.com", "Ann")
@@ -193,7 +193,7 @@ def test_force_logout_when_sqlite_fails_after_the_blacklist(
 
 
 def test_silent_refresh_with_a_locked_database_raises_database_locked(
-    impatient_auth: Auth, impatient_store: Store, db_path: Path, clock: FrozenClock
+    impatient_auth: Auth, impatient_store: SqliteStore, db_path: Path, clock: FrozenClock
 ) -> None:
     session, access, refresh = impatient_auth.login("u1", "ann@example.com", "Ann")
     clock.advance(60 + 11)
@@ -226,14 +226,14 @@ def test_authenticate_survives_a_locked_database_when_only_touching(
 def test_garbage_file_is_a_clear_database_error(db_path: Path) -> None:
     db_path.write_bytes(b"this is not a database, just garbage bytes \x00\xff" * 100)
     with pytest.raises(DatabaseError) as info:
-        Store(db_path)
+        SqliteStore(db_path)
     message = str(info.value)
     assert "corrupt or not a SQLite file" in message and str(db_path) in message
     assert not isinstance(info.value, sqlite3.Error)
 
 
 def test_damaged_pages_are_a_clear_database_error(db_path: Path) -> None:
-    with Store(db_path) as store:
+    with SqliteStore(db_path) as store:
         for i in range(200):
             store.insert_session(
                 Session(f"s{i}", "u", "e@x", "n", 1.0, 1.0, None, None, "a", 2.0, "r", 3.0)
@@ -243,7 +243,7 @@ def test_damaged_pages_are_a_clear_database_error(db_path: Path) -> None:
     data[4096:] = b"\xde\xad\xbe\xef" * ((len(data) - 4096) // 4)  # keep the header page
     db_path.write_bytes(bytes(data))
     with pytest.raises(DatabaseError, match=r"corrupt|malformed"):
-        store = Store(db_path)
+        store = SqliteStore(db_path)
         try:
             store.list_sessions(include_expired=True)
         finally:

@@ -23,7 +23,7 @@ from sessionmon.core.blacklist import KIND_SESSION, Blacklist, RevokeRequest, co
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import RedisUnavailable
 from sessionmon.core.revocation_cache import CachedRevocations
-from sessionmon.core.store import Store
+from sessionmon.core.store import SqliteStore
 from sessionmon.core.tokens import Reason, TokenCodec
 from tests.redis_server import RedisProcess
 
@@ -122,7 +122,7 @@ def test_unrevoke_and_expiry_are_seen(cache: CachedRevocations, blacklist: Black
 
 
 def test_auth_uses_the_cache_and_rejects_revoked_sessions(
-    store: Store, blacklist: Blacklist, codec: TokenCodec, clock: FrozenClock, redis_url: str
+    store: SqliteStore, blacklist: Blacklist, codec: TokenCodec, clock: FrozenClock, redis_url: str
 ) -> None:
     cache = CachedRevocations(blacklist, max_staleness=STALENESS)
     assert cache.start(wait=10)

@@ -6,12 +6,12 @@ import time
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
-from sessionmon.core.store import Store
+from sessionmon.core.store import SqliteStore
 from sessionmon.core.tokens import Reason, TokenCodec
 
 
 def test_login_expiry_silent_refresh_force_logout(
-    store: Store, blacklist: Blacklist, codec: TokenCodec
+    store: SqliteStore, blacklist: Blacklist, codec: TokenCodec
 ) -> None:
     codec.clock = store.clock = blacklist.clock = _RealClock()
     codec.leeway = blacklist.leeway = 0

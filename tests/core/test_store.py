@@ -10,7 +10,15 @@ import pytest
 
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import DatabaseError, DatabaseMissing
-from sessionmon.core.store import SCHEMA_VERSION, SESSION_ORDERS, Session, Store
+from sessionmon.core.store import (
+    SCHEMA_VERSION,
+    SORTS,
+    DatabaseUrl,
+    Session,
+    SessionStore,
+    SqliteStore,
+    open_store,
+)
 
 NOW = 1_800_000_000.0
 
@@ -37,24 +45,35 @@ def make_session(i: int, **overrides: object) -> Session:
 
 
 @pytest.fixture
-def frozen_store(db_path: Path) -> Iterator[Store]:
-    s = Store(db_path, clock=FrozenClock(NOW))
+def frozen_store(db_url: DatabaseUrl) -> Iterator[SessionStore]:
+    """This test's store on each backend, with the clock at ``NOW``."""
+    s = open_store(db_url, clock=FrozenClock(NOW))
     yield s
     s.close()
 
 
 @pytest.fixture
-def filled(frozen_store: Store) -> Store:
+def filled(frozen_store: SessionStore) -> SessionStore:
     for i in range(300):
         frozen_store.insert_session(make_session(i))
     return frozen_store
+
+
+@pytest.fixture
+def sqlite_filled(db_path: Path) -> Iterator[SqliteStore]:
+    """A filled SQLite store, for the tests that read SQLite's own query plans."""
+    s = SqliteStore(db_path, clock=FrozenClock(NOW))
+    for i in range(300):
+        s.insert_session(make_session(i))
+    yield s
+    s.close()
 
 
 # -- schema, pragmas, migrations -------------------------------------------------------------
 
 
 def test_new_database_has_schema_version_wal_and_busy_timeout(db_path: Path) -> None:
-    with Store(db_path, busy_timeout=2.5) as store:
+    with SqliteStore(db_path, busy_timeout=2.5) as store:
         conn = store.conn
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert store.schema_version() == SCHEMA_VERSION
@@ -70,7 +89,7 @@ def test_new_database_has_schema_version_wal_and_busy_timeout(db_path: Path) -> 
 
 def test_migrates_an_empty_file(db_path: Path) -> None:
     db_path.write_bytes(b"")
-    with Store(db_path) as store:
+    with SqliteStore(db_path) as store:
         assert store.schema_version() == SCHEMA_VERSION
         store.insert_session(make_session(1))
         assert store.get_session("s00001") is not None
@@ -79,7 +98,8 @@ def test_migrates_an_empty_file(db_path: Path) -> None:
 def test_migration_v2_upgrades_a_v1_database_with_data(db_path: Path) -> None:
     import sqlite_utils
 
-    from sessionmon.core.store import MIGRATIONS, SEARCH_TABLE, SESSION_COLUMNS
+    from sessionmon.core.store import SESSION_COLUMNS
+    from sessionmon.core.store.sqlite_schema import MIGRATIONS, SEARCH_TABLE
 
     # A database written by schema v1, with rows.
     v1_rows = [make_session(i) for i in range(20)]
@@ -93,7 +113,7 @@ def test_migration_v2_upgrades_a_v1_database_with_data(db_path: Path) -> None:
     )
     conn.commit()
     conn.close()
-    with Store(db_path) as store:
+    with SqliteStore(db_path) as store:
         assert store.schema_version() == 2
         assert [s.id for s in store.list_sessions(include_expired=True, order="created_at")] == [
             s.id for s in sorted(v1_rows, key=lambda s: s.created_at)
@@ -123,39 +143,39 @@ def test_migration_v2_upgrades_a_v1_database_with_data(db_path: Path) -> None:
 
 
 def test_reopening_keeps_data_and_does_not_migrate_again(db_path: Path) -> None:
-    with Store(db_path) as store:
+    with SqliteStore(db_path) as store:
         store.insert_session(make_session(1))
-    with Store(db_path) as store:
+    with SqliteStore(db_path) as store:
         assert store.get_session("s00001") == make_session(1)
         assert store.schema_version() == SCHEMA_VERSION
 
 
 def test_refuses_a_newer_schema(db_path: Path) -> None:
-    Store(db_path).close()
+    SqliteStore(db_path).close()
     conn = sqlite3.connect(db_path)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(
         DatabaseError, match=rf"schema version {SCHEMA_VERSION + 1}.*upgrade sessionmon"
     ):
-        Store(db_path)
+        SqliteStore(db_path)
 
 
 def test_missing_database_without_create(tmp_path: Path) -> None:
     with pytest.raises(DatabaseMissing, match="not found"):
-        Store(tmp_path / "nope.db", create=False)
+        SqliteStore(tmp_path / "nope.db", create=False)
     assert not (tmp_path / "nope.db").exists()
 
 
 def test_directory_instead_of_a_file(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match="is a directory"):
-        Store(tmp_path)
+        SqliteStore(tmp_path)
 
 
 def test_read_only_store(db_path: Path) -> None:
-    with Store(db_path) as store:
+    with SqliteStore(db_path) as store:
         store.insert_session(make_session(1))
-    with Store(db_path, readonly=True) as ro:
+    with SqliteStore(db_path, readonly=True) as ro:
         assert ro.get_session("s00001") is not None
         with pytest.raises(DatabaseError, match="read-only"):
             ro.insert_session(make_session(2))
@@ -164,13 +184,13 @@ def test_read_only_store(db_path: Path) -> None:
 def test_read_only_refuses_to_migrate(db_path: Path) -> None:
     sqlite3.connect(db_path).execute("CREATE TABLE t (x)").connection.close()
     with pytest.raises(DatabaseError, match="needs a migration"):
-        Store(db_path, readonly=True)
+        SqliteStore(db_path, readonly=True)
 
 
 # -- sessions ------------------------------------------------------------------------------
 
 
-def test_insert_get_and_get_many(frozen_store: Store) -> None:
+def test_insert_get_and_get_many(frozen_store: SessionStore) -> None:
     sessions = [make_session(i) for i in range(5)]
     for s in sessions:
         frozen_store.insert_session(s)
@@ -180,14 +200,14 @@ def test_insert_get_and_get_many(frozen_store: Store) -> None:
     assert [s.id for s in got] == ["s00004", "s00001"]
 
 
-def test_get_sessions_in_chunks(frozen_store: Store) -> None:
+def test_get_sessions_in_chunks(frozen_store: SessionStore) -> None:
     for i in range(1200):
         frozen_store.insert_session(make_session(i))
     ids = [f"s{i:05d}" for i in range(1199, -1, -1)]
     assert [s.id for s in frozen_store.get_sessions(ids)] == ids
 
 
-def test_sessions_for_user_by_id_or_email(frozen_store: Store) -> None:
+def test_sessions_for_user_by_id_or_email(frozen_store: SessionStore) -> None:
     frozen_store.insert_session(make_session(1, user_id="42", email="ann@example.com"))
     frozen_store.insert_session(make_session(2, user_id="42", email="ann@example.com"))
     frozen_store.insert_session(make_session(3, user_id="43", email="bob@example.com"))
@@ -199,7 +219,7 @@ def test_sessions_for_user_by_id_or_email(frozen_store: Store) -> None:
     assert frozen_store.sessions_for_user("nobody") == []
 
 
-def test_update_access_and_touch(frozen_store: Store) -> None:
+def test_update_access_and_touch(frozen_store: SessionStore) -> None:
     frozen_store.insert_session(make_session(1))
     assert frozen_store.update_access("s00001", "new-jti", NOW + 900, NOW + 5)
     assert frozen_store.update_access("s00001", "newer-jti", NOW + 950, NOW + 50)
@@ -224,21 +244,21 @@ def test_session_state() -> None:
     assert s.state(NOW + 100) == "expired"
 
 
-@pytest.mark.parametrize("order", list(SESSION_ORDERS))
+@pytest.mark.parametrize("order", list(SORTS))
 @pytest.mark.parametrize("descending", [False, True])
 def test_list_sessions_orders_and_filters_live_ones(
-    filled: Store, order: str, descending: bool
+    filled: SessionStore, order: str, descending: bool
 ) -> None:
     rows = filled.list_sessions(order=order, descending=descending)
     assert rows and all(r.refresh_exp > NOW for r in rows)  # type: ignore[operator]
     live = [make_session(i) for i in range(300) if make_session(i).refresh_exp > NOW]  # type: ignore[operator]
     assert {r.id for r in rows} == {s.id for s in live}
-    cols = SESSION_ORDERS[order].split(", ")
+    cols = SORTS[order].keys
     keys = [tuple(getattr(r, c) for c in cols) for r in rows]
     assert keys == sorted(keys, reverse=descending)
 
 
-def test_list_sessions_paging_user_and_expired(filled: Store) -> None:
+def test_list_sessions_paging_user_and_expired(filled: SessionStore) -> None:
     everything = filled.list_sessions(include_expired=True, limit=None)
     assert len(everything) == 300 == filled.count_sessions(include_expired=True)
     live = filled.list_sessions()
@@ -253,14 +273,7 @@ def test_list_sessions_paging_user_and_expired(filled: Store) -> None:
         filled.list_sessions(order="id; DROP TABLE sessions")
 
 
-def test_iter_sessions_columns(filled: Store) -> None:
-    rows = filled.iter_sessions_columns(["id", "access_exp"])
-    assert len(rows) == filled.count_sessions() and all(len(r) == 2 for r in rows)
-    with pytest.raises(ValueError, match="unknown column"):
-        filled.iter_sessions_columns(["id", "password"])
-
-
-def test_purge_expired_and_foreign_sessions(filled: Store) -> None:
+def test_purge_expired_and_foreign_sessions(filled: SessionStore) -> None:
     expired = filled.count_sessions(include_expired=True) - filled.count_sessions()
     assert filled.purge_expired(NOW) == expired > 0
     assert filled.count_sessions(include_expired=True) == filled.count_sessions()
@@ -272,7 +285,7 @@ def test_purge_expired_and_foreign_sessions(filled: Store) -> None:
 # -- query plans ----------------------------------------------------------------------------
 
 
-def query_plan(store: Store, call: object) -> list[str]:
+def query_plan(store: SqliteStore, call: object) -> list[str]:
     """Run ``call`` and return the EXPLAIN QUERY PLAN details of the SELECT it issued."""
     statements: list[str] = []
     store.conn.set_trace_callback(statements.append)
@@ -292,16 +305,18 @@ def assert_indexed_without_sort(plan: list[str], index: str) -> None:
     assert not any(p.startswith("SCAN sessions") and "INDEX" not in p for p in plan), text
 
 
-def test_plan_live_sessions_by_access_expiry_first_200(filled: Store) -> None:
-    plan = query_plan(filled, lambda: filled.list_sessions(order="access_exp", limit=200))
+def test_plan_live_sessions_by_access_expiry_first_200(sqlite_filled: SqliteStore) -> None:
+    plan = query_plan(
+        sqlite_filled, lambda: sqlite_filled.list_sessions(order="access_exp", limit=200)
+    )
     assert_indexed_without_sort(plan, "sessions_by_access_exp")
 
 
 @pytest.mark.parametrize("descending", [False, True])
-def test_plan_by_last_seen(filled: Store, descending: bool) -> None:
+def test_plan_by_last_seen(sqlite_filled: SqliteStore, descending: bool) -> None:
     plan = query_plan(
-        filled,
-        lambda: filled.list_sessions(order="last_seen_at", descending=descending, limit=200),
+        sqlite_filled,
+        lambda: sqlite_filled.list_sessions(order="last_seen_at", descending=descending, limit=200),
     )
     assert_indexed_without_sort(plan, "sessions_by_last_seen")
 
@@ -313,8 +328,10 @@ def test_plan_by_last_seen(filled: Store, descending: bool) -> None:
         lambda s: s.sessions_for_user("user3@example.com"),
     ],
 )
-def test_plan_by_user_searches_the_user_and_email_indexes(filled: Store, call: object) -> None:
-    plan = query_plan(filled, lambda: call(filled))  # type: ignore[operator]
+def test_plan_by_user_searches_the_user_and_email_indexes(
+    sqlite_filled: SqliteStore, call: object
+) -> None:
+    plan = query_plan(sqlite_filled, lambda: call(sqlite_filled))  # type: ignore[operator]
     text = " | ".join(plan)
     assert "SEARCH sessions USING INDEX sessions_by_user (user_id=?)" in text, text
     assert "SEARCH sessions USING INDEX sessions_by_email (email=?" in text, text
@@ -322,15 +339,15 @@ def test_plan_by_user_searches_the_user_and_email_indexes(filled: Store, call: o
     assert not any(p.startswith("SCAN sessions") for p in plan), text
 
 
-def test_plan_count_live_sessions(filled: Store) -> None:
-    plan = query_plan(filled, lambda: filled.count_sessions())
+def test_plan_count_live_sessions(sqlite_filled: SqliteStore) -> None:
+    plan = query_plan(sqlite_filled, lambda: sqlite_filled.count_sessions())
     assert any("sessions_by_refresh_exp" in p for p in plan), plan
 
 
 # -- audit ----------------------------------------------------------------------------------
 
 
-def test_audit_rows_round_trip_newest_first(frozen_store: Store) -> None:
+def test_audit_rows_round_trip_newest_first(frozen_store: SessionStore) -> None:
     frozen_store.write_audit(
         [
             {
@@ -357,7 +374,8 @@ def test_audit_rows_round_trip_newest_first(frozen_store: Store) -> None:
         "ok",
     )
     assert rows[0].revoked == [] and rows[0].reason is None
-    raw = frozen_store.conn.execute("SELECT revoked FROM audit WHERE session_id='s1'").fetchone()
+    with frozen_store.transaction() as conn:  # type: ignore[attr-defined]
+        raw = conn.execute("SELECT revoked FROM audit WHERE session_id='s1'").fetchone()
     assert raw[0] == '["p:bl:a1", "p:bl:sid:s1"]'  # stored as JSON text
     assert [r.session_id for r in frozen_store.audit(session_id="s1")] == ["s1"]
     assert [r.session_id for r in frozen_store.audit(user="ann@example.com")] == ["s1"]
@@ -365,12 +383,14 @@ def test_audit_rows_round_trip_newest_first(frozen_store: Store) -> None:
     assert rows[0].to_dict()["revoked"] == []
 
 
-def test_delete_sessions_with_audit_is_one_transaction(frozen_store: Store) -> None:
+def test_delete_sessions_with_audit_is_one_transaction(frozen_store: SessionStore) -> None:
     for i in range(3):
         frozen_store.insert_session(make_session(i))
     with pytest.raises(DatabaseError):
-        # The audit row lacks the NOT NULL ``actor``: the deletes must roll back with it.
-        frozen_store.delete_sessions_with_audit(["s00000"], [{"at": NOW, "action": "x"}])
+        # The audit row breaks NOT NULL ``actor``: the deletes must roll back with it.
+        frozen_store.delete_sessions_with_audit(
+            ["s00000"], [{"at": NOW, "actor": None, "action": "x"}]
+        )
     assert frozen_store.get_session("s00000") is not None
     deleted = frozen_store.delete_sessions_with_audit(
         ["s00000", "s00001", "missing"], [{"at": NOW, "actor": "t", "action": "force_logout"}]
@@ -383,7 +403,7 @@ def test_delete_sessions_with_audit_is_one_transaction(frozen_store: Store) -> N
 
 
 def test_data_version_changes_only_on_commits_by_others(db_path: Path) -> None:
-    with Store(db_path) as mine, Store(db_path) as theirs:
+    with SqliteStore(db_path) as mine, SqliteStore(db_path) as theirs:
         v0 = mine.data_version()
         assert mine.data_version() == v0  # nothing happened
         mine.insert_session(make_session(1))
@@ -407,7 +427,7 @@ def test_wal_checkpoints_run_in_the_background(db_path: Path) -> None:
     """Commits never pay for a checkpoint: auto-checkpoint is off, a thread does it instead."""
     import time
 
-    store = Store(db_path, checkpoint_interval=0.05)
+    store = SqliteStore(db_path, checkpoint_interval=0.05)
     try:
         assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         checkpointer = store._checkpointer
@@ -418,7 +438,7 @@ def test_wal_checkpoints_run_in_the_background(db_path: Path) -> None:
             time.sleep(0.02)
         assert checkpointer.passes_with_work > 0
         # A second store on the same file shares the thread; closing one keeps it running.
-        other = Store(db_path, checkpoint_interval=0.05)
+        other = SqliteStore(db_path, checkpoint_interval=0.05)
         assert other._checkpointer is checkpointer
         other.close()
         assert checkpointer._thread.is_alive()
@@ -428,7 +448,7 @@ def test_wal_checkpoints_run_in_the_background(db_path: Path) -> None:
 
 
 def test_automatic_checkpoints_can_be_kept(db_path: Path) -> None:
-    store = Store(db_path, checkpoint_interval=None)
+    store = SqliteStore(db_path, checkpoint_interval=None)
     try:
         assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
         assert store._checkpointer is None

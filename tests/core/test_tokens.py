@@ -12,7 +12,7 @@ import pytest
 from sessionmon.core.auth import Auth
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.config import KeyMaterial
-from sessionmon.core.store import Store
+from sessionmon.core.store import SqliteStore
 from sessionmon.core.tokens import (
     ACCESS,
     MAX_TOKEN_BYTES,
@@ -201,7 +201,7 @@ def test_not_yet_valid(codec: TokenCodec, frozen: FrozenClock, claim: str) -> No
     assert rejected(codec, token).reason is Reason.NOT_YET_VALID
 
 
-def test_revoked_and_session_not_found(auth: Auth, store: Store, clock: FrozenClock) -> None:
+def test_revoked_and_session_not_found(auth: Auth, store: SqliteStore, clock: FrozenClock) -> None:
     """The two reasons that need the blacklist and the store, through ``Auth``."""
     session, access, refresh = auth.login("u1", "ann@example.com", "Ann")
     other, _, refresh_other = auth.login("u2", "bob@example.com", "Bob")

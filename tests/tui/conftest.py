@@ -12,7 +12,7 @@ from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.config import Settings
-from sessionmon.core.store import Store
+from sessionmon.core.store import SessionStore
 from sessionmon.tui.app import SessionmonApp
 from sessionmon.tui.poller import Poller
 
@@ -54,13 +54,13 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def make_app(
-    store: Store, blacklist: Blacklist, auth: Auth, settings: Settings, clock: FrozenClock
+    store: SessionStore, blacklist: Blacklist, auth: Auth, settings: Settings, clock: FrozenClock
 ) -> Callable[..., SessionmonApp]:
     """Build the app on this test's store, blacklist and clock (``settings`` changes as kwargs)."""
 
     def build(blacklist: Blacklist = blacklist, **changes: object) -> SessionmonApp:
         s = settings.with_(**{"interval": 0.2, "actor": "tester", **changes})
-        poller = Poller(store.path, blacklist, clock, backoff_start=0.1, backoff_cap=0.5)
+        poller = Poller(store.location, blacklist, clock, backoff_start=0.1, backoff_cap=0.5)
         return SessionmonApp(
             store=store,
             blacklist=blacklist,

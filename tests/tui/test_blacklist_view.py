@@ -8,8 +8,8 @@ from textual.widgets._footer import FooterKey
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import KIND_ACCESS, Blacklist, RevokeRequest
-from sessionmon.core.store import Store
-from sessionmon.tui.blacklist_search import search
+from sessionmon.core.blacklist_search import search
+from sessionmon.core.store import SessionStore
 from sessionmon.tui.screens.confirm import ConfirmLogout
 from sessionmon.tui.widgets.blacklist_table import WINDOW
 from tests.tui.conftest import SIZE, loaded, wait_for
@@ -32,7 +32,9 @@ async def to_blacklist(pilot) -> None:
     await pilot.pause()
 
 
-async def test_footer_shows_only_the_keys_that_work_in_the_view(make_app, auth: Auth, store: Store):
+async def test_footer_shows_only_the_keys_that_work_in_the_view(
+    make_app, auth: Auth, store: SessionStore
+):
     ann = auth.login("u1", "ann@example.com", "Ann")[0]
     auth.login("u2", "bob@example.com", "Bob")
     auth.force_logout(ann.id, "oncall", "test")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
-from sessionmon.core.store import Store
+from sessionmon.core.store import SessionStore
 from sessionmon.tui.screens.confirm import ConfirmLogout
 from sessionmon.tui.widgets.sessions_table import SessionsTable
 from tests.tui.conftest import SIZE, loaded, polled, wait_for
@@ -21,7 +21,9 @@ def selected_id(app) -> str:
     return app.main.query_one(SessionsTable).selected.id
 
 
-async def test_force_logout_one_session(make_app, auth: Auth, store: Store, blacklist: Blacklist):
+async def test_force_logout_one_session(
+    make_app, auth: Auth, store: SessionStore, blacklist: Blacklist
+):
     sessions = login_many(auth, 3)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -52,7 +54,7 @@ async def test_force_logout_one_session(make_app, auth: Auth, store: Store, blac
         assert len(store.list_sessions()) == 2
 
 
-async def test_cancel_does_nothing(make_app, auth: Auth, store: Store, blacklist: Blacklist):
+async def test_cancel_does_nothing(make_app, auth: Auth, store: SessionStore, blacklist: Blacklist):
     login_many(auth, 2)
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -69,7 +71,7 @@ async def test_cancel_does_nothing(make_app, auth: Auth, store: Store, blacklist
 
 
 async def test_reason_field_reached_by_tab_and_enter_confirms(
-    make_app, auth: Auth, store: Store, blacklist: Blacklist
+    make_app, auth: Auth, store: SessionStore, blacklist: Blacklist
 ):
     login_many(auth, 1)
     app = make_app()
@@ -88,7 +90,7 @@ async def test_reason_field_reached_by_tab_and_enter_confirms(
 
 
 async def test_force_logout_every_session_of_a_user(
-    make_app, auth: Auth, store: Store, blacklist: Blacklist
+    make_app, auth: Auth, store: SessionStore, blacklist: Blacklist
 ):
     mine = [auth.login("u7", "seven@example.com", "Seven")[0] for _ in range(3)]
     other = auth.login("u8", "eight@example.com", "Eight")[0]
@@ -99,7 +101,7 @@ async def test_force_logout_every_session_of_a_user(
         await pilot.press("L")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
         assert app.screen.target.count == 3
-        assert "3 sessions" in app.screen.target.title
+        assert "every session of seven@example.com: 3 now" in app.screen.target.title
         await pilot.press("enter")
         await wait_for(pilot, lambda: not store.sessions_for_user("u7"), "user's sessions gone")
         assert store.get_session(other.id) is not None
@@ -109,7 +111,7 @@ async def test_force_logout_every_session_of_a_user(
 
 
 async def test_force_logout_marked_sessions(
-    make_app, auth: Auth, store: Store, blacklist: Blacklist
+    make_app, auth: Auth, store: SessionStore, blacklist: Blacklist
 ):
     sessions = login_many(auth, 4)
     app = make_app()
@@ -133,7 +135,7 @@ async def test_force_logout_marked_sessions(
 
 
 async def test_dialog_acts_on_the_session_captured_at_keypress(
-    make_app, auth: Auth, store: Store, blacklist: Blacklist, clock
+    make_app, auth: Auth, store: SessionStore, blacklist: Blacklist, clock
 ):
     login_many(auth, 3)
     app = make_app()
@@ -155,7 +157,7 @@ async def test_dialog_acts_on_the_session_captured_at_keypress(
         assert not blacklist.is_revoked(None, under_cursor)
 
 
-async def test_read_only_refuses(make_app, auth: Auth, store: Store, blacklist: Blacklist):
+async def test_read_only_refuses(make_app, auth: Auth, store: SessionStore, blacklist: Blacklist):
     login_many(auth, 2)
     app = make_app(read_only=True)
     async with app.run_test(size=SIZE) as pilot:
@@ -176,3 +178,85 @@ async def test_read_only_refuses(make_app, auth: Auth, store: Store, blacklist: 
         await app.workers.wait_for_complete()
     assert len(store.list_sessions()) == 2
     assert blacklist.count() == 0
+
+
+async def test_user_logout_ends_a_session_that_started_while_the_dialog_was_open(
+    make_app, auth: Auth, store: SessionStore, blacklist: Blacklist, clock
+):
+    """``L`` targets the user: the dialog says "every session of ...", confirming ends the one
+    an attacker opened meanwhile too, and the result says that one appeared after the dialog."""
+    login_many(auth, 2, user="other")
+    mine = [auth.login("u7", "ann@example.com", "Ann", ip=f"10.7.0.{i}")[0] for i in range(2)]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.main.query_one(SessionsTable)
+        at = next(i for i in range(len(app.model)) if table.session_at(i).user_id == "u7")
+        table.move_cursor(at)
+        await pilot.press("L")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
+        dialog = app.screen
+        assert set(dialog.target.session_ids) == {s.id for s in mine}
+        title = str(dialog.query_one("#title").render())
+        assert "every session of ann@example.com: 2 now" in title, title
+        fresh = auth.login("u7", "ann@example.com", "Ann", ip="203.0.113.9")[0]  # meanwhile
+        seen: list[str] = []
+        original = app.notify
+
+        def record(message: str, **kwargs: object) -> None:
+            seen.append(message)
+            original(message, **kwargs)  # type: ignore[arg-type]
+
+        app.notify = record  # type: ignore[method-assign]
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not store.sessions_for_user("u7"), "every session ended")
+        for s in [*mine, fresh]:
+            assert blacklist.is_revoked(s.access_jti, s.id)
+        await wait_for(pilot, lambda: any("deleted" in m for m in seen), "the result")
+        done = next(m for m in seen if "deleted" in m)
+        assert "3 sessions deleted" in done and "1 appeared after the dialog opened" in done, done
+        assert len(store.list_sessions()) == 2  # the other users are untouched
+
+
+async def test_marked_logout_acts_only_on_the_ids_marked_at_the_key_press(
+    make_app, auth: Auth, store: SessionStore, blacklist: Blacklist
+):
+    """A marked set is exactly what was marked: a session of the same user that starts while
+    the dialog is open stays."""
+    mine = [auth.login("u7", "ann@example.com", "Ann", ip=f"10.7.0.{i}")[0] for i in range(2)]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("space", "space")
+        assert set(app.model.marks) == {s.id for s in mine}
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
+        fresh = auth.login("u7", "ann@example.com", "Ann", ip="203.0.113.9")[0]
+        await pilot.press("y")
+        await wait_for(pilot, lambda: len(store.list_sessions()) == 1, "the marked two ended")
+    assert [s.id for s in store.list_sessions()] == [fresh.id]
+    assert not blacklist.is_revoked(fresh.access_jti, fresh.id)
+
+
+async def test_a_sort_changed_while_a_poll_runs_is_not_undone_by_that_poll(
+    make_app, auth: Auth, clock
+):
+    """The poll that was running when the operator changed the sort was made for the old sort:
+    its result is dropped, the new sort is read and stays."""
+    for i in range(5):
+        auth.login(f"u{i}", f"user{i}@example.com", f"User {i}")
+        clock.advance(1)
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        before = app.polls
+        app.request_poll(reload=True)  # a poll of the old sort is now running
+        wanted = app.model.next_sort()
+        app.set_query(wanted)
+        await wait_for(pilot, lambda: app.polls >= before + 2 and not app.polling, "both polls")
+        await polled(pilot)
+        assert app.model.query == wanted
+        table = app.main.query_one(SessionsTable)
+        shown = [table.session_at(i) for i in range(len(app.model))]
+        keys = [getattr(s, wanted.sort) for s in shown]
+        assert keys == sorted(keys, reverse=wanted.descending), (wanted, keys)

@@ -10,7 +10,7 @@ from textual.geometry import Region
 from textual.widget import Widget
 
 from sessionmon.core.auth import Auth
-from sessionmon.core.store import Store
+from sessionmon.core.store import SessionStore
 from sessionmon.tui.app import DetailLoaded
 from sessionmon.tui.widgets.detail_pane import DetailPane, SessionDetail
 from sessionmon.tui.widgets.sessions_table import SessionsTable
@@ -94,7 +94,7 @@ async def test_headers_align_with_their_values_and_stay_put_when_the_sort_change
 
 
 async def test_detail_pane_shows_whole_ids_and_marks_what_it_cuts(
-    make_app, auth: Auth, store: Store
+    make_app, auth: Auth, store: SessionStore
 ):
     email = "someone.with.a.rather.long.address@example-company.test"
     session = auth.login(email, email, "Web User", ip="10.0.0.1", user_agent=AGENT)[0]  # sub=email
@@ -177,7 +177,7 @@ async def test_ctrl_c_quits_from_the_filter_box(make_app, auth: Auth):
 
 
 async def test_detail_pane_ignores_a_late_answer_about_another_row(
-    make_app, auth: Auth, store: Store
+    make_app, auth: Auth, store: SessionStore
 ):
     first = auth.login("u1", "one@example.com", "One")[0]
     second = auth.login("u2", "two@example.com", "Two")[0]
@@ -195,7 +195,7 @@ async def test_detail_pane_ignores_a_late_answer_about_another_row(
 
 
 async def test_detail_pane_stays_on_its_session_while_rows_resort(
-    make_app, auth: Auth, store: Store, clock
+    make_app, auth: Auth, store: SessionStore, clock
 ):
     sessions = [auth.login(f"u{i}", f"u{i}@example.com", f"U{i}")[0] for i in range(6)]
     app = make_app()

@@ -8,11 +8,10 @@ import pytest
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
-from sessionmon.core.store import Store
+from sessionmon.core.store import SORT_CYCLE, SessionStore, ViewQuery, open_reader
 from sessionmon.tui.format import countdown, short_agent
 from sessionmon.tui.model import SessionList, find_rowid
 from sessionmon.tui.poller import Poller, PollRequest
-from sessionmon.tui.reader import SORT_CYCLE, SessionReader, ViewQuery
 
 
 def test_find_rowid_only_matches_whole_entries():
@@ -78,11 +77,11 @@ def test_short_agent():
     assert short_agent(None) == "-"
 
 
-def test_reader_orders_filters_and_escapes_like(auth: Auth, store: Store, clock):
+def test_reader_orders_filters_and_escapes_like(auth: Auth, store: SessionStore, clock):
     a = auth.login("u1", "a_b@example.com", "Percent % Person")[0]
     clock.advance(1)
     b = auth.login("u2", "axb@example.com", "Other")[0]
-    reader = SessionReader(store.path)
+    reader = open_reader(store.location)
     try:
         rowids = reader.order(ViewQuery(), clock.now())
         rows = reader.rows(rowids)
@@ -99,10 +98,10 @@ def test_reader_orders_filters_and_escapes_like(auth: Auth, store: Store, clock)
 
 
 def test_poller_reloads_only_when_the_database_changed(
-    auth: Auth, store: Store, blacklist: Blacklist, clock
+    auth: Auth, store: SessionStore, blacklist: Blacklist, clock
 ):
     auth.login("u1", "one@example.com", "One")
-    poller = Poller(store.path, blacklist, clock)
+    poller = Poller(store.location, blacklist, clock)
     try:
         req = PollRequest(query=ViewQuery())
         first = poller.poll(req)
@@ -119,11 +118,11 @@ def test_poller_reloads_only_when_the_database_changed(
         poller.close()
 
 
-def test_poller_backs_off_while_redis_is_down(store: Store, clock, prefix: str):
+def test_poller_backs_off_while_redis_is_down(store: SessionStore, clock, prefix: str):
     from sessionmon.tui.screenshots import dead_redis_url
 
     dead = Blacklist(connect(dead_redis_url(), timeout=0.3), prefix=prefix, clock=clock)
-    poller = Poller(store.path, dead, clock, backoff_start=30, backoff_cap=60)
+    poller = Poller(store.location, dead, clock, backoff_start=30, backoff_cap=60)
     try:
         req = PollRequest(query=ViewQuery())
         first = poller.poll(req)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 
+import psycopg
+import pytest
+
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
-from sessionmon.core.store import Store
+from sessionmon.core.store import SessionStore, SqliteStore
 from sessionmon.tui.poller import REDIS_DOWN
 from sessionmon.tui.screens.confirm import ConfirmLogout
 from sessionmon.tui.widgets.banner import Banner
 from sessionmon.tui.widgets.sessions_table import SessionsTable
+from tests.support import pg
 from tests.tui.conftest import SIZE, loaded, polled, wait_for
 
 
@@ -20,7 +24,7 @@ def banner_text(app) -> str:
 
 
 async def test_redis_killed_then_restarted(
-    make_app, auth: Auth, store: Store, redis_process, prefix: str, clock
+    make_app, auth: Auth, store: SessionStore, redis_process, prefix: str, clock
 ):
     client = connect(redis_process.url, timeout=0.5)
     blacklist = Blacklist(client, prefix=prefix, leeway=10, clock=clock)
@@ -77,7 +81,9 @@ async def test_redis_down_at_startup_the_app_still_opens(make_app, auth: Auth, p
         assert detail.keys is None and "Redis unreachable" in detail.key_error
 
 
-async def test_database_gone_shows_a_banner_and_recovers(make_app, auth: Auth, store: Store):
+async def test_database_gone_shows_a_banner_and_recovers(make_app, auth: Auth, store: SessionStore):
+    if not isinstance(store, SqliteStore):
+        pytest.skip("moves the SQLite file away (PostgreSQL: the dropped-connection test)")
     auth.login("u1", "one@example.com", "One")
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -93,3 +99,27 @@ async def test_database_gone_shows_a_banner_and_recovers(make_app, auth: Auth, s
         os.rename(moved, store.path)
         await polled(pilot)
         await wait_for(pilot, lambda: banner_text(app) == "", "db banner cleared")
+
+
+async def test_postgres_connections_dropped_mid_run_reconnect(
+    make_app, auth: Auth, store: SessionStore
+):
+    """The server ends every sessionmon connection (a restart, a failover, an admin): the
+    monitor says so or carries on, reconnects, and shows what was committed meanwhile."""
+    if isinstance(store, SqliteStore):
+        pytest.skip("PostgreSQL only")
+    auth.login("u1", "one@example.com", "One")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        assert len(app.model) == 1
+        with psycopg.connect(pg.require(), autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'sessionmon' AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert killed and killed[0] >= 2  # the store's pool and the monitor's readers
+        auth.login("u2", "two@example.com", "Two")  # the pool replaces its dead connection
+        await wait_for(pilot, lambda: len(app.model) == 2, "the new session after reconnecting")
+        await wait_for(pilot, lambda: banner_text(app) == "", "no banner once reconnected")
+        assert app.main.query_one(SessionsTable).selected is not None

@@ -14,7 +14,7 @@ import redis
 
 from sessionmon.core.blacklist import Blacklist, connect
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.store import Store
+from sessionmon.core.store import SqliteStore
 from sessionmon.tui import screenshots as shots
 from sessionmon.tui.screens.confirm import ConfirmLogout
 from sessionmon.tui.screens.help import HelpScreen
@@ -25,7 +25,7 @@ from tests.tui.conftest import wait_for
 def fixed(tmp_path: Path, redis_client: redis.Redis, prefix: str, utc: None) -> Iterator[tuple]:
     """The screenshot data in this test's own DB and Redis prefix, with a frozen clock."""
     clock = FrozenClock(shots.NOW)
-    store = Store(tmp_path / "sessions.db", clock=clock)
+    store = SqliteStore(tmp_path / "sessions.db", clock=clock)
     blacklist = Blacklist(redis_client, prefix=prefix, leeway=10, clock=clock)
     shots.seed(store, blacklist)
     shots.freeze_latency(blacklist)
@@ -35,7 +35,7 @@ def fixed(tmp_path: Path, redis_client: redis.Redis, prefix: str, utc: None) -> 
 
 def build(fixed: tuple, blacklist: Blacklist | None = None):
     store, live, clock = fixed
-    return shots.build_app(store, blacklist or live, clock, shots.sample_settings(store.path))
+    return shots.build_app(store, blacklist or live, clock, shots.sample_settings(store.location))
 
 
 def test_main_screen(snap_compare, fixed):

@@ -20,11 +20,11 @@ from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, RevokeRequest
 from sessionmon.core.config import Settings
 from sessionmon.core.embedded import EmbeddedRedis
-from sessionmon.core.store import Store
+from sessionmon.core.store import SessionStore, SqliteStore
 from sessionmon.core.tokens import TokenCodec
 from sessionmon.tui import Monitor, build_monitor, may_create_database
 from sessionmon.tui.poller import REDIS_DOWN
-from sessionmon.tui.screens.confirm import ConfirmLogout
+from sessionmon.tui.screens.confirm import ConfirmLogout, LogoutKind
 from sessionmon.tui.widgets.banner import Banner
 from tests.conftest import TEST_SECRET
 from tests.tui.conftest import SIZE, loaded, polled, wait_for
@@ -57,7 +57,7 @@ def monitor(settings: Settings, clock, **options) -> Iterator[Monitor]:
 
 def seed_database(path: Path, blacklist: Blacklist, codec: TokenCodec, clock, n: int = 1) -> list:
     """A real database at ``path`` with ``n`` sessions of one user (plus one of another)."""
-    store = Store(path, clock=clock)
+    store = SqliteStore(path, clock=clock)
     try:
         auth = Auth(store, blacklist, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
         sessions = [auth.login("u1", "one@example.com", "One")[0] for _ in range(n)]
@@ -101,7 +101,7 @@ async def test_missing_database_waits_for_it_then_shows_it(
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
             await pilot.press("y")
             await wait_for(pilot, lambda: blacklist.is_revoked(None, target), "revoked")
-            with Store(path, create=False) as check:
+            with SqliteStore(path, create=False) as check:
                 assert check.get_session(target) is None
 
 
@@ -220,7 +220,9 @@ async def test_embedded_redis_that_fails_to_start_is_retried(
 # -- workers never show a traceback ----------------------------------------------------------
 
 
-async def test_l_reads_the_users_sessions_off_the_ui_thread(make_app, auth: Auth, store: Store):
+async def test_l_reads_the_users_sessions_off_the_ui_thread(
+    make_app, auth: Auth, store: SessionStore
+):
     mine = {auth.login("u1", "one@example.com", "One")[0].id for _ in range(3)}
     auth.login("u2", "two@example.com", "Two")
     app = make_app()
@@ -251,7 +253,7 @@ async def test_l_reads_the_users_sessions_off_the_ui_thread(make_app, auth: Auth
             holder.join()
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
         target = app.screen.target
-        assert target.kind == "user" and target.user_id == "u1"
+        assert target.kind is LogoutKind.USER and target.user_id == "u1"
         assert set(target.session_ids) == mine and "3 sessions" in target.title
         await pilot.press("n")
         await pilot.pause()
@@ -370,7 +372,7 @@ def sessionmon_exe() -> str:
 def real_sessions(path: Path, clock) -> None:
     """A database holding a session that the demo did not create."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with Store(path, clock=clock) as store:
+    with SqliteStore(path, clock=clock) as store:
         from sessionmon.core.store import Session
 
         now = time.time()

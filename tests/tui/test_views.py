@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.widgets import Input
 
 from sessionmon.core.auth import Auth
-from sessionmon.core.store import Store
+from sessionmon.core.store import SessionStore
 from sessionmon.tui.widgets.sessions_table import SessionsTable
 from tests.tui.conftest import SIZE, loaded, polled, wait_for
 
@@ -90,7 +90,7 @@ async def test_sort_cycle_reverse_and_header_click(make_app, auth: Auth, clock):
 
 
 async def test_cursor_stays_on_its_session_across_refresh_and_resort(
-    make_app, auth: Auth, store: Store, clock
+    make_app, auth: Auth, store: SessionStore, clock
 ):
     sessions = [auth.login(f"u{i}", f"u{i}@example.com", f"U{i}")[0] for i in range(5)]
     app = make_app()

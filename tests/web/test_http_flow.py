@@ -11,7 +11,7 @@ import httpx
 import redis
 
 from sessionmon.core.auth import Auth
-from sessionmon.core.store import Store
+from sessionmon.core.store import SessionStore
 from sessionmon.core.tokens import Reason, TokenCodec
 from tests.redis_server import RedisProcess
 from tests.web.conftest import WebServer
@@ -58,7 +58,7 @@ def set_cookies(r: httpx.Response) -> dict[str, str]:
 
 
 def test_login_me_then_silent_refresh_after_the_access_ttl(
-    start_webapp: Start, store: Store, codec: TokenCodec
+    start_webapp: Start, store: SessionStore, codec: TokenCodec
 ) -> None:
     server = start_webapp(access_ttl="1s")
     r = httpx.post(server.url + "/login", json={"email": "Ann@Example.com", "name": "Ann"})
@@ -110,7 +110,7 @@ def test_login_me_then_silent_refresh_after_the_access_ttl(
 
 
 def test_force_logout_from_the_core_revokes_an_unexpired_access_token(
-    start_webapp: Start, auth: Auth, codec: TokenCodec, store: Store
+    start_webapp: Start, auth: Auth, codec: TokenCodec, store: SessionStore
 ) -> None:
     server = start_webapp(access_ttl="60s")
     sid, access, refresh = login(server)
@@ -130,7 +130,7 @@ def test_force_logout_from_the_core_revokes_an_unexpired_access_token(
 
 
 def test_logout_clears_cookies_blacklists_deletes_and_audits(
-    start_webapp: Start, store: Store, redis_client: redis.Redis, prefix: str
+    start_webapp: Start, store: SessionStore, redis_client: redis.Redis, prefix: str
 ) -> None:
     server = start_webapp(access_ttl="60s")
     with httpx.Client(base_url=server.url) as client:
@@ -222,7 +222,7 @@ def test_bad_tokens_are_401_with_a_reason_and_the_server_keeps_serving(
 
 
 def test_redis_down_is_503_and_the_app_recovers_when_redis_is_back(
-    start_webapp: Start, redis_process: RedisProcess, store: Store
+    start_webapp: Start, redis_process: RedisProcess, store: SessionStore
 ) -> None:
     server = start_webapp(access_ttl="60s", redis_url=redis_process.url)
     sid, access, refresh = login(server)

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.store import Store
+from sessionmon.core.store import SessionStore
 from sessionmon.core.tokens import Reason, TokenCodec
 from sessionmon.web import (
     REDIS_UNAVAILABLE,
@@ -122,7 +122,11 @@ async def test_bearer_can_be_disabled(auth: Auth) -> None:
 
 @pytest.fixture
 def down_auth(
-    redis_process: RedisProcess, store: Store, codec: TokenCodec, clock: FrozenClock, prefix: str
+    redis_process: RedisProcess,
+    store: SessionStore,
+    codec: TokenCodec,
+    clock: FrozenClock,
+    prefix: str,
 ) -> Iterator[Auth]:
     """An Auth whose blacklist lives on a Redis the test can stop."""
     client = connect(redis_process.url, timeout=0.5)

@@ -1,12 +1,15 @@
-"""The force-logout confirm dialog: a ``ModalScreen[bool]`` about sessions captured at key press.
+"""The force-logout confirm dialog: a ``ModalScreen[bool]`` that says exactly what will happen.
 
-The target (session ids, emails, user) is fixed when the operator pressed the key; whatever the
-list does underneath while the dialog is open, confirming acts on exactly that target.
+A single session or a marked set is fixed when the operator pressed the key: whatever the list
+does underneath while the dialog is open, confirming acts on exactly those ids. A user logout
+targets the user: confirming ends every session the user has at that moment (one that started
+while the dialog was open included, as an attacker's fresh login would), and the dialog says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -17,12 +20,20 @@ from textual.widgets import Button, Input, Label, Static
 from sessionmon.tui.format import plural
 
 
+class LogoutKind(Enum):
+    """What a force-logout acts on."""
+
+    SESSION = "session"  # the session under the cursor (its id, captured at the key press)
+    MARKED = "marked"  # the marked sessions (their ids, captured at the key press)
+    USER = "user"  # every session of the user when the operator confirms
+
+
 @dataclass(frozen=True)
 class LogoutTarget:
     """What a force-logout will act on, captured when the key was pressed."""
 
-    kind: str  # "session", "marked" or "user"
-    session_ids: tuple[str, ...]
+    kind: LogoutKind
+    session_ids: tuple[str, ...]  # for USER: the user's sessions when the dialog opened
     emails: tuple[str, ...]
     user_id: str | None = None
 
@@ -31,11 +42,20 @@ class LogoutTarget:
         return len(self.session_ids)
 
     @property
+    def who(self) -> str:
+        return (self.emails[0] if self.emails else "") or self.user_id or "?"
+
+    @property
     def title(self) -> str:
-        if self.kind == "user":
-            who = self.emails[0] if self.emails else self.user_id
-            return f"Force-logout {who}: {plural(self.count, 'session')}?"
+        if self.kind is LogoutKind.USER:
+            return f"Force-logout every session of {self.who}: {self.count} now?"
         return f"Force-logout {plural(self.count, 'session')}?"
+
+    @property
+    def button(self) -> str:
+        if self.kind is LogoutKind.USER:
+            return "Log out the user"
+        return f"Log out {plural(self.count, 'session')}"
 
 
 class ConfirmLogout(ModalScreen[bool]):
@@ -81,15 +101,17 @@ class ConfirmLogout(ModalScreen[bool]):
             if t.count > self.MAX_LISTED:
                 lines.append(f"… and {t.count - self.MAX_LISTED:,} more")
             yield Static("\n".join(lines), id="targets", markup=False)
-            yield Static(
+            explain = (
                 "Their access and refresh tokens and the session ids go on the blacklist "
-                "(each key lives as long as its token), then the sessions are deleted.",
-                id="explain",
+                "(each key lives as long as its token), then the sessions are deleted."
             )
+            if t.kind is LogoutKind.USER:
+                explain += " A session of this user that starts before you confirm is ended too."
+            yield Static(explain, id="explain")
             yield Input(placeholder="reason (optional, goes to the audit log)", id="reason")
             with Horizontal(id="buttons"):
                 yield Button("Cancel", id="cancel")
-                yield Button(f"Log out {plural(t.count, 'session')}", variant="error", id="confirm")
+                yield Button(t.button, variant="error", id="confirm")
             yield Static("y / Enter confirm · Tab reason · n / Esc cancel", id="hint")
 
     def _emails(self) -> list[str]:

@@ -13,10 +13,10 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Input
 
+from sessionmon.core.store import ViewQuery
 from sessionmon.tui.actions import BLACKLIST, DESTRUCTIVE, SESSIONS, bindings, works_in
 from sessionmon.tui.poller import REDIS_DOWN, Snapshot
-from sessionmon.tui.reader import ViewQuery
-from sessionmon.tui.screens.confirm import ConfirmLogout, LogoutTarget
+from sessionmon.tui.screens.confirm import ConfirmLogout, LogoutKind, LogoutTarget
 from sessionmon.tui.screens.help import HelpScreen
 from sessionmon.tui.widgets.banner import Banner
 from sessionmon.tui.widgets.blacklist_table import BlacklistTable
@@ -251,11 +251,11 @@ class MainScreen(Screen[None]):
         model = self.app.model
         if model.marks:
             ids = tuple(model.marks)
-            return LogoutTarget("marked", ids, tuple(model.marks[i] for i in ids))
+            return LogoutTarget(LogoutKind.MARKED, ids, tuple(model.marks[i] for i in ids))
         session = self.sessions.selected
         if session is None:
             return None
-        return LogoutTarget("session", (session.id,), (session.email or "",))
+        return LogoutTarget(LogoutKind.SESSION, (session.id,), (session.email or "",))
 
     def _confirm(self, whole_user: bool) -> None:
         why = self.refusal()

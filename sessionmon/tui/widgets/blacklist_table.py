@@ -11,8 +11,8 @@ from __future__ import annotations
 from textual.message import Message
 
 from sessionmon.core.blacklist import BlacklistEntry
+from sessionmon.core.blacklist_search import SearchResult
 from sessionmon.core.clock import Clock
-from sessionmon.tui.blacklist_search import SearchResult
 from sessionmon.tui.format import clock_time, countdown, plural, short_id
 from sessionmon.tui.poller import BlacklistResult
 from sessionmon.tui.widgets.table import Cell, Column, LineTable

@@ -16,11 +16,10 @@ from textual.message import Message
 
 from sessionmon.core.clock import Clock
 from sessionmon.core.errors import DatabaseError
-from sessionmon.core.store import Session
+from sessionmon.core.store import SORTS, Order, ReadModel, Session
 from sessionmon.tui.format import age, ago, countdown, short_agent, short_id
 from sessionmon.tui.model import SessionList
 from sessionmon.tui.poller import SessionsResult
-from sessionmon.tui.reader import SORTS, Order, SessionReader
 from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
 COLUMNS = (
@@ -82,7 +81,7 @@ class SessionsTable(LineTable):
     def __init__(
         self,
         model: SessionList,
-        open_reader: Callable[[], SessionReader],
+        open_reader: Callable[[], ReadModel],
         clock: Clock,
         *,
         access_life: float,
@@ -91,7 +90,7 @@ class SessionsTable(LineTable):
         super().__init__(id=id)
         self.model = model
         self._open_reader = open_reader
-        self._reader: SessionReader | None = None
+        self._reader: ReadModel | None = None
         self._cache: dict[int, object] = {}
         self._read_failed = False
         self.clock = clock
@@ -120,7 +119,7 @@ class SessionsTable(LineTable):
         """Show a new order; returns True when the cursor is now on another session."""
         before = self.model.cursor_rowid
         old_cursor, old_top = self.model.cursor, self.top
-        self.model.set_order(result.order, result.query)
+        self.model.set_order(result.order)
         self._cache.clear()
         self._read_failed = False
         self.update_size()
@@ -245,4 +244,4 @@ class SessionsTable(LineTable):
 
 
 def sort_label(sort: str) -> str:
-    return SORTS[sort][2]
+    return SORTS[sort].label

@@ -1,0 +1,238 @@
+"""The session store's interface and domain types, shared by the SQLite and PostgreSQL backends.
+
+``SessionStore`` is what the auth core, the CLI, the demo and the monitor's actions write and read
+through. ``ReadModel`` is the monitor's read path: a cheap change token, the live count, the
+order of a view (row keys, possibly still filling) and the rows of the window on screen. Each
+backend implements both; neither the TUI nor the web code ever sees SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sessionmon.core.store.order import Order, ViewQuery
+
+if TYPE_CHECKING:
+    from sessionmon.core.store.url import DatabaseUrl
+
+
+class Backend(Enum):
+    """Where sessions live."""
+
+    SQLITE = "sqlite"
+    POSTGRES = "postgresql"
+
+
+@dataclass(frozen=True)
+class Session:
+    """One row of the ``sessions`` table."""
+
+    id: str
+    user_id: str
+    email: str | None
+    name: str | None
+    created_at: float
+    last_seen_at: float
+    ip: str | None
+    user_agent: str | None
+    access_jti: str | None
+    access_exp: float | None
+    refresh_jti: str | None
+    refresh_exp: float | None
+    refresh_count: int = 0
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def state(self, now: float) -> str:
+        """``active``, ``refresh due`` (access expired, refresh valid) or ``expired``."""
+        if self.refresh_exp is not None and self.refresh_exp <= now:
+            return "expired"
+        if self.access_exp is None or self.access_exp <= now:
+            return "refresh due" if self.refresh_exp is not None else "expired"
+        return "active"
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """An audit row to write: who did what to which session, and how it went."""
+
+    at: float
+    actor: str
+    action: str
+    session_id: str | None = None
+    user_id: str | None = None
+    email: str | None = None
+    reason: str | None = None
+    revoked: Sequence[str] = ()
+    outcome: str = "ok"
+
+    @classmethod
+    def coerce(cls, row: AuditRow | dict[str, Any]) -> AuditRow:
+        """An ``AuditRow`` from itself or from a dict of its fields."""
+        return row if isinstance(row, AuditRow) else cls(**row)
+
+    def params(self) -> tuple[Any, ...]:
+        """Values in ``AUDIT_COLUMNS`` order without ``id`` (``revoked`` as a JSON list)."""
+        return (
+            self.at,
+            self.actor,
+            self.action,
+            self.session_id,
+            self.user_id,
+            self.email,
+            self.reason,
+            json.dumps(list(self.revoked)),
+            self.outcome,
+        )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One row of the ``audit`` table."""
+
+    id: int
+    at: float
+    actor: str
+    action: str
+    session_id: str | None
+    user_id: str | None
+    email: str | None
+    reason: str | None
+    revoked: list[str] = field(default_factory=list)
+    outcome: str = "ok"
+
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> AuditEntry:
+        """From a row in ``AUDIT_COLUMNS`` order."""
+        try:
+            revoked = json.loads(r[8]) if r[8] else []
+        except ValueError:
+            revoked = []
+        return cls(*r[:8], revoked=revoked, outcome=r[9])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SessionStore(Protocol):
+    """Sessions and their audit log, in one database. Every method is safe to call from any
+    thread; every driver error comes out as a ``DatabaseError`` with one line for a human."""
+
+    backend: Backend
+    display: str  # where it is, safe to show (no password)
+    location: DatabaseUrl  # to open it again (another connection, another process)
+    migrated_from: int  # the schema version found when it was opened (0: created now)
+
+    def close(self) -> None: ...
+
+    def schema_version(self) -> int: ...
+
+    def insert_session(self, session: Session) -> None: ...
+
+    def get_session(self, session_id: str) -> Session | None: ...
+
+    def get_sessions(self, session_ids: Sequence[str]) -> list[Session]:
+        """The sessions among ``session_ids`` that exist, in the order given."""
+        ...
+
+    def sessions_for_user(self, user: str) -> list[Session]:
+        """Every session whose user id or email is ``user`` (email case-insensitive)."""
+        ...
+
+    def update_access(
+        self, session_id: str, access_jti: str, access_exp: float, now: float
+    ) -> bool:
+        """Record a silent refresh; False when the session no longer exists."""
+        ...
+
+    def touch(self, session_id: str, now: float) -> bool: ...
+
+    def list_sessions(
+        self,
+        *,
+        now: float | None = None,
+        include_expired: bool = False,
+        user: str | None = None,
+        order: str = "access_exp",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Session]: ...
+
+    def count_sessions(self, *, now: float | None = None, include_expired: bool = False) -> int: ...
+
+    def has_foreign_sessions(self, source: str) -> bool:
+        """True if any session was created by someone other than ``source``."""
+        ...
+
+    def delete_sessions_with_audit(
+        self, session_ids: Sequence[str], audit_rows: Iterable[AuditRow | dict[str, Any]]
+    ) -> int:
+        """Delete sessions and write their audit rows in one transaction; rows deleted."""
+        ...
+
+    def purge_expired(self, before: float) -> int:
+        """Delete sessions whose refresh token expired before ``before``."""
+        ...
+
+    def write_audit(self, rows: Iterable[AuditRow | dict[str, Any]]) -> None: ...
+
+    def audit(
+        self, *, limit: int = 50, session_id: str | None = None, user: str | None = None
+    ) -> list[AuditEntry]:
+        """Newest audit rows first."""
+        ...
+
+    # -- bulk, for ``sessionmon copy`` --------------------------------------------------------
+
+    def iter_session_batches(self, after: str | None, size: int) -> list[Session]:
+        """Up to ``size`` sessions with an id greater than ``after``, by id (every session,
+        expired ones included)."""
+        ...
+
+    def iter_audit_batches(self, after: int, size: int) -> list[AuditEntry]:
+        """Up to ``size`` audit entries with an id greater than ``after``, by id."""
+        ...
+
+    def copy_in(self, sessions: Sequence[Session], audit: Sequence[AuditEntry]) -> None:
+        """Insert sessions and audit entries (ids kept) in one transaction; rows that exist
+        already are left as they are (a resumed copy)."""
+        ...
+
+    def audit_count(self) -> int: ...
+
+    def last_session_id(self) -> str | None:
+        """The largest session id (ids compare as bytes on both backends)."""
+        ...
+
+    def open_reader(self) -> ReadModel:
+        """A read model on its own connection (the monitor's poller owns it)."""
+        ...
+
+
+class ReadModel(Protocol):
+    """The monitor's read path. Row keys are positive integers (0 marks "not read yet")."""
+
+    def change_token(self) -> object:
+        """Differs from the last value whenever anything may have been committed since."""
+        ...
+
+    def count_live(self, now: float) -> int: ...
+
+    def order(self, query: ViewQuery, now: float) -> Order:
+        """Row keys of the live sessions matching ``query.text``, in the query's order; a long
+        order comes back with its first rows and the rows around ``query.around`` and fills in
+        the background."""
+        ...
+
+    def rows(self, keys: Iterable[int]) -> dict[int, Session]:
+        """The sessions with these row keys that still exist, by key."""
+        ...
+
+    def close(self) -> None: ...

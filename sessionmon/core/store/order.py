@@ -1,0 +1,290 @@
+"""A view's order of row keys, filled in the background, the same way on every backend.
+
+The sessions view never holds a million ``Session`` objects: it holds one ``array('q')`` of row
+keys in view order (8 bytes a session), built by one ``ORDER BY`` that reads a covering index, and
+reads the rows it draws by key. Reading a million keys into Python takes ~0.4 s, so a long order
+is an ``Order`` filled by a thread: ``OrderReader.order`` returns once the first rows and the rows
+around the cursor's session are in, and the thread fills the rest from the same read transaction
+(one snapshot, so positions never disagree). The rows around the cursor are read by key (keyset,
+never ``OFFSET``), and its position is counted from the nearer end of the order.
+
+A backend supplies an ``OrderSnapshot`` (one connection in one read transaction) and a small
+query for short orders; everything else here is shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, SupportsIndex
+
+from sessionmon.core.errors import DatabaseError
+from sessionmon.core.store.schema import SORTS
+
+FILL_CHUNK = 16_384
+FILL_PAUSE = 0.002  # seconds between chunks of a background fill (the GIL goes to the UI)
+RESUME_AFTER = 0.5  # a background fill starts at the latest this long after its first rows
+# Orders at least this long are filled in the background (smaller ones are read at once).
+PROGRESSIVE_FROM = 100_000
+# Rows read before ``order`` returns: the top of the list and this many around the anchor.
+WINDOW = 256
+
+
+@dataclass(frozen=True)
+class ViewQuery:
+    """What the sessions view shows: a sort, its direction and a filter text.
+
+    ``around`` is the row key of the session under the cursor when the query was made: the reader
+    reads the rows around it first, so the cursor can stay on it before the whole order is in. It
+    is a hint, not part of the query (it does not take part in ``==``).
+    """
+
+    sort: str = "access_exp"
+    reverse: bool = False
+    text: str = ""
+    around: int | None = field(default=None, compare=False)
+
+    @property
+    def descending(self) -> bool:
+        return SORTS[self.sort].descending != self.reverse
+
+    @property
+    def label(self) -> str:
+        return SORTS[self.sort].label
+
+    def reversed(self) -> ViewQuery:
+        """The same list in the other direction (no anchor)."""
+        return ViewQuery(self.sort, not self.reverse, self.text)
+
+
+class Order(array):
+    """Row keys in view order, of known length, possibly still being filled by a reader thread.
+
+    A position not read yet holds 0 (no backend hands out the row key 0). Indexing never waits;
+    a slice (e.g. ``order[::-1]``) waits until the order is complete and raises
+    ``DatabaseError`` if filling it failed or was cancelled.
+    """
+
+    def __init__(self, typecode: str = "q", initializer: Any = b"") -> None:
+        self._done = threading.Event()
+        self._resume = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[Order], None]] = []
+        self.error: DatabaseError | None = None
+
+    @classmethod
+    def complete_from(cls, keys: array) -> Order:
+        """A complete order of these row keys."""
+        order = cls("q", keys.tobytes())
+        order._finish()
+        return order
+
+    @property
+    def complete(self) -> bool:
+        """True once every position is filled (or filling stopped: see ``error``)."""
+        return self._done.is_set()
+
+    def resume(self) -> None:
+        """Let the filling thread go on (the view calls this once it has drawn the first rows)."""
+        self._resume.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until complete; False on timeout."""
+        return self._done.wait(timeout)
+
+    def when_complete(self, callback: Callable[[Order], None]) -> None:
+        """Call ``callback(order)`` once complete: now if it is, else from the filling thread."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+    def _finish(self, error: DatabaseError | None = None) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            self.error = error
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self)
+
+    def __getitem__(self, key: SupportsIndex | slice) -> Any:  # type: ignore[override]
+        if isinstance(key, slice):
+            self._done.wait()
+            if self.error is not None:
+                raise self.error
+        return super().__getitem__(key)
+
+
+class OrderSnapshot(Protocol):
+    """One query's order on one connection, inside one read transaction."""
+
+    def count(self) -> int:
+        """Live rows matching the query."""
+        ...
+
+    def top(self, limit: int) -> list[int]:
+        """The first ``limit`` keys."""
+        ...
+
+    def position(self, key: int, n: int) -> int | None:
+        """Index of ``key`` among the ``n`` rows (None if it is not live)."""
+        ...
+
+    def window(self, key: int, size: int) -> tuple[list[int], list[int]]:
+        """Up to ``size`` keys before ``key`` and ``2 * size`` from it on, in view order."""
+        ...
+
+    def chunks(self, size: int) -> Iterator[list[int]]:
+        """Every key in view order, ``size`` at a time."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _Fill:
+    """One order read from an ``OrderSnapshot`` in a thread."""
+
+    def __init__(
+        self,
+        open_snapshot: Callable[[], OrderSnapshot],
+        query: ViewQuery,
+        progressive_from: int,
+        describe: Callable[[BaseException], DatabaseError],
+    ) -> None:
+        self.open_snapshot = open_snapshot
+        self.query = query
+        self.progressive_from = progressive_from
+        self.describe = describe
+        self.order: Order | None = None
+        self.error: DatabaseError | None = None
+        self.ready = threading.Event()  # the first rows are in (or it failed)
+        self.cancelled = False
+        self.thread = threading.Thread(target=self._run, name="sessionmon-order", daemon=True)
+
+    def start(self) -> Order:
+        """Start the thread; return the order once its first rows are in."""
+        self.thread.start()
+        self.ready.wait()
+        if self.error is not None:
+            raise self.error
+        if self.order is None:  # the thread always sets one or the other
+            raise DatabaseError("reading the session order stopped without a result")
+        return self.order
+
+    def _fail(self, error: DatabaseError) -> None:
+        if self.order is None:
+            self.error = error
+        else:
+            self.order._finish(error)
+
+    def cancel(self) -> None:
+        """Stop filling (the order completes with an error)."""
+        self.cancelled = True
+        if self.order is not None:
+            self.order.resume()
+
+    def _run(self) -> None:
+        snap: OrderSnapshot | None = None
+        try:
+            snap = self.open_snapshot()
+            n = snap.count()
+            order = Order("q", bytes(8 * n))
+            if n >= self.progressive_from:
+                self._first_rows(snap, order)
+                self.order = order
+                self.ready.set()
+                # The rest competes with the UI thread for the GIL: start once the first rows are
+                # on screen, and pause between chunks so drawing and keys never wait long.
+                order._resume.wait(RESUME_AFTER)
+            filled = 0
+            for keys in snap.chunks(FILL_CHUNK):
+                if self.cancelled or filled + len(keys) > n:
+                    break
+                order[filled : filled + len(keys)] = array("q", keys)
+                filled += len(keys)
+                if self.order is not None:
+                    time.sleep(FILL_PAUSE)
+            if filled != n:
+                why = "cancelled" if self.cancelled else "changed while it was read"
+                order._finish(DatabaseError(f"session order {why}"))
+            else:
+                order._finish()
+            self.order = order
+        except DatabaseError as exc:
+            self._fail(exc)
+        except Exception as exc:  # a driver error, or a bug: one clear error, never a hang
+            self._fail(self.describe(exc))
+        finally:
+            self.ready.set()
+            if snap is not None:
+                with contextlib.suppress(Exception):
+                    snap.close()
+
+    def _first_rows(self, snap: OrderSnapshot, order: Order) -> None:
+        """The top of the list and the rows around ``query.around``, into ``order``."""
+        top = snap.top(WINDOW)
+        order[0 : len(top)] = array("q", top)
+        around = self.query.around
+        if around is None:
+            return
+        n = len(order)
+        at = snap.position(around, n)
+        if at is None or at < len(top):
+            return
+        before, after = snap.window(around, WINDOW // 2)
+        before = before[-at:] if at else []
+        after = after[: n - at]
+        order[at - len(before) : at] = array("q", before)
+        order[at : at + len(after)] = array("q", after)
+
+
+class OrderReader:
+    """The shared ``ReadModel.order``: short orders at once, long ones in the background.
+
+    A subclass gives ``_snapshot`` (for long unfiltered orders), ``_read_all`` (everything else)
+    ``_live_at_least`` and ``_describe`` (a driver exception as one ``DatabaseError``).
+    """
+
+    def __init__(self, progressive_from: int | None = None) -> None:
+        self.progressive_from = PROGRESSIVE_FROM if progressive_from is None else progressive_from
+        self._fill: _Fill | None = None
+
+    def _snapshot(self, query: ViewQuery, now: float) -> OrderSnapshot:
+        raise TypeError(f"{type(self).__name__} must define _snapshot")
+
+    def _read_all(self, query: ViewQuery, now: float) -> array:
+        raise TypeError(f"{type(self).__name__} must define _read_all")
+
+    def _live_at_least(self, now: float, n: int) -> bool:
+        raise TypeError(f"{type(self).__name__} must define _live_at_least")
+
+    def _describe(self, exc: BaseException) -> DatabaseError:
+        return DatabaseError(f"reading the session order failed ({exc!r})")
+
+    def cancel_fill(self) -> None:
+        if self._fill is not None:
+            self._fill.cancel()
+            self._fill = None
+
+    def order(self, query: ViewQuery, now: float) -> Order:
+        previous = self._fill
+        if previous is not None:
+            if previous.query == query:
+                previous.thread.join()  # a reload: never two fills of the same list at once
+            else:
+                previous.cancel()  # the operator asked for another list
+            self._fill = None
+        if not query.text.strip() and self._live_at_least(now, self.progressive_from):
+            fill = _Fill(
+                lambda: self._snapshot(query, now), query, self.progressive_from, self._describe
+            )
+            self._fill = fill
+            return fill.start()
+        return Order.complete_from(self._read_all(query, now))

@@ -1,0 +1,133 @@
+"""SQLite schema: forward migrations (``PRAGMA user_version``); one translator of its errors."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+from sessionmon.core.errors import DatabaseError, DatabaseLocked
+from sessionmon.core.store.schema import SEARCH_COLUMNS
+
+SEARCH_TABLE = "sessions_search"
+
+
+def _migrate_v1(db: sqlite_utils.Database) -> None:
+    db["sessions"].create(
+        {
+            "id": str,
+            "user_id": str,
+            "email": str,
+            "name": str,
+            "created_at": float,
+            "last_seen_at": float,
+            "ip": str,
+            "user_agent": str,
+            "access_jti": str,
+            "access_exp": float,
+            "refresh_jti": str,
+            "refresh_exp": float,
+            "refresh_count": int,
+            "source": str,
+        },
+        pk="id",
+        not_null={"user_id", "created_at", "last_seen_at", "refresh_count"},
+        defaults={"refresh_count": 0},
+    )
+    # Live sessions ordered by access expiry (WHERE refresh_exp > ? ORDER BY access_exp, ...).
+    db["sessions"].create_index(["access_exp", "refresh_exp"], index_name="sessions_by_access_exp")
+    db["sessions"].create_index(["refresh_exp"], index_name="sessions_by_refresh_exp")
+    db["sessions"].create_index(["user_id"], index_name="sessions_by_user")
+    db["sessions"].create_index(["email"], index_name="sessions_by_email")
+    db["sessions"].create_index(["last_seen_at"], index_name="sessions_by_last_seen")
+    db["sessions"].create_index(["created_at"], index_name="sessions_by_created")
+    db["audit"].create(
+        {
+            "id": int,
+            "at": float,
+            "actor": str,
+            "action": str,
+            "session_id": str,
+            "user_id": str,
+            "email": str,
+            "reason": str,
+            "revoked": str,
+            "outcome": str,
+        },
+        pk="id",
+        not_null={"at", "actor", "action", "outcome"},
+    )
+    db["audit"].create_index(["session_id"], index_name="audit_by_session")
+    db["audit"].create_index(["at"], index_name="audit_by_at")
+
+
+def trigram_search_available(conn: sqlite3.Connection) -> bool:
+    """True when this SQLite has FTS5 with the trigram tokenizer (3.34 and later)."""
+    try:
+        conn.execute("CREATE VIRTUAL TABLE temp.trigram_probe USING fts5(x, tokenize='trigram')")
+        conn.execute("DROP TABLE temp.trigram_probe")
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _migrate_v2(db: sqlite_utils.Database) -> None:
+    """Indexes for the monitor at a million sessions.
+
+    Every sort of the live list (``WHERE refresh_exp > ? ORDER BY <col>``) reads one index only:
+    the single-column indexes on last_seen_at, created_at and email become (col, refresh_exp)
+    (same names, so each write still updates one index for them). The filter gets an FTS5 trigram
+    index of email, name, id and ip (external content, kept current by triggers that fire on
+    insert and delete only: touch and silent refresh do not update it). Without FTS5 trigram
+    support the filter falls back to ``LIKE`` over the table.
+    """
+    conn = db.conn
+    for name, column in (
+        ("sessions_by_last_seen", "last_seen_at"),
+        ("sessions_by_created", "created_at"),
+        ("sessions_by_email", "email"),
+    ):
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+        conn.execute(f"CREATE INDEX {name} ON sessions ({column}, refresh_exp)")
+    if not trigram_search_available(conn):
+        return
+    cols = ", ".join(SEARCH_COLUMNS)
+    new = ", ".join(f"new.{c}" for c in SEARCH_COLUMNS)
+    old = ", ".join(f"old.{c}" for c in SEARCH_COLUMNS)
+    t = SEARCH_TABLE
+    conn.execute(
+        f"CREATE VIRTUAL TABLE {t} USING fts5({cols}, content='sessions', "
+        "content_rowid='rowid', tokenize='trigram', detail=full)"
+    )
+    conn.execute(f"INSERT INTO {t}({t}) VALUES ('rebuild')")
+    conn.execute(
+        f"CREATE TRIGGER {t}_insert AFTER INSERT ON sessions BEGIN "
+        f"INSERT INTO {t}(rowid, {cols}) VALUES (new.rowid, {new}); END"
+    )
+    conn.execute(
+        f"CREATE TRIGGER {t}_delete AFTER DELETE ON sessions BEGIN "
+        f"INSERT INTO {t}({t}, rowid, {cols}) VALUES ('delete', old.rowid, {old}); END"
+    )
+    conn.execute(
+        f"CREATE TRIGGER {t}_update AFTER UPDATE OF {cols} ON sessions BEGIN "
+        f"INSERT INTO {t}({t}, rowid, {cols}) VALUES ('delete', old.rowid, {old}); "
+        f"INSERT INTO {t}(rowid, {cols}) VALUES (new.rowid, {new}); END"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_v1, _migrate_v2]
+
+
+def translate(exc: sqlite3.Error, path: Path) -> DatabaseError:
+    msg = str(exc)
+    if "locked" in msg or "busy" in msg:
+        return DatabaseLocked(f"database {path} is locked by another process (gave up waiting)")
+    if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+        return DatabaseError(f"database {path} is corrupt or not a SQLite file ({msg})")
+    if "unable to open" in msg:
+        return DatabaseError(f"cannot open database {path} ({msg})")
+    if "readonly" in msg:
+        return DatabaseError(f"database {path} is read-only ({msg})")
+    return DatabaseError(f"database {path}: {msg}")
