@@ -1,14 +1,10 @@
 """The monitor's App: builds the main screen, runs the poll loop and the force-logout workers.
 
-Messages: ``PollDone`` (a snapshot from the poll worker), ``LogoutDone`` (the result of a
-force-logout worker), ``DetailLoaded``, ``UserSessionsFound`` (the sessions of a user, for ``L``),
-``BlacklistSearched`` / ``SearchProgress`` (the blacklist filter's walk over the index) and
-``RedisStarted`` (an attempt to start the embedded Redis). Workers run in threads and never
-touch widgets; they post messages back. Every worker catches every exception: an expected one
-(``SessionmonError``) becomes a notification or the banner, a bug is logged with its traceback
-(``failures.report_failure``) and shown as one line; no traceback ever reaches the screen. The
-next poll is scheduled only when the last one has finished, so polls never overlap, whatever the
-interval.
+Workers run in threads and never touch widgets; they post the messages of ``tui.messages``
+back. Every worker catches every exception: an expected one (``SessionmonError``) becomes a
+notification or the banner, a bug is logged with its traceback (``failures.report_failure``) and
+shown as one line; no traceback ever reaches the screen. The next poll is scheduled only when the
+last one has finished, so polls never overlap, whatever the interval.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ from collections.abc import Iterable
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import get_current_worker
@@ -42,95 +37,30 @@ from sessionmon.tui.backend import MonitorBackend
 from sessionmon.tui.failures import log, report_failure
 from sessionmon.tui.format import plural
 from sessionmon.tui.frame import FrameClock
+from sessionmon.tui.messages import (
+    BlacklistSearched,
+    DetailLoaded,
+    LogoutDone,
+    Notice,
+    PollDone,
+    RedisStarted,
+    RowsRead,
+    SearchProgress,
+    UserSessionsFound,
+)
 from sessionmon.tui.model import SessionList
 from sessionmon.tui.poller import Poller, PollRequest, RedisStatus, Snapshot
 from sessionmon.tui.screens.confirm import LogoutKind, LogoutTarget
 from sessionmon.tui.screens.main import MainScreen, without_address
 from sessionmon.tui.widgets.blacklist_table import WINDOW
 from sessionmon.tui.widgets.detail_pane import SessionDetail
+from sessionmon.tui.widgets.sessions_table import PREFETCH
 from sessionmon.tui.widgets.status_bar import StatusInfo
 
 MIN_INTERVAL = 0.2
 # A blacklist search is repeated after polls, but at most this share of the time is spent on it
 # (a search over a million keys takes seconds: then it runs every few tens of seconds).
 SEARCH_DUTY = 0.2
-
-
-class PollDone(Message):
-    """A poll finished."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        super().__init__()
-        self.snapshot = snapshot
-
-
-class LogoutDone(Message):
-    """A force-logout finished (``result``) or failed (``error``)."""
-
-    def __init__(
-        self, target: LogoutTarget, result: LogoutResult | None, error: str | None
-    ) -> None:
-        super().__init__()
-        self.target = target
-        self.result = result
-        self.error = error
-
-
-class UserSessionsFound(Message):
-    """The sessions of the user an ``L`` key press was about (``error``: they could not be read)."""
-
-    def __init__(self, session: Session, ids: tuple[str, ...], error: str | None) -> None:
-        super().__init__()
-        self.session = session
-        self.ids = ids
-        self.error = error
-
-
-class Notice(Message):
-    """A notification from a worker thread (``notify`` is for the UI thread)."""
-
-    def __init__(self, text: str, title: str = "", severity: str = "information") -> None:
-        super().__init__()
-        self.text = text
-        self.title = title
-        self.severity = severity
-
-
-class RedisStarted(Message):
-    """An attempt to start the embedded Redis finished (``error`` None: it answers)."""
-
-    def __init__(self, error: str | None) -> None:
-        super().__init__()
-        self.error = error
-
-
-class DetailLoaded(Message):
-    """The detail of session ``session_id`` (under the cursor when it was asked for) was read."""
-
-    def __init__(self, session_id: str, detail: SessionDetail | None, message: str = "") -> None:
-        super().__init__()
-        self.session_id = session_id
-        self.detail = detail
-        self.message = message
-
-
-class BlacklistSearched(Message):
-    """A search of the blacklist for the filter text finished (or failed: ``result.error``)."""
-
-    def __init__(self, result: SearchResult) -> None:
-        super().__init__()
-        self.result = result
-
-
-class SearchProgress(Message):
-    """A long blacklist search has read ``scanned`` of ``total`` keys and found ``found``."""
-
-    def __init__(self, text: str, scanned: int, total: int, found: int) -> None:
-        super().__init__()
-        self.text = text
-        self.scanned = scanned
-        self.total = total
-        self.found = found
 
 
 def short_location(db: DatabaseUrl) -> str:
@@ -212,6 +142,9 @@ class SessionmonApp(App[int]):
         self._next_poll: Timer | None = None
         self._ticker: Timer | None = None
         self._main = MainScreen()
+        self._row_reader: ReadModel | None = None
+        self._rows_reading = False
+        self._rows_pending: tuple[list[int], int] | None = None
 
     # -- screens ----------------------------------------------------------------------------
 
@@ -248,6 +181,7 @@ class SessionmonApp(App[int]):
                 loop.remove_signal_handler(sig)
         self._signals.clear()
         self.poller.close()
+        self._close_row_reader()
 
     def _tick(self) -> None:
         if self.main_ready:
@@ -258,9 +192,46 @@ class SessionmonApp(App[int]):
         """False while the main screen is being built or torn down."""
         return self._main.ready
 
-    def open_reader(self) -> ReadModel:
-        """A read model for the sessions view (its own connection, so it never waits on polls)."""
-        return open_reader(self.db, busy_timeout=0.2)
+    # -- rows for the sessions view (read off the UI thread) ----------------------------------
+
+    def request_rows(self, keys: list[int], generation: int) -> None:
+        """Read these rows in a worker (one read at a time; asks made meanwhile are merged)."""
+        if self._rows_reading:
+            pending = self._rows_pending
+            merged = list(dict.fromkeys([*(pending[0] if pending else []), *keys]))
+            self._rows_pending = (merged, generation)
+            return
+        self._rows_reading = True
+        self._read_rows(keys, generation)
+
+    @work(thread=True, group="rows", exit_on_error=False)
+    def _read_rows(self, keys: list[int], generation: int) -> None:
+        try:
+            if self._row_reader is None:
+                # Its own connection, so it never waits on a poll's reload.
+                self._row_reader = open_reader(self.db, busy_timeout=0.2)
+            found: dict[int, Session] | None = self._row_reader.rows(keys)
+        except Exception as exc:  # DatabaseError (the poller's banner says why), or a bug
+            if not isinstance(exc, DatabaseError):
+                report_failure("reading rows", exc)
+            self._close_row_reader()
+            found = None
+        self.post_message(RowsRead(keys, found, generation))
+
+    @on(RowsRead)
+    def _rows_read(self, message: RowsRead) -> None:
+        self._rows_reading = False
+        if self.main_ready:
+            self.main.sessions.rows_loaded(message.keys, message.found, message.generation)
+        pending, self._rows_pending = self._rows_pending, None
+        if pending is not None:
+            self.request_rows(*pending)
+
+    def _close_row_reader(self) -> None:
+        reader, self._row_reader = self._row_reader, None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                reader.close()
 
     def sessions_of_user(self, user_id: str) -> list[str]:
         """Ids of every session of ``user_id`` (blocking: call it from a worker)."""
@@ -292,6 +263,8 @@ class SessionmonApp(App[int]):
             blacklist_limit=WINDOW,
             blacklist_descending=self.blacklist_descending,
             redis_now=redis_now,
+            top=self.main.sessions.top,
+            rows=self.main.sessions.page_height + PREFETCH,
         )
 
     @property

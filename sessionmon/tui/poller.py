@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from sessionmon.core.blacklist import Blacklist, BlacklistEntry
 from sessionmon.core.clock import Clock
 from sessionmon.core.errors import DatabaseError, DatabaseMissing, RedisUnavailable
-from sessionmon.core.store import ReadModel, ViewQuery, open_reader
+from sessionmon.core.store import ReadModel, Session, ViewQuery, open_reader
 from sessionmon.core.store.url import DatabaseUrl
 from sessionmon.tui.failures import report_failure
+from sessionmon.tui.model import find_rowid
 
 REDIS_DOWN = "Redis unreachable: blacklist state unknown, force-logout disabled"
 
@@ -38,15 +39,19 @@ class PollRequest:
     blacklist_limit: int = 200
     blacklist_descending: bool = False
     redis_now: bool = False  # try Redis now even if backing off
+    top: int = 0  # the sessions view's first visible row
+    rows: int = 0  # rows to read with a new order: from ``top`` and around the cursor's session
 
 
 @dataclass(frozen=True)
 class SessionsResult:
-    """A new order for the sessions view."""
+    """A new order for the sessions view, with the rows it will draw first."""
 
     query: ViewQuery
     order: array
     live: int
+    rows: dict[int, Session] = field(default_factory=dict)  # by row key
+    rows_read: tuple[int, ...] = ()  # the keys read (those missing from ``rows`` are gone)
 
 
 @dataclass(frozen=True)
@@ -178,13 +183,15 @@ class Poller:
         else:
             order = reader.order(req.query, now)
         self._order = order
+        keys = _window_keys(order, req)
+        rows = reader.rows(keys) if keys else {}
         live = reader.count_live(now) if req.query.text.strip() else len(order)
         self._reload_cost = time.perf_counter() - started
         self._last_reload = time.monotonic()
         self._data_version = version
         self._loaded_query = req.query
         self._live = live
-        return SessionsResult(req.query, order, live)
+        return SessionsResult(req.query, order, live, rows, tuple(keys))
 
     # -- Redis ------------------------------------------------------------------------------
 
@@ -236,3 +243,18 @@ class Poller:
             db_retry_in=db_retry,
             live=self._live,
         )
+
+
+def _window_keys(order: array, req: PollRequest) -> list[int]:
+    """The keys of the rows a new order is drawn with: ``req.rows`` from ``req.top`` and as many
+    from the cursor's session on (where it is in the new order), skipping keys not read yet."""
+    if req.rows <= 0 or not len(order):
+        return []
+    spans = [range(req.top, min(len(order), req.top + req.rows))]
+    anchor = req.query.around
+    if anchor is not None:
+        at = find_rowid(order, anchor)
+        if at >= 0:
+            start = max(0, at - req.rows // 2)
+            spans.append(range(start, min(len(order), start + req.rows)))
+    return list(dict.fromkeys(k for span in spans for i in span if (k := order[i])))

@@ -80,7 +80,7 @@ class MainScreen(Screen[None]):
         with ContentSwitcher(initial="sessions", id="views"):
             yield SessionsTable(
                 app.model,
-                app.open_reader,
+                app.request_rows,
                 app.frame,
                 access_life=app.settings.access_ttl,
                 id="sessions",

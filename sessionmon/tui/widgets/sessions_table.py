@@ -1,25 +1,26 @@
-"""The sessions view: every live session, drawn row by row from an ``array`` of row ids.
+"""The sessions view: every live session, drawn row by row from an ``array`` of row keys.
 
 Countdowns and "ago" times are computed in ``row_cells`` from the expiry timestamps and the clock:
-the 1 Hz tick only repaints the visible lines, it never queries. Rows are read from SQLite by row id
-for the visible window only (a few dozen at a time), through the view's own read-only connection.
-An order that is still being filled shows "loading…" where its row ids are not read yet; the
-reader's thread posts ``OrderFilled`` when it is complete.
+the 1 Hz tick only repaints the visible lines, it never queries. Drawing reads memory only (a
+``RowCache``): each poll brings the rows around the top and the cursor, and a row scrolled to that
+is not in memory is asked for (``request_rows``, read by a worker) and drawn as "loading…" until
+it arrives. An order that is still being filled shows "loading…" where its keys are not read yet;
+the reader's thread posts ``OrderFilled`` when it is complete.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from textual.message import Message
 
 from sessionmon.core.clock import Clock
-from sessionmon.core.errors import DatabaseError
-from sessionmon.core.store import SORTS, Order, ReadModel, Session
+from sessionmon.core.store import Order, Session
 from sessionmon.tui.format import age, ago, countdown, short_agent, short_id
 from sessionmon.tui.model import SessionList
 from sessionmon.tui.poller import SessionsResult
+from sessionmon.tui.rows import GONE, RowCache
 from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
 COLUMNS = (
@@ -37,8 +38,7 @@ COLUMNS = (
 )
 
 STATE_STYLES = {"active": "state--active", "refresh due": "state--due", "expired": "state--expired"}
-_GONE = object()  # a row id whose session was deleted after the order was read
-_PREFETCH = 40
+PREFETCH = 40  # rows read beyond the visible ones
 
 
 class SessionsTable(LineTable):
@@ -81,7 +81,7 @@ class SessionsTable(LineTable):
     def __init__(
         self,
         model: SessionList,
-        open_reader: Callable[[], ReadModel],
+        request_rows: Callable[[list[int], int], None],
         clock: Clock,
         *,
         access_life: float,
@@ -89,9 +89,9 @@ class SessionsTable(LineTable):
     ) -> None:
         super().__init__(id=id)
         self.model = model
-        self._open_reader = open_reader
-        self._reader: ReadModel | None = None
-        self._cache: dict[int, object] = {}
+        self._request_rows = request_rows  # (keys, generation): read them off the UI thread
+        self.rows = RowCache()
+        self._requested: set[int] = set()  # asked for in this generation, not arrived yet
         self._read_failed = False
         self.clock = clock
         self.access_life = access_life
@@ -120,7 +120,9 @@ class SessionsTable(LineTable):
         before = self.model.cursor_rowid
         old_cursor, old_top = self.model.cursor, self.top
         self.model.set_order(result.order)
-        self._cache.clear()
+        generation = self.rows.new_generation()
+        self.rows.put(result.rows_read, result.rows, generation)
+        self._requested.clear()
         self._read_failed = False
         self.update_size()
         self.keep_cursor_on_screen_row(old_cursor, old_top)
@@ -150,55 +152,50 @@ class SessionsTable(LineTable):
         else:
             self.refresh()
 
-    def forget_rows(self) -> None:
-        """Drop cached rows (they are read again when drawn)."""
-        self._cache.clear()
-        self._read_failed = False
+    def rows_loaded(
+        self, keys: Sequence[int], found: Mapping[int, Session] | None, generation: int
+    ) -> None:
+        """Rows a worker read for ``request_rows`` (``found`` None: the read failed)."""
+        self._requested.difference_update(keys)
+        if found is None:
+            self._read_failed = True  # the poller reports why; asked again after the next reload
+            return
+        self.rows.put(keys, found, generation)
         self.refresh()
 
-    def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
-    def _fetch(self, indexes: range) -> None:
+    def _want(self, index: int) -> None:
+        """Ask for the rows to draw around ``index``: the visible rows and a few more; or, for
+        a row elsewhere (the cursor's, before the view has scrolled to it), that row and the
+        ones after it: never the rows between (at 1M they can be hundreds of thousands)."""
+        if self._read_failed:
+            return
         order = self.model.order
         size = len(order)
-        wanted = [r for i in indexes if 0 <= i < size and (r := order[i]) and r not in self._cache]
-        if not wanted or self._read_failed:
-            return
-        try:
-            if self._reader is None:
-                self._reader = self._open_reader()
-            found = self._reader.rows(wanted)
-        except DatabaseError:
-            self._read_failed = True  # the poller reports it; retried after the next reload
-            self.close()
-            return
-        if len(self._cache) > 4 * (self.page_height + _PREFETCH) + 1000:
-            self._cache.clear()
-        for rowid in wanted:
-            self._cache[rowid] = found.get(rowid, _GONE)
+        top, span = self.top, self.page_height + PREFETCH
+        start = top if top <= index < top + span else index
+        wanted = [
+            key
+            for i in range(start, min(size, start + span))
+            if (key := order[i]) and not self.rows.fresh(key) and key not in self._requested
+        ]
+        if wanted:
+            self._requested.update(wanted)
+            self._request_rows(wanted, self.rows.generation)
 
     def session_at(self, index: int) -> Session | None:
-        """The session on row ``index`` (read with its neighbours when not cached)."""
-        rowid = self.model.rowid_at(index)
-        if rowid is None:
+        """The session on row ``index`` from memory (a row read for an earlier order is shown
+        while it is read again); None while it has not been read."""
+        key = self.model.rowid_at(index)
+        if key is None:
             return None
-        row = self._cache.get(rowid)
-        if row is None:
-            # The visible rows and a few more; or, for a row elsewhere (the cursor's, before the
-            # view has scrolled to it), that row and the ones after it: never the rows between
-            # (at 1M they can be hundreds of thousands).
-            top, span = self.top, self.page_height + _PREFETCH
-            start = top if top <= index < top + span else index
-            self._fetch(range(start, start + span))
-            row = self._cache.get(rowid)
+        if not self.rows.fresh(key):
+            self._want(index)
+        row = self.rows.get(key)
         return row if isinstance(row, Session) else None
 
     def is_gone(self, index: int) -> bool:
-        rowid = self.model.rowid_at(index)
-        return rowid is not None and self._cache.get(rowid) is _GONE
+        key = self.model.rowid_at(index)
+        return key is not None and self.rows.get(key) is GONE
 
     @property
     def selected(self) -> Session | None:
@@ -241,7 +238,3 @@ class SessionsTable(LineTable):
         if q.text.strip():
             parts.append(f'filter "{q.text.strip()}"')
         return " · ".join(parts)
-
-
-def sort_label(sort: str) -> str:
-    return SORTS[sort].label
