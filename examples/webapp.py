@@ -130,7 +130,7 @@ def create_app(
                 "session_id": user.session_id,
                 "revoked": len(result.revoked),
                 "deleted": result.deleted,
-                "outcome": result.outcome,
+                "outcome": result.outcome.value,
             }
         response = JSONResponse(payload)
         for header in cookies.logout_headers():

@@ -525,32 +525,20 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
     from sessionmon.core.config import parse_duration
+    from sessionmon.core.purge import purge_expired
 
     older = parse_duration(args.older_than)
     store = _open_store(settings)
     try:
         before = time.time() - older
         if args.dry_run:
-            count = store.count_sessions(include_expired=True) - store.count_sessions(now=before)
+            count = purge_expired(store, before, settings.actor, dry_run=True)
             if args.json:
                 _json({"would_delete": count})
             else:
                 _out(f"would delete {count} expired session{'s' if count != 1 else ''}")
             return EXIT_OK
-        deleted = store.purge_expired(before)
-        if deleted:
-            cutoff = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before))
-            store.write_audit(
-                [
-                    {
-                        "at": time.time(),
-                        "actor": settings.actor,
-                        "action": "purge",
-                        "reason": f"refresh expired before {cutoff}",
-                        "outcome": f"ok: {deleted} deleted",
-                    }
-                ]
-            )
+        deleted = purge_expired(store, before, settings.actor)
     finally:
         store.close()
     if args.json:

@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from sessionmon.core.blacklist import (
@@ -25,7 +26,7 @@ from sessionmon.core.blacklist import (
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import DatabaseError, RedisUnavailable
 from sessionmon.core.revocation_cache import RevocationCheck
-from sessionmon.core.store import Session, SessionStore
+from sessionmon.core.store import AuditRow, Session, SessionStore
 from sessionmon.core.tokens import (
     ACCESS,
     REFRESH,
@@ -84,13 +85,19 @@ class AuthResult:
         return cls(reason=exc.reason, detail=exc.detail, claims=exc.claims)
 
 
+class LogoutOutcome(Enum):
+    """How a (force-)logout ended; the value is what ``--json`` and the audit log say."""
+
+    OK = "ok"
+    NOT_FOUND = "not_found"  # nothing to do: no such session (or user)
+    PARTIAL = "partial"  # some of the sessions asked for did not exist; the rest are done
+    REDIS_UNAVAILABLE = "failed: redis unavailable"  # nothing revoked, nothing deleted
+    REVOKED_NOT_DELETED = "revoked_not_deleted"  # tokens blacklisted, rows not deleted
+
+
 @dataclass
 class LogoutResult:
-    """What one (force-)logout did, session by session.
-
-    ``outcome`` is ``ok``, ``not_found`` (nothing to do), or ``revoked_not_deleted: ...`` when the
-    tokens were blacklisted but the session row could not be deleted.
-    """
+    """What one (force-)logout did, session by session (``error`` says why it is not done)."""
 
     action: str
     requested: list[str]
@@ -98,7 +105,7 @@ class LogoutResult:
     missing: list[str] = field(default_factory=list)
     revoked: dict[str, int] = field(default_factory=dict)  # key -> TTL read back
     deleted: int = 0
-    outcome: str = "ok"
+    outcome: LogoutOutcome = LogoutOutcome.OK
     error: str | None = None
 
     @property
@@ -113,7 +120,7 @@ class LogoutResult:
             "missing": self.missing,
             "revoked": [{"key": k, "ttl": t} for k, t in self.revoked.items()],
             "deleted": self.deleted,
-            "outcome": self.outcome,
+            "outcome": self.outcome.value,
             "error": self.error,
         }
 
@@ -315,17 +322,18 @@ class Auth:
         if not sessions:
             result.requested = [user]
             result.missing = [user]
-            result.outcome = "not_found"
+            result.outcome = LogoutOutcome.NOT_FOUND
             self._audit_safely(
                 [
-                    {
-                        "action": "force_logout_user",
-                        "actor": actor,
-                        "reason": reason,
-                        "user_id": user,
-                        "email": user.strip().lower() if "@" in user else None,
-                        "outcome": "not_found",
-                    }
+                    AuditRow(
+                        at=self.clock.now(),
+                        action="force_logout_user",
+                        actor=actor,
+                        reason=reason,
+                        user_id=user,
+                        email=user.strip().lower() if "@" in user else None,
+                        outcome=LogoutOutcome.NOT_FOUND.value,
+                    )
                 ]
             )
         return result
@@ -348,7 +356,7 @@ class Auth:
         result.missing = [sid for sid in session_ids if sid not in by_id]
         if not sessions and not extra:
             if session_ids:
-                result.outcome = "not_found"
+                result.outcome = LogoutOutcome.NOT_FOUND
                 self._audit_not_found(session_ids, action, actor, reason)
             return result
 
@@ -386,70 +394,71 @@ class Auth:
         try:
             result.revoked = self.blacklist.revoke(requests, reason=reason, actor=actor)
         except RedisUnavailable as exc:
-            result.outcome = "failed: redis unavailable"
+            result.outcome = LogoutOutcome.REDIS_UNAVAILABLE
             result.error = f"nothing was revoked or deleted: {exc}"
             self._audit_safely(
                 [
-                    {
-                        "action": action,
-                        "actor": actor,
-                        "reason": reason,
-                        "session_id": s.id,
-                        "user_id": s.user_id,
-                        "email": s.email,
-                        "outcome": result.outcome,
-                    }
+                    AuditRow(
+                        at=now,
+                        action=action,
+                        actor=actor,
+                        reason=reason,
+                        session_id=s.id,
+                        user_id=s.user_id,
+                        email=s.email,
+                        outcome=result.outcome.value,
+                    )
                     for s in sessions
                 ]
             )
             raise RedisUnavailable(result.error) from None
 
         audit_rows = [
-            {
-                "at": now,
-                "action": action,
-                "actor": actor,
-                "reason": reason,
-                "session_id": s.id,
-                "user_id": s.user_id,
-                "email": s.email,
-                "revoked": [k for k in keys_by_session.get(s.id, []) if k in result.revoked],
-                "outcome": "ok",
-            }
+            AuditRow(
+                at=now,
+                action=action,
+                actor=actor,
+                reason=reason,
+                session_id=s.id,
+                user_id=s.user_id,
+                email=s.email,
+                revoked=[k for k in keys_by_session.get(s.id, []) if k in result.revoked],
+            )
             for s in sessions
         ]
         try:
             result.deleted = self.store.delete_sessions_with_audit(result.found, audit_rows)
         except DatabaseError as exc:
-            result.outcome = f"revoked_not_deleted: {exc}"
+            result.outcome = LogoutOutcome.REVOKED_NOT_DELETED
             result.error = f"tokens are revoked but the session rows were not deleted: {exc}"
             return result
         if result.missing:
             self._audit_not_found(result.missing, action, actor, reason)
-            result.outcome = "partial: some sessions not found" if result.found else "not_found"
+            result.outcome = LogoutOutcome.PARTIAL if result.found else LogoutOutcome.NOT_FOUND
         return result
 
     def _audit_not_found(
         self, session_ids: Sequence[str], action: str, actor: str, reason: str | None
     ) -> None:
+        now = self.clock.now()
         self._audit_safely(
             [
-                {
-                    "action": action,
-                    "actor": actor,
-                    "reason": reason,
-                    "session_id": sid,
-                    "outcome": "not_found",
-                }
+                AuditRow(
+                    at=now,
+                    action=action,
+                    actor=actor,
+                    reason=reason,
+                    session_id=sid,
+                    outcome=LogoutOutcome.NOT_FOUND.value,
+                )
                 for sid in session_ids
             ]
         )
 
-    def _audit_safely(self, rows: list[dict[str, Any]]) -> None:
-        now = self.clock.now()
+    def _audit_safely(self, rows: list[AuditRow]) -> None:
         # The audit of a failure must not hide the failure itself.
         with contextlib.suppress(DatabaseError):
-            self.store.write_audit([{"at": now, **r} for r in rows])
+            self.store.write_audit(rows)
 
 
 def _user(c: Claims) -> User:

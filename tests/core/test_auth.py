@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from sessionmon.core.auth import Auth, LogoutResult
+from sessionmon.core.auth import Auth, LogoutOutcome, LogoutResult
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.store import SqliteStore
@@ -174,7 +174,7 @@ def test_logout_revokes_and_deletes(auth: Auth, store: SqliteStore, blacklist: B
     session, access, refresh = auth.login("u1", "ann@example.com", "Ann")
     current = auth.codec.verify(access, ACCESS)
     result = auth.logout(session.id, tokens=[current])
-    assert result.ok and result.deleted == 1 and result.outcome == "ok"
+    assert result.ok and result.deleted == 1 and result.outcome is LogoutOutcome.OK
     assert set(result.revoked) == session_keys(
         blacklist,
         session.id,
@@ -221,7 +221,7 @@ def test_force_logout(
     keep, keep_access, _ = auth.login("u2", "bob@example.com", "Bob")
     result = auth.force_logout(session.id, actor="ops", reason="incident 7")
     assert isinstance(result, LogoutResult)
-    assert result.ok and result.outcome == "ok" and result.error is None
+    assert result.ok and result.outcome is LogoutOutcome.OK and result.error is None
     assert (result.action, result.requested, result.found, result.missing, result.deleted) == (
         "force_logout",
         [session.id],
@@ -261,10 +261,10 @@ def test_force_logout_is_idempotent(auth: Auth, store: SqliteStore) -> None:
     session, _, _ = auth.login("u1", "ann@example.com", "Ann")
     assert auth.force_logout(session.id, actor="ops").deleted == 1
     again = auth.force_logout(session.id, actor="ops", reason="twice")
-    assert again.outcome == "not_found" and again.ok and again.deleted == 0
+    assert again.outcome is LogoutOutcome.NOT_FOUND and again.ok and again.deleted == 0
     assert again.missing == [session.id] and again.revoked == {}
     never = auth.force_logout("no-such-session", actor="ops")
-    assert never.outcome == "not_found" and never.missing == ["no-such-session"]
+    assert never.outcome is LogoutOutcome.NOT_FOUND and never.missing == ["no-such-session"]
     rows = store.audit()
     assert [(r.session_id, r.outcome) for r in rows[:2]] == [
         ("no-such-session", "not_found"),
@@ -307,7 +307,7 @@ def test_force_logout_user(auth: Auth, store: SqliteStore, blacklist: Blacklist,
 
 def test_force_logout_user_unknown(auth: Auth, store: SqliteStore) -> None:
     result = auth.force_logout_user("nobody@example.com", actor="ops")
-    assert result.outcome == "not_found" and result.missing == ["nobody@example.com"]
+    assert result.outcome is LogoutOutcome.NOT_FOUND and result.missing == ["nobody@example.com"]
     assert result.deleted == 0 and result.revoked == {}
     [row] = store.audit()
     assert (row.action, row.user_id, row.outcome) == (
@@ -322,7 +322,7 @@ def test_force_logout_many(auth: Auth, store: SqliteStore, blacklist: Blacklist)
     ids = [s.id for s, _, _ in sessions[:3]]
     result = auth.force_logout_many([*ids, "ghost"], actor="ops", reason="cleanup")
     assert result.found == ids and result.missing == ["ghost"] and result.deleted == 3
-    assert result.outcome == "partial: some sessions not found"
+    assert result.outcome is LogoutOutcome.PARTIAL
     assert len(result.revoked) == 9
     for _, access, _ in sessions[:3]:
         assert auth.authenticate(access).reason is Reason.REVOKED
@@ -330,7 +330,7 @@ def test_force_logout_many(auth: Auth, store: SqliteStore, blacklist: Blacklist)
     outcomes = sorted((r.session_id, r.outcome) for r in store.audit())
     assert outcomes == sorted([*((i, "ok") for i in ids), ("ghost", "not_found")])
     none = auth.force_logout_many([], actor="ops")
-    assert none.outcome == "ok" and none.deleted == 0 and none.revoked == {}
+    assert none.outcome is LogoutOutcome.OK and none.deleted == 0 and none.revoked == {}
 
 
 def test_codec_and_auth_share_the_clock(auth: Auth, codec: TokenCodec, clock: FrozenClock) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from sessionmon.core.auth import Auth
+from sessionmon.core.auth import Auth, LogoutOutcome
 from sessionmon.core.blacklist import Blacklist, RevokeRequest, connect
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import DatabaseError, DatabaseLocked, RedisUnavailable
@@ -172,7 +172,7 @@ def test_force_logout_when_sqlite_fails_after_the_blacklist(
     locker = hold_write_lock(db_path)  # the session can be read, not deleted
     try:
         result = auth.force_logout(session.id, actor="ops", reason="incident")
-        assert result.outcome.startswith("revoked_not_deleted")
+        assert result.outcome is LogoutOutcome.REVOKED_NOT_DELETED
         assert not result.ok and result.error and "not deleted" in result.error
         assert result.deleted == 0
         assert set(result.revoked) == {
