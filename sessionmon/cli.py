@@ -288,10 +288,17 @@ def _flush_out(line: str) -> None:
     sys.stdout.flush()
 
 
-def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
+def _open_store(settings: Settings, *, write: bool = False):  # type: ignore[no-untyped-def]
+    """The store of an existing database: a missing file is never created here; an empty
+    (0-byte) file is initialised only by a command that writes, readers refuse it."""
     from sessionmon.core.store import Store
 
-    return Store(settings.db, create=False)
+    return Store(settings.db, create=_may_initialise(settings, write))
+
+
+def _may_initialise(settings: Settings, write: bool) -> bool:
+    # ``create`` lets Store initialise an empty file; a missing one stays "not found".
+    return write and settings.db.exists()
 
 
 def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
@@ -336,7 +343,7 @@ def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
 
     if bool(args.session_ids) == bool(args.user):
         raise CliError("give SESSION_ID... or --user EMAIL (one of the two)")
-    with open_runtime(settings, create_db=False) as rt:
+    with open_runtime(settings, create_db=_may_initialise(settings, True)) as rt:
         auth = rt.auth
         if args.user:
             result = auth.force_logout_user(args.user, settings.actor, args.reason)
@@ -500,7 +507,7 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     from sessionmon.core.config import parse_duration
 
     older = parse_duration(args.older_than)
-    store = _open_store(settings)
+    store = _open_store(settings, write=not args.dry_run)
     try:
         before = time.time() - older
         if args.dry_run:

@@ -19,6 +19,7 @@ import sqlite_utils
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import DatabaseError, DatabaseLocked, DatabaseMissing
+from sessionmon.core.sqlite_check import check_sqlite_file
 
 SCHEMA_VERSION = 2
 
@@ -326,6 +327,7 @@ class Store:
                 raise DatabaseError(f"cannot create {self.path.parent}: {exc.strerror}") from None
         elif self.path.is_dir():
             raise DatabaseError(f"database path {self.path} is a directory")
+        check_sqlite_file(self.path, may_initialise=create and not readonly)
         try:
             if readonly:
                 uri = f"file:{self.path}?mode=ro"

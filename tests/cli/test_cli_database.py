@@ -1,0 +1,121 @@
+"""The console script and the database file: empty, damaged, missing (mistyped or first run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sessionmon.core.store import Session, Store
+from tests.cli.test_cli import assert_clean_error
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+EMBEDDED = {"SESSIONMON_REDIS_URL": ""}  # the embedded default, which lives beside the database
+PAGE = 4096
+
+
+def schema_of(path: Path) -> set[str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+
+
+# -- a 0-byte file ----------------------------------------------------------------------------
+
+
+def test_readers_refuse_an_empty_file_and_leave_it_empty(run_cli: Run, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    os.utime(empty, (time.time() - 60, time.time() - 60))  # touched a minute ago
+    for args in (("ls",), ("ls", "--all"), ("audit",), ("purge", "--dry-run")):
+        proc = run_cli(*args, "--db", str(empty))
+        assert_clean_error(proc, 2, "empty file, not a sessionmon database")
+        assert empty.stat().st_size == 0, args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]  # no -wal, no -shm
+
+
+def test_a_writer_may_initialise_an_empty_file(run_cli: Run, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    proc = run_cli("purge", "--db", str(empty), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"deleted": 0}
+    assert {"sessions", "audit"} <= schema_of(empty)
+    assert run_cli("ls", "--db", str(empty)).returncode == 1  # now a real, empty database
+
+
+# -- a damaged file ---------------------------------------------------------------------------
+
+
+def damaged_database(path: Path, n: int = 3000) -> None:
+    """A real sessionmon database of ``n`` live sessions and one audit row, with garbage over
+    the middle fifth of the file: the first rows, the newest audit rows and the expiry index
+    still read fine, so only a check of the whole file finds it."""
+    now = time.time()
+    sessions = [
+        Session(
+            f"s{i:06d}",
+            f"u{i:06d}",
+            f"u{i:06d}@example.com",
+            f"User {i}",
+            now - 100 + i / 1000,
+            now - 50 + i / 1000,
+            "192.0.2.1",
+            "agent " + "x" * 200,
+            f"a{i}",
+            now + 600 + i,
+            f"r{i}",
+            now + 3600 + i,
+            0,
+            "test",
+        )
+        for i in range(n)
+    ]
+    with Store(path) as store:
+        with store.transaction() as conn:
+            conn.executemany(
+                f"INSERT INTO sessions VALUES ({', '.join('?' * 14)})",
+                [tuple(s.to_dict().values()) for s in sessions],
+            )
+        store.write_audit([{"at": now, "actor": "t", "action": "logout", "outcome": "ok"}])
+        store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    pages = len(data) // PAGE
+    start, end = int(pages * 0.4), int(pages * 0.6)
+    data[start * PAGE : end * PAGE] = b"\xde\xad\xbe\xef" * ((end - start) * PAGE // 4)
+    path.write_bytes(bytes(data))
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok"
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("damaged") / "damaged.db"
+    damaged_database(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("ls", "--limit", "3"), ("audit",), ("purge",), ("logout", "s000000")],
+    ids=["ls", "audit", "purge", "logout"],
+)
+def test_a_damaged_database_is_refused(
+    run_cli: Run, tmp_path: Path, damaged: Path, args: tuple[str, ...]
+) -> None:
+    db = tmp_path / "copy.db"
+    shutil.copyfile(damaged, db)
+    proc = run_cli(*args, "--db", str(db))
+    assert_clean_error(proc, 2, f"database {db} is corrupt (quick_check: ")
