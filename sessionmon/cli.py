@@ -361,7 +361,8 @@ def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
     if result.error:
         sys.stderr.write(f"sessionmon: {result.error}\n")
         return EXIT_USAGE
-    return EXIT_OK if result.found else EXIT_NO_MATCH
+    # A partial result (some sessions not found) is not a success: a script must notice.
+    return EXIT_OK if result.found and not result.missing else EXIT_NO_MATCH
 
 
 @contextlib.contextmanager
