@@ -1,8 +1,9 @@
 """The command line: parses, calls the core, maps errors to exit codes.
 
 Exit codes: 0 ok / token valid; 1 token rejected or nothing matched; 2 usage or configuration error
-(missing secret, unreadable or corrupt DB); 3 Redis unreachable. Errors are one line on stderr;
-``--debug`` shows the traceback.
+(missing secret; missing, empty, unreadable or corrupt DB); 3 Redis unreachable. Errors are one
+line on stderr (``--debug`` shows the traceback); with ``--json`` also one JSON object with
+``error`` on stdout.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from typing import TYPE_CHECKING, Any
 from sessionmon import __version__
 from sessionmon.core.config import Settings, format_duration, load_settings
 from sessionmon.core.errors import (
-    ConfigError,
-    DatabaseError,
     DatabaseMissing,
     RedisUnavailable,
     SessionmonError,
@@ -589,10 +588,11 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace, Settings], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    debug = bool(getattr(args, "debug", False)) or os.environ.get("SESSIONMON_DEBUG") == "1"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args: argparse.Namespace | None = None
+    debug = "--debug" in argv or os.environ.get("SESSIONMON_DEBUG") == "1"
     try:
+        args = build_parser().parse_args(argv)
         settings = settings_from_args(args)
         return COMMANDS[args.command](args, settings)
     except KeyboardInterrupt:
@@ -602,22 +602,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except RedisUnavailable as exc:
-        return _fail(exc, EXIT_REDIS, debug)
-    except (ConfigError, DatabaseError, CliError) as exc:
-        return _fail(exc, EXIT_USAGE, debug)
-    except SessionmonError as exc:
-        return _fail(exc, EXIT_USAGE, debug)
-    except Exception as exc:  # a bug: still one line, unless --debug
-        return _fail(exc, EXIT_NO_MATCH, debug, prefix="internal error: ")
+    except Exception as exc:
+        # ``--json`` as parsed, or as typed when parsing itself failed.
+        as_json = bool(getattr(args, "json", False)) if args is not None else "--json" in argv
+        return _fail(exc, debug=debug, as_json=as_json)
 
 
-def _fail(exc: BaseException, code: int, debug: bool, prefix: str = "") -> int:
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code of a failure: 3 Redis unreachable, 2 usage or configuration (a missing,
+    empty or corrupt database too), 1 for a bug (reported as an internal error)."""
+    if isinstance(exc, RedisUnavailable):
+        return EXIT_REDIS
+    if isinstance(exc, SessionmonError):  # ConfigError, DatabaseError, CliError, ...
+        return EXIT_USAGE
+    return EXIT_NO_MATCH
+
+
+def _fail(exc: BaseException, *, debug: bool, as_json: bool) -> int:
+    """One line on stderr (the traceback with ``--debug``); with ``--json`` also one JSON object
+    on stdout with ``error`` (``logout``: its whole result)."""
+    from sessionmon.core.auth import LogoutFailed
+
+    code = exit_code_for(exc)
+    internal = not isinstance(exc, SessionmonError)
     if debug:
         traceback.print_exception(exc)
-    msg = str(exc) or type(exc).__name__
-    sys.stderr.write(f"sessionmon: {prefix}{msg}\n")
-    if not debug and prefix:
+    msg = ("internal error: " if internal else "") + (str(exc) or type(exc).__name__)
+    msg = " ".join(msg.split())  # one line, whatever the exception said
+    if as_json:
+        base = exc.result.to_dict() if isinstance(exc, LogoutFailed) else {}
+        with contextlib.suppress(BrokenPipeError):
+            _json({**base, "error": msg})
+            sys.stdout.flush()
+    sys.stderr.write(f"sessionmon: {msg}\n")
+    if not debug and internal:
         sys.stderr.write("(run with --debug for the traceback)\n")
     return code
 

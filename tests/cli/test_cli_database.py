@@ -36,9 +36,11 @@ def test_readers_refuse_an_empty_file_and_leave_it_empty(run_cli: Run, tmp_path:
     empty = tmp_path / "empty.db"
     empty.write_bytes(b"")
     os.utime(empty, (time.time() - 60, time.time() - 60))  # touched a minute ago
-    for args in (("ls",), ("ls", "--all"), ("audit",), ("purge", "--dry-run")):
+    for args in (("ls",), ("ls", "--all", "--json"), ("audit",), ("purge", "--dry-run")):
         proc = run_cli(*args, "--db", str(empty))
         assert_clean_error(proc, 2, "empty file, not a sessionmon database")
+        if "--json" in args:
+            assert "empty file" in json.loads(proc.stdout)["error"]
         assert empty.stat().st_size == 0, args
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]  # no -wal, no -shm
 
@@ -109,8 +111,8 @@ def damaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     "args",
-    [("ls", "--limit", "3"), ("audit",), ("purge",), ("logout", "s000000")],
-    ids=["ls", "audit", "purge", "logout"],
+    [("ls", "--limit", "3"), ("audit",), ("purge",), ("logout", "s000000"), ("ls", "--json")],
+    ids=["ls", "audit", "purge", "logout", "ls-json"],
 )
 def test_a_damaged_database_is_refused(
     run_cli: Run, tmp_path: Path, damaged: Path, args: tuple[str, ...]
@@ -119,3 +121,5 @@ def test_a_damaged_database_is_refused(
     shutil.copyfile(damaged, db)
     proc = run_cli(*args, "--db", str(db))
     assert_clean_error(proc, 2, f"database {db} is corrupt (quick_check: ")
+    if "--json" in args:
+        assert "is corrupt (quick_check: " in json.loads(proc.stdout)["error"]
