@@ -16,11 +16,13 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sessionmon import __version__
 from sessionmon.core.config import Settings, format_duration, load_settings
 from sessionmon.core.errors import (
+    ConfigError,
     DatabaseMissing,
     RedisUnavailable,
     SessionmonError,
@@ -31,44 +33,105 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
 
-# Flags shared by every command (and accepted before or after the command name).
+
+@dataclass(frozen=True)
+class SettingFlag:
+    """One settings flag: ``--<name with - for _>``, also ``SESSIONMON_<NAME>`` and ``name`` in
+    the config file. ``kind``: ``value`` (takes a value), ``duration`` (a value that may look
+    like an option: ``-5m``), ``switch`` (``--read-only``), ``bool`` (``--[no-]require-typ``)."""
+
+    name: str
+    help: str
+    metavar: str | None = None
+    kind: str = "value"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+# The one definition of the settings flags: every command takes each of them, before or after
+# the command name; settings_from_args reads exactly these.
 SETTING_FLAGS = (
-    ("--db", "PATH", "SQLite database (default: $XDG_DATA_HOME/sessionmon/sessions.db)"),
-    ("--redis-url", "URL", "redis://, rediss:// or unix:// URL (default: the embedded server)"),
-    ("--prefix", "TEXT", "Redis key prefix (default: sessionmon:)"),
-    ("--config", "PATH", "TOML config file (default: $XDG_CONFIG_HOME/sessionmon/config.toml)"),
-    ("--algorithm", "ALG", "JWT algorithm: HS256 (default), RS256, ES256, EdDSA, ..."),
-    ("--access-ttl", "DURATION", "access token life, e.g. 15m (default)"),
-    ("--refresh-ttl", "DURATION", "refresh token life, e.g. 7d (default)"),
-    ("--leeway", "DURATION", "allowed clock skew (default 10s)"),
-    ("--issuer", "TEXT", "iss claim to set and require"),
-    ("--audience", "TEXT", "aud claim to set and require"),
-    ("--actor", "NAME", "who is acting, for the audit table (default: your user name)"),
+    SettingFlag("db", "SQLite database (default: $XDG_DATA_HOME/sessionmon/sessions.db)", "PATH"),
+    SettingFlag(
+        "redis_url", "redis://, rediss:// or unix:// URL (default: the embedded server)", "URL"
+    ),
+    SettingFlag("prefix", "Redis key prefix (default: sessionmon:)", "TEXT"),
+    SettingFlag(
+        "config", "TOML config file (default: $XDG_CONFIG_HOME/sessionmon/config.toml)", "PATH"
+    ),
+    SettingFlag("algorithm", "JWT algorithm: HS256 (default), RS256, ES256, EdDSA, ...", "ALG"),
+    SettingFlag("access_ttl", "access token life, e.g. 15m (default)", "DURATION", "duration"),
+    SettingFlag("refresh_ttl", "refresh token life, e.g. 7d (default)", "DURATION", "duration"),
+    SettingFlag("leeway", "allowed clock skew (default 10s)", "DURATION", "duration"),
+    SettingFlag("issuer", "iss claim to set and require", "TEXT"),
+    SettingFlag("audience", "aud claim to set and require", "TEXT"),
+    SettingFlag(
+        "require_typ",
+        "require the typ claim (default: yes; --no-require-typ accepts untyped tokens)",
+        kind="bool",
+    ),
+    SettingFlag("actor", "who is acting, for the audit table (default: your user name)", "NAME"),
+    SettingFlag(
+        "interval", "monitor poll interval (default 1s, floor 0.2s)", "DURATION", "duration"
+    ),
+    SettingFlag("read_only", "the monitor refuses destructive actions", kind="switch"),
+)
+# Flags whose value may start with "-" (a negative duration gets its own one-line error).
+DURATION_FLAGS = frozenset(
+    [f.flag for f in SETTING_FLAGS if f.kind == "duration"] + ["--older-than"]
 )
 
 
 class CliError(SessionmonError):
-    """A usage error found after parsing (exit code 2)."""
+    """A usage error (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line naming the command's ``--help``, not argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("sessionmon").strip()
+        where = f"{command}: " if command else ""
+        raise CliError(f"{where}{message} (see {self.prog} --help)")
 
 
 def _common_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     group = common.add_argument_group("settings (each also as SESSIONMON_<NAME> env var)")
-    for flag, metavar, help_text in SETTING_FLAGS:
-        group.add_argument(flag, metavar=metavar, help=help_text)
-    group.add_argument(
-        "--require-typ",
-        dest="require_typ",
-        action=argparse.BooleanOptionalAction,
-        help="require the typ claim (default: yes; --no-require-typ accepts untyped tokens)",
-    )
+    for f in SETTING_FLAGS:
+        if f.kind == "bool":
+            group.add_argument(f.flag, action=argparse.BooleanOptionalAction, help=f.help)
+        elif f.kind == "switch":
+            group.add_argument(f.flag, action="store_const", const=True, help=f.help)
+        else:
+            group.add_argument(f.flag, metavar=f.metavar, help=f.help)
     group.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return common
 
 
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--older-than -5m`` -> ``--older-than=-5m``: argparse takes ``-5m`` for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return out + list(argv[i:])
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg in DURATION_FLAGS and len(nxt) > 1 and nxt[0] == "-" and nxt[1].isdigit():
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_parser()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sessionmon",
         parents=[common],
         description="Watch and control JWT login sessions (SQLite sessions, Redis blacklist). "
@@ -155,20 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _monitor_flags(p: argparse.ArgumentParser) -> None:
+    """The monitor's own flags (not settings: --read-only and --interval are settings flags)."""
     p.add_argument("--demo", action="store_true", help="run the traffic generator alongside")
-    p.add_argument(
-        "--read-only",
-        dest="read_only",
-        action="store_true",
-        default=None,
-        help="refuse destructive actions",
-    )
-    p.add_argument(
-        "--interval",
-        metavar="DURATION",
-        default=None,
-        help="poll interval (default 1s, floor 0.2s)",
-    )
     p.add_argument(
         "--force",
         action="store_true",
@@ -178,25 +229,7 @@ def _monitor_flags(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
-    flags = {
-        name: getattr(args, name, None)
-        for name in (
-            "db",
-            "redis_url",
-            "prefix",
-            "config",
-            "algorithm",
-            "access_ttl",
-            "refresh_ttl",
-            "leeway",
-            "issuer",
-            "audience",
-            "actor",
-            "require_typ",
-            "interval",
-            "read_only",
-        )
-    }
+    flags = {f.name: getattr(args, f.name, None) for f in SETTING_FLAGS}
     return load_settings(flags, env)
 
 
@@ -506,7 +539,10 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
 
     from sessionmon.core.config import parse_duration
 
-    older = parse_duration(args.older_than)
+    try:
+        older = parse_duration(args.older_than)
+    except ConfigError as exc:
+        raise CliError(f"--older-than: {exc}") from None
     store = _open_store(settings, write=not args.dry_run)
     try:
         before = time.time() - older
@@ -592,7 +628,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     debug = "--debug" in argv or os.environ.get("SESSIONMON_DEBUG") == "1"
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = build_parser().parse_known_args(_join_negative_values(argv))
+        if unknown:
+            command = f"sessionmon {args.command}" if args.command else "sessionmon"
+            raise CliError(
+                f"{args.command + ': ' if args.command else ''}unrecognized arguments: "
+                f"{' '.join(unknown)} (see {command} --help)"
+            )
         settings = settings_from_args(args)
         return COMMANDS[args.command](args, settings)
     except KeyboardInterrupt:

@@ -41,6 +41,8 @@ def parse_duration(text: str | float | int) -> float:
     s = str(text).strip().lower().replace(" ", "")
     if not s:
         raise ConfigError("empty duration")
+    if s.startswith("-"):
+        raise ConfigError(f"duration must not be negative: {text!r}")
     total, pos = 0.0, 0
     while pos < len(s):
         m = _DURATION_PART.match(s, pos)
