@@ -471,13 +471,18 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write("paste one token, then press Ctrl-D\n")
     token = sys.stdin.read().strip()
     typ = REFRESH if args.refresh else ACCESS
-    from sessionmon.core.config import load_keys
+    from sessionmon.core.config import load_keys, may_create_db
+    from sessionmon.core.store import Store
     from sessionmon.core.tokens import TokenCodec
 
+    if not settings.db.exists() and may_create_db(settings):
+        # The default settings on a fresh machine: create the default database (and so a
+        # place for the embedded Redis and the generated secret), as the monitor does.
+        Store(settings.db).close()
     # Keys first (a missing secret is the first thing to fix); the database only when needed:
-    # an access token is checked against Redis alone.
+    # an access token is checked against Redis alone. Nothing is created beside a missing one.
     codec = TokenCodec(
-        load_keys(settings),
+        load_keys(settings, may_generate=settings.db.exists()),
         leeway=settings.leeway,
         issuer=settings.issuer,
         audience=settings.audience,

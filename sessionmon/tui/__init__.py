@@ -36,13 +36,9 @@ if TYPE_CHECKING:
 def may_create_database(settings: Settings, *, demo: bool = False) -> bool:
     """Whether a missing database file is created: for ``--demo``, and for the default path on
     first run (unless ``--read-only``); never for a path the operator named (a likely typo)."""
-    from sessionmon.core.config import default_db_path
+    from sessionmon.core.config import may_create_db
 
-    if demo:
-        return True
-    if settings.read_only:
-        return False
-    return settings.db.expanduser().resolve() == default_db_path().expanduser().resolve()
+    return demo or may_create_db(settings)
 
 
 @dataclass

@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from sessionmon.core.config import KeyMaterial, Settings
+from sessionmon.core.embedded import EmbeddedRedis
 from sessionmon.core.store import Session, Store
+from sessionmon.core.tokens import TokenCodec
 from tests.cli.test_cli import assert_clean_error
+from tests.conftest import TEST_SECRET
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 EMBEDDED = {"SESSIONMON_REDIS_URL": ""}  # the embedded default, which lives beside the database
@@ -123,3 +127,50 @@ def test_a_damaged_database_is_refused(
     assert_clean_error(proc, 2, f"database {db} is corrupt (quick_check: ")
     if "--json" in args:
         assert "is corrupt (quick_check: " in json.loads(proc.stdout)["error"]
+
+
+# -- a database that does not exist -----------------------------------------------------------
+
+
+def test_a_mistyped_db_leaves_nothing_beside_it(run_cli: Run, tmp_path: Path) -> None:
+    typo = tmp_path / "notyet.db"
+    env = {**EMBEDDED, "SESSIONMON_SECRET": ""}  # no secret: it would be generated beside the db
+    for args in (("ls",), ("logout", "x"), ("blacklist",), ("audit",), ("purge",), ("check",)):
+        proc = run_cli(*args, "--db", str(typo), input="a.b.c", env_extra=env)
+        assert_clean_error(proc, 2, f"database not found: {typo}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_monitor_starts_no_embedded_redis_beside_a_missing_database(tmp_path: Path) -> None:
+    from sessionmon.tui import build_monitor
+
+    typo = tmp_path / "notyet.db"
+    monitor = build_monitor(Settings(db=typo))
+    try:
+        assert monitor.backend.redis_start_error is not None
+        assert "waiting for the database" in monitor.backend.redis_start_error
+        assert list(tmp_path.iterdir()) == []
+        Store(typo).close()  # it appears: the embedded Redis may start beside it now
+        monitor.backend.keeper.start()
+        assert EmbeddedRedis(typo).answering()
+    finally:
+        monitor.close()
+        EmbeddedRedis(typo).stop(force=True)
+
+
+def test_check_on_a_fresh_machine_with_the_default_settings(
+    run_cli: Run, tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    env = {**EMBEDDED, "SESSIONMON_DB": "", "SESSIONMON_PREFIX": ""}
+    default = Path(cli_env["XDG_DATA_HOME"]) / "sessionmon" / "sessions.db"
+    assert not default.parent.exists()
+    keys = KeyMaterial("HS256", TEST_SECRET.encode(), TEST_SECRET.encode())
+    token, _ = TokenCodec(keys).mint("access", sub="u1", sid="s1", ttl=60, email="a@example.com")
+    try:
+        proc = run_cli("check", input=token, env_extra=env)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("valid")
+        assert {"sessions", "audit"} <= schema_of(default)  # created as the monitor does
+        assert not EmbeddedRedis(default).answering()  # and the embedded Redis released
+    finally:
+        EmbeddedRedis(default).stop(force=True)
