@@ -1,8 +1,9 @@
 """The command line: parses, calls the core, maps errors to exit codes.
 
 Exit codes: 0 ok / token valid; 1 token rejected or nothing matched; 2 usage or configuration error
-(missing secret, unreadable or corrupt DB); 3 Redis unreachable. Errors are one line on stderr;
-``--debug`` shows the traceback.
+(missing secret; missing, empty, unreadable or corrupt DB); 3 Redis unreachable. Errors are one
+line on stderr (``--debug`` shows the traceback); with ``--json`` also one JSON object with
+``error`` on stdout.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sessionmon import __version__
 from sessionmon.core.config import Settings, format_duration, load_settings
 from sessionmon.core.errors import (
     ConfigError,
-    DatabaseError,
     DatabaseMissing,
     RedisUnavailable,
     SessionmonError,
@@ -33,44 +34,110 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
 
-# Flags shared by every command (and accepted before or after the command name).
+
+@dataclass(frozen=True)
+class SettingFlag:
+    """One settings flag: ``--<name with - for _>``, also ``SESSIONMON_<NAME>`` and ``name`` in
+    the config file. ``kind``: ``value`` (takes a value), ``duration`` (a value that may look
+    like an option: ``-5m``), ``switch`` (``--read-only``), ``bool`` (``--[no-]require-typ``)."""
+
+    name: str
+    help: str
+    metavar: str | None = None
+    kind: str = "value"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+# The one definition of the settings flags: every command takes each of them, before or after
+# the command name; settings_from_args reads exactly these.
 SETTING_FLAGS = (
-    ("--db", "PATH", "SQLite database (default: $XDG_DATA_HOME/sessionmon/sessions.db)"),
-    ("--redis-url", "URL", "redis://, rediss:// or unix:// URL (default: the embedded server)"),
-    ("--prefix", "TEXT", "Redis key prefix (default: sessionmon:)"),
-    ("--config", "PATH", "TOML config file (default: $XDG_CONFIG_HOME/sessionmon/config.toml)"),
-    ("--algorithm", "ALG", "JWT algorithm: HS256 (default), RS256, ES256, EdDSA, ..."),
-    ("--access-ttl", "DURATION", "access token life, e.g. 15m (default)"),
-    ("--refresh-ttl", "DURATION", "refresh token life, e.g. 7d (default)"),
-    ("--leeway", "DURATION", "allowed clock skew (default 10s)"),
-    ("--issuer", "TEXT", "iss claim to set and require"),
-    ("--audience", "TEXT", "aud claim to set and require"),
-    ("--actor", "NAME", "who is acting, for the audit table (default: your user name)"),
+    SettingFlag(
+        "db",
+        "SQLite file, sqlite:///path or postgresql://user@host:port/db "
+        "(default: $XDG_DATA_HOME/sessionmon/sessions.db)",
+        "DB",
+    ),
+    SettingFlag(
+        "redis_url", "redis://, rediss:// or unix:// URL (default: the embedded server)", "URL"
+    ),
+    SettingFlag("prefix", "Redis key prefix (default: sessionmon:)", "TEXT"),
+    SettingFlag(
+        "config", "TOML config file (default: $XDG_CONFIG_HOME/sessionmon/config.toml)", "PATH"
+    ),
+    SettingFlag("algorithm", "JWT algorithm: HS256 (default), RS256, ES256, EdDSA, ...", "ALG"),
+    SettingFlag("access_ttl", "access token life, e.g. 15m (default)", "DURATION", "duration"),
+    SettingFlag("refresh_ttl", "refresh token life, e.g. 7d (default)", "DURATION", "duration"),
+    SettingFlag("leeway", "allowed clock skew (default 10s)", "DURATION", "duration"),
+    SettingFlag("issuer", "iss claim to set and require", "TEXT"),
+    SettingFlag("audience", "aud claim to set and require", "TEXT"),
+    SettingFlag(
+        "require_typ",
+        "require the typ claim (default: yes; --no-require-typ accepts untyped tokens)",
+        kind="bool",
+    ),
+    SettingFlag("actor", "who is acting, for the audit table (default: your user name)", "NAME"),
+    SettingFlag(
+        "interval", "monitor poll interval (default 1s, floor 0.2s)", "DURATION", "duration"
+    ),
+    SettingFlag("read_only", "the monitor refuses destructive actions", kind="switch"),
+)
+# Flags whose value may start with "-" (a negative duration gets its own one-line error).
+DURATION_FLAGS = frozenset(
+    [f.flag for f in SETTING_FLAGS if f.kind == "duration"] + ["--older-than"]
 )
 
 
 class CliError(SessionmonError):
-    """A usage error found after parsing (exit code 2)."""
+    """A usage error (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line naming the command's ``--help``, not argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("sessionmon").strip()
+        where = f"{command}: " if command else ""
+        raise CliError(f"{where}{message} (see {self.prog} --help)")
 
 
 def _common_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     group = common.add_argument_group("settings (each also as SESSIONMON_<NAME> env var)")
-    for flag, metavar, help_text in SETTING_FLAGS:
-        group.add_argument(flag, metavar=metavar, help=help_text)
-    group.add_argument(
-        "--require-typ",
-        dest="require_typ",
-        action=argparse.BooleanOptionalAction,
-        help="require the typ claim (default: yes; --no-require-typ accepts untyped tokens)",
-    )
+    for f in SETTING_FLAGS:
+        if f.kind == "bool":
+            group.add_argument(f.flag, action=argparse.BooleanOptionalAction, help=f.help)
+        elif f.kind == "switch":
+            group.add_argument(f.flag, action="store_const", const=True, help=f.help)
+        else:
+            group.add_argument(f.flag, metavar=f.metavar, help=f.help)
     group.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return common
 
 
+def _join_negative_values(argv: Sequence[str]) -> list[str]:
+    """``--older-than -5m`` -> ``--older-than=-5m``: argparse takes ``-5m`` for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return out + list(argv[i:])
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg in DURATION_FLAGS and len(nxt) > 1 and nxt[0] == "-" and nxt[1].isdigit():
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_parser()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sessionmon",
         parents=[common],
         description="Watch and control JWT login sessions (SQLite sessions, Redis blacklist). "
@@ -183,20 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _monitor_flags(p: argparse.ArgumentParser) -> None:
+    """The monitor's own flags (not settings: --read-only and --interval are settings flags)."""
     p.add_argument("--demo", action="store_true", help="run the traffic generator alongside")
-    p.add_argument(
-        "--read-only",
-        dest="read_only",
-        action="store_true",
-        default=None,
-        help="refuse destructive actions",
-    )
-    p.add_argument(
-        "--interval",
-        metavar="DURATION",
-        default=None,
-        help="poll interval (default 1s, floor 0.2s)",
-    )
     p.add_argument(
         "--force",
         action="store_true",
@@ -206,25 +261,7 @@ def _monitor_flags(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
-    flags = {
-        name: getattr(args, name, None)
-        for name in (
-            "db",
-            "redis_url",
-            "prefix",
-            "config",
-            "algorithm",
-            "access_ttl",
-            "refresh_ttl",
-            "leeway",
-            "issuer",
-            "audience",
-            "actor",
-            "require_typ",
-            "interval",
-            "read_only",
-        )
-    }
+    flags = {f.name: getattr(args, f.name, None) for f in SETTING_FLAGS}
     return load_settings(flags, env)
 
 
@@ -315,10 +352,17 @@ def _flush_out(line: str) -> None:
     sys.stdout.flush()
 
 
-def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
+def _open_store(settings: Settings, *, write: bool = False):  # type: ignore[no-untyped-def]
+    """The store of an existing database: a missing file is never created here; an empty
+    (0-byte) file is initialised only by a command that writes, readers refuse it."""
     from sessionmon.core.store import open_store
 
-    return open_store(settings.db, create=False)
+    return open_store(settings.db, create=_may_initialise(settings, write))
+
+
+def _may_initialise(settings: Settings, write: bool) -> bool:
+    # ``create`` lets Store initialise an empty file; a missing one stays "not found".
+    return write and settings.db.exists()
 
 
 def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
@@ -363,7 +407,7 @@ def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
 
     if bool(args.session_ids) == bool(args.user):
         raise CliError("give SESSION_ID... or --user EMAIL (one of the two)")
-    with open_runtime(settings, create_db=False) as rt:
+    with open_runtime(settings, create_db=_may_initialise(settings, True)) as rt:
         auth = rt.auth
         if args.user:
             result = auth.force_logout_user(args.user, settings.actor, args.reason)
@@ -381,7 +425,8 @@ def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
     if result.error:
         sys.stderr.write(f"sessionmon: {result.error}\n")
         return EXIT_USAGE
-    return EXIT_OK if result.found else EXIT_NO_MATCH
+    # A partial result (some sessions not found) is not a success: a script must notice.
+    return EXIT_OK if result.found and not result.missing else EXIT_NO_MATCH
 
 
 @contextlib.contextmanager
@@ -458,13 +503,18 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write("paste one token, then press Ctrl-D\n")
     token = sys.stdin.read().strip()
     typ = REFRESH if args.refresh else ACCESS
-    from sessionmon.core.config import load_keys
+    from sessionmon.core.config import load_keys, may_create_db
+    from sessionmon.core.store import open_store
     from sessionmon.core.tokens import TokenCodec
 
+    if not settings.db.exists() and may_create_db(settings):
+        # The default settings on a fresh machine: create the default database (and so a
+        # place for the embedded Redis and the generated secret), as the monitor does.
+        open_store(settings.db).close()
     # Keys first (a missing secret is the first thing to fix); the database only when needed:
-    # an access token is checked against Redis alone.
+    # an access token is checked against Redis alone. Nothing is created beside a missing one.
     codec = TokenCodec(
-        load_keys(settings),
+        load_keys(settings, may_generate=settings.db.exists()),
         leeway=settings.leeway,
         issuer=settings.issuer,
         audience=settings.audience,
@@ -527,8 +577,11 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     from sessionmon.core.config import parse_duration
     from sessionmon.core.purge import purge_expired
 
-    older = parse_duration(args.older_than)
-    store = _open_store(settings)
+    try:
+        older = parse_duration(args.older_than)
+    except ConfigError as exc:
+        raise CliError(f"--older-than: {exc}") from None
+    store = _open_store(settings, write=not args.dry_run)
     try:
         before = time.time() - older
         if args.dry_run:
@@ -664,10 +717,17 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace, Settings], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    debug = bool(getattr(args, "debug", False)) or os.environ.get("SESSIONMON_DEBUG") == "1"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args: argparse.Namespace | None = None
+    debug = "--debug" in argv or os.environ.get("SESSIONMON_DEBUG") == "1"
     try:
+        args, unknown = build_parser().parse_known_args(_join_negative_values(argv))
+        if unknown:
+            command = f"sessionmon {args.command}" if args.command else "sessionmon"
+            raise CliError(
+                f"{args.command + ': ' if args.command else ''}unrecognized arguments: "
+                f"{' '.join(unknown)} (see {command} --help)"
+            )
         settings = settings_from_args(args)
         return COMMANDS[args.command](args, settings)
     except KeyboardInterrupt:
@@ -677,22 +737,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
-    except RedisUnavailable as exc:
-        return _fail(exc, EXIT_REDIS, debug)
-    except (ConfigError, DatabaseError, CliError) as exc:
-        return _fail(exc, EXIT_USAGE, debug)
-    except SessionmonError as exc:
-        return _fail(exc, EXIT_USAGE, debug)
-    except Exception as exc:  # a bug: still one line, unless --debug
-        return _fail(exc, EXIT_NO_MATCH, debug, prefix="internal error: ")
+    except Exception as exc:
+        # ``--json`` as parsed, or as typed when parsing itself failed.
+        as_json = bool(getattr(args, "json", False)) if args is not None else "--json" in argv
+        return _fail(exc, debug=debug, as_json=as_json)
 
 
-def _fail(exc: BaseException, code: int, debug: bool, prefix: str = "") -> int:
+def exit_code_for(exc: BaseException) -> int:
+    """The exit code of a failure: 3 Redis unreachable, 2 usage or configuration (a missing,
+    empty or corrupt database too), 1 for a bug (reported as an internal error)."""
+    if isinstance(exc, RedisUnavailable):
+        return EXIT_REDIS
+    if isinstance(exc, SessionmonError):  # ConfigError, DatabaseError, CliError, ...
+        return EXIT_USAGE
+    return EXIT_NO_MATCH
+
+
+def _fail(exc: BaseException, *, debug: bool, as_json: bool) -> int:
+    """One line on stderr (the traceback with ``--debug``); with ``--json`` also one JSON object
+    on stdout with ``error`` (``logout``: its whole result)."""
+    from sessionmon.core.auth import LogoutFailed
+
+    code = exit_code_for(exc)
+    internal = not isinstance(exc, SessionmonError)
     if debug:
         traceback.print_exception(exc)
-    msg = str(exc) or type(exc).__name__
-    sys.stderr.write(f"sessionmon: {prefix}{msg}\n")
-    if not debug and prefix:
+    msg = ("internal error: " if internal else "") + (str(exc) or type(exc).__name__)
+    msg = " ".join(msg.split())  # one line, whatever the exception said
+    if as_json:
+        base = exc.result.to_dict() if isinstance(exc, LogoutFailed) else {}
+        with contextlib.suppress(BrokenPipeError):
+            _json({**base, "error": msg})
+            sys.stdout.flush()
+    sys.stderr.write(f"sessionmon: {msg}\n")
+    if not debug and internal:
         sys.stderr.write("(run with --debug for the traceback)\n")
     return code
 

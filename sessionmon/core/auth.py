@@ -125,6 +125,17 @@ class LogoutResult:
         }
 
 
+class LogoutFailed(RedisUnavailable):
+    """Redis failed before anything was revoked, so nothing was deleted either.
+
+    ``result`` says what was requested, found and missing (``outcome`` ``failed: ...``).
+    """
+
+    def __init__(self, result: LogoutResult) -> None:
+        super().__init__(result.error or result.outcome)
+        self.result = result
+
+
 class Auth:
     """The auth core a backend uses: one instance per process is enough (thread-safe)."""
 
@@ -411,7 +422,7 @@ class Auth:
                     for s in sessions
                 ]
             )
-            raise RedisUnavailable(result.error) from None
+            raise LogoutFailed(result) from None
 
         audit_rows = [
             AuditRow(

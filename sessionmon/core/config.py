@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sessionmon.core.errors import ConfigError
+from sessionmon.core.errors import ConfigError, DatabaseMissing
 from sessionmon.core.store.base import Backend
 from sessionmon.core.store.url import DatabaseUrl, mask_password
 
@@ -42,6 +42,8 @@ def parse_duration(text: str | float | int) -> float:
     s = str(text).strip().lower().replace(" ", "")
     if not s:
         raise ConfigError("empty duration")
+    if s.startswith("-"):
+        raise ConfigError(f"duration must not be negative: {text!r}")
     total, pos = 0.0, 0
     while pos < len(s):
         m = _DURATION_PART.match(s, pos)
@@ -93,6 +95,16 @@ def _xdg(var: str, fallback: str) -> Path:
 def default_db_path() -> Path:
     """``$XDG_DATA_HOME/sessionmon/sessions.db``."""
     return _xdg("XDG_DATA_HOME", ".local/share") / "sessionmon" / "sessions.db"
+
+
+def may_create_db(settings: Settings) -> bool:
+    """Whether a missing database file may be created: at the default path (a first run), unless
+    ``--read-only``; never at a path the operator named (a typo must not look like an empty,
+    healthy system)."""
+    path = settings.db.path  # a PostgreSQL database's tables come from `sessionmon migrate`
+    if settings.read_only or path is None:
+        return False
+    return path.expanduser().resolve() == default_db_path().expanduser().resolve()
 
 
 def default_config_path() -> Path:
@@ -280,8 +292,14 @@ def _generated_secret(db: Path) -> bytes:
     return secret
 
 
-def load_keys(settings: Settings, env: Mapping[str, str] | None = None) -> KeyMaterial:
-    """Load the signing and verifying keys for the configured algorithm."""
+def load_keys(
+    settings: Settings, env: Mapping[str, str] | None = None, *, may_generate: bool = True
+) -> KeyMaterial:
+    """Load the signing and verifying keys for the configured algorithm.
+
+    ``may_generate=False``: when the secret would be generated beside a database that does not
+    exist, raise ``DatabaseMissing`` instead of creating anything beside a mistyped path.
+    """
     env = os.environ if env is None else env
     alg = settings.algorithm
     if alg in HMAC_ALGORITHMS:
@@ -295,10 +313,13 @@ def load_keys(settings: Settings, env: Mapping[str, str] | None = None) -> KeyMa
         elif settings.embedded or secret_path_for(settings.db.anchor).is_file():
             # The secret generated beside the DB is used whenever no secret is configured; it
             # is only ever created for the embedded default.
-            secret, source = (
-                _generated_secret(settings.db.anchor),
-                str(secret_path_for(settings.db.anchor)),
-            )
+            path = secret_path_for(settings.db.anchor)
+            if not may_generate and not path.is_file():
+                raise DatabaseMissing(
+                    f"database not found: {settings.db} (no secret is configured, and the "
+                    f"generated one lives beside the database)"
+                )
+            secret, source = _generated_secret(settings.db.anchor), str(path)
         else:
             raise ConfigError(
                 f"no signing secret for {alg}: set SESSIONMON_SECRET or SESSIONMON_SECRET_FILE"

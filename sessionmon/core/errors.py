@@ -19,6 +19,14 @@ class DatabaseMissing(DatabaseError):
     """The database file does not exist."""
 
 
+class DatabaseEmpty(DatabaseError):
+    """The database file has 0 bytes and the caller may not initialise it (a reader)."""
+
+
+class DatabaseCorrupt(DatabaseError):
+    """The file is not a SQLite database, or ``PRAGMA quick_check`` found damage."""
+
+
 class DatabaseLocked(DatabaseError):
     """The database stayed locked for longer than the busy timeout."""
 

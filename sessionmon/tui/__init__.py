@@ -36,14 +36,9 @@ if TYPE_CHECKING:
 def may_create_database(settings: Settings, *, demo: bool = False) -> bool:
     """Whether a missing database file is created: for ``--demo``, and for the default path on
     first run (unless ``--read-only``); never for a path the operator named (a likely typo)."""
-    from sessionmon.core.config import default_db_path
+    from sessionmon.core.config import may_create_db
 
-    if demo:
-        return True
-    if settings.read_only:
-        return False
-    path = settings.db.path
-    return path is not None and path.resolve() == default_db_path().expanduser().resolve()
+    return demo or may_create_db(settings)
 
 
 @dataclass
@@ -113,7 +108,9 @@ def build_monitor(
     if settings.redis_url:
         url = settings.redis_url
     else:
-        keeper = EmbeddedKeeper(EmbeddedRedis(settings.db.anchor), make_dir=create)
+        # Beside a SQLite file only once it exists; a server database's lives in the data dir.
+        make_dir = create or not settings.db.is_sqlite
+        keeper = EmbeddedKeeper(EmbeddedRedis(settings.db.anchor), make_dir=make_dir)
         url = keeper.url
         try:
             keeper.start()
@@ -133,12 +130,16 @@ def build_monitor(
     backend.redis_start_error = start_error
     generator = None
     try:
-        try:
-            backend.store()  # now, so that a first run creates the default database
-        except DatabaseError:
-            if demo:
-                raise  # the demo cannot run without a database it can write
-            # Otherwise the poller reports it in the banner and the store opens later.
+        if demo or (create and not settings.db.exists()):
+            # Now, so that a first run creates the default database (and the demo has one).
+            # Otherwise the store opens in a worker on first use (its integrity check reads the
+            # whole file: never before the first paint).
+            try:
+                backend.store()
+            except DatabaseError:
+                if demo:
+                    raise  # the demo cannot run without a database it can write
+                # Otherwise the poller reports it in the banner and the store opens later.
         if demo:
             from sessionmon.demo import TrafficGenerator
 

@@ -34,7 +34,9 @@ class EmbeddedKeeper:
 
     def __init__(self, embedded: EmbeddedRedis, *, make_dir: bool = True) -> None:
         self.embedded = embedded
-        self.make_dir = make_dir  # False: never create the database's directory for the server
+        # False: never start the server beside a database that does not exist (it would leave
+        # its files beside a mistyped path); wait for the database to appear.
+        self.make_dir = make_dir
         self._lock = threading.Lock()
         self._joined = False
         self._closed = False
@@ -51,10 +53,10 @@ class EmbeddedKeeper:
         with self._lock:
             if self._closed:
                 raise RedisUnavailable("the monitor is shutting down")
-            if not self.make_dir and not self.embedded.dir.is_dir():
+            if not self.make_dir and not self.embedded.db_path.exists():
                 raise RedisUnavailable(
-                    f"embedded Redis not started: waiting for the database directory "
-                    f"{self.embedded.dir}"
+                    f"embedded Redis not started: waiting for the database "
+                    f"{self.embedded.db_path} (it lives beside it)"
                 )
             try:
                 self.embedded.start()

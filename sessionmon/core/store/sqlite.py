@@ -20,6 +20,7 @@ from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import DatabaseError, DatabaseMissing
 from sessionmon.core.store.base import AuditEntry, AuditRow, Backend, Session
 from sessionmon.core.store.schema import AUDIT_COLUMNS, SCHEMA_VERSION, SESSION_COLUMNS, SORTS
+from sessionmon.core.store.sqlite_check import check_sqlite_file
 from sessionmon.core.store.sqlite_checkpoint import Checkpointer
 from sessionmon.core.store.sqlite_reader import SqliteReader
 from sessionmon.core.store.sqlite_schema import MIGRATIONS, translate
@@ -63,6 +64,7 @@ class SqliteStore:
                 raise DatabaseError(f"cannot create {self.path.parent}: {exc.strerror}") from None
         elif self.path.is_dir():
             raise DatabaseError(f"database path {self.path} is a directory")
+        check_sqlite_file(self.path, may_initialise=create and not readonly)
         try:
             if readonly:
                 uri = f"file:{self.path}?mode=ro"

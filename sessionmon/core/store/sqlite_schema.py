@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from sessionmon.core.errors import DatabaseError, DatabaseLocked
+from sessionmon.core.errors import DatabaseCorrupt, DatabaseError, DatabaseLocked
 from sessionmon.core.store.schema import SEARCH_COLUMNS
 
 SEARCH_TABLE = "sessions_search"
@@ -125,7 +125,9 @@ def translate(exc: sqlite3.Error, path: Path) -> DatabaseError:
     if "locked" in msg or "busy" in msg:
         return DatabaseLocked(f"database {path} is locked by another process (gave up waiting)")
     if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
-        return DatabaseError(f"database {path} is corrupt or not a SQLite file ({msg})")
+        return DatabaseCorrupt(f"database {path} is corrupt or not a SQLite file ({msg})")
+    if "no such table" in msg:
+        return DatabaseError(f"database {path} has no sessions table (not a sessionmon database)")
     if "unable to open" in msg:
         return DatabaseError(f"cannot open database {path} ({msg})")
     if "readonly" in msg:

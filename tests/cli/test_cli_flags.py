@@ -1,0 +1,90 @@
+"""Every settings flag works before or after every command name; usage errors are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessionmon.cli import SETTING_FLAGS, build_parser, settings_from_args
+from sessionmon.core.store import SqliteStore
+from tests.cli.test_cli import assert_clean_error
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+COMMANDS = (None, "tui", "demo", "ls", "logout", "blacklist", "check", "audit", "purge")
+
+
+def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
+    """Per setting: the arguments that set it, the Settings field and the value expected."""
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    return {
+        "db": (["--db", str(tmp_path / "x.db")], "db", tmp_path / "x.db"),
+        "redis_url": (["--redis-url", "redis://h:1/2"], "redis_url", "redis://h:1/2"),
+        "prefix": (["--prefix", "p:"], "prefix", "p:"),
+        "config": (["--config", str(config)], "config", config),
+        "algorithm": (["--algorithm", "HS512"], "algorithm", "HS512"),
+        "access_ttl": (["--access-ttl", "2m"], "access_ttl", 120.0),
+        "refresh_ttl": (["--refresh-ttl", "3d"], "refresh_ttl", 3 * 86400.0),
+        "leeway": (["--leeway", "7s"], "leeway", 7.0),
+        "issuer": (["--issuer", "iss"], "issuer", "iss"),
+        "audience": (["--audience", "aud"], "audience", "aud"),
+        "require_typ": (["--no-require-typ"], "require_typ", False),
+        "actor": (["--actor", "alice"], "actor", "alice"),
+        "interval": (["--interval", "2s"], "interval", 2.0),
+        "read_only": (["--read-only"], "read_only", True),
+    }
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c or "monitor")
+def test_every_settings_flag_before_or_after_every_command(
+    command: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
+    cases = examples(tmp_path)
+    assert set(cases) == {flag.name for flag in SETTING_FLAGS}  # a new flag needs an example
+    cmd = [command] if command else []
+    for name, (flag_args, field, expected) in cases.items():
+        for argv in (cmd + flag_args, flag_args + cmd):
+            args = build_parser().parse_args(argv)
+            settings = settings_from_args(args, env={})
+            assert getattr(settings, field) == expected, (name, argv)
+            assert args.command == command
+
+
+def test_a_flag_after_the_command_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
+    args = build_parser().parse_args(["--interval", "5s", "ls", "--interval", "2s"])
+    assert settings_from_args(args, env={}).interval == 2.0
+
+
+def test_ls_takes_the_monitor_settings_flags(run_cli: Run, store: SqliteStore) -> None:
+    for extra in (["--read-only"], ["--interval", "2s"]):
+        proc = run_cli("ls", *extra)
+        assert proc.returncode == 1, proc.stderr  # an empty database: nothing matched
+        assert proc.stderr == "no live sessions\n"
+
+
+def test_a_negative_duration_is_one_line(run_cli: Run) -> None:
+    proc = run_cli("purge", "--older-than", "-5m")
+    assert_clean_error(proc, 2, "--older-than: duration must not be negative: '-5m'")
+    assert "usage:" not in proc.stderr
+    proc = run_cli("ls", "--access-ttl", "-1h")
+    assert_clean_error(proc, 2, "--access-ttl: duration must not be negative: '-1h'")
+    assert_clean_error(run_cli("purge", "--older-than", "5x"), 2, "--older-than: not a duration")
+
+
+def test_argparse_errors_are_one_line(run_cli: Run) -> None:
+    proc = run_cli("ls", "--nosuch")
+    assert_clean_error(proc, 2, "unrecognized arguments: --nosuch")
+    assert "usage:" not in proc.stderr and "(see sessionmon ls --help)" in proc.stderr
+    proc = run_cli("purge", "--older-than")
+    assert_clean_error(proc, 2, "purge: argument --older-than: expected one argument")
+    assert "sessionmon purge --help" in proc.stderr
+    proc = run_cli("ls", "--limit", "x", "--json")
+    assert proc.returncode == 2
+    assert "invalid int value: 'x'" in json.loads(proc.stdout)["error"]
