@@ -20,9 +20,10 @@ START_TIMEOUT = 30.0
 class WebServer:
     """``python -m uvicorn examples.webapp:app`` in a subprocess, from the repo root."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
         self.env = env
         self.log_path = log_path
+        self.workers = workers
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -46,6 +47,7 @@ class WebServer:
                         str(self.port),
                         "--log-level",
                         "warning",
+                        *(["--workers", str(self.workers)] if self.workers > 1 else []),
                     ],
                     cwd=REPO,
                     env=self.env,
@@ -95,14 +97,15 @@ class WebServer:
 
 @pytest.fixture
 def start_webapp(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WebServer]]:
-    """Start the example app; keyword arguments become ``SESSIONMON_<NAME>`` variables."""
+    """Start the example app (``workers`` uvicorn worker processes); other keyword arguments
+    become ``SESSIONMON_<NAME>`` variables."""
     servers: list[WebServer] = []
 
-    def start(**settings: str) -> WebServer:
+    def start(workers: int = 1, **settings: str) -> WebServer:
         env = dict(cli_env)
         env.update(SESSIONMON_LEEWAY="0", SESSIONMON_REFRESH_TTL="120s")
         env.update({f"SESSIONMON_{k.upper()}": v for k, v in settings.items()})
-        server = WebServer(env, tmp_path / f"webapp-{len(servers)}.log")
+        server = WebServer(env, tmp_path / f"webapp-{len(servers)}.log", workers)
         servers.append(server)
         return server.start()
 
