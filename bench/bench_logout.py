@@ -1,6 +1,8 @@
 """Force-logout: one session (pipelined MULTI/EXEC) vs the same steps as separate commands, and
-every session of a user with 1,000 sessions. Runs against the big sessions DB (its rows and indexes
-make the deletes realistic); the benchmark's own sessions are inserted fresh and deleted again."""
+every session of a user with 1,000 sessions, on SQLite and on PostgreSQL. Runs against the big
+sessions DB (its rows and indexes make the deletes realistic); the benchmark's own sessions are
+inserted fresh and deleted again. The first force-logout timed is the first after the data load
+(nothing is warmed up first), so a cold start shows in p99 and max."""
 
 from __future__ import annotations
 
@@ -9,27 +11,42 @@ import random
 import statistics
 import time
 
+from bench import pg_data
 from bench.data import clear_prefix, insert_sessions, session_rows, sessions_db
 from bench.fixtures import KEYS, bench_redis
 from bench.harness import Context, Figure, percentile
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
-from sessionmon.core.store import SqliteStore
+from sessionmon.core.store import Session, SessionStore, SqliteStore, open_store
 from sessionmon.core.tokens import TokenCodec
 
 SCRATCH_PREFIX = "benchfl:"
 SCRATCH_SOURCE = "bench-logout"
 
 
-def fresh_sessions(store: SqliteStore, n: int, user: str | None = None) -> list[str]:
+def fresh_sessions(store: SessionStore, n: int, user: str | None = None) -> list[str]:
     """Insert ``n`` new live sessions (for ``user`` if given); returns their ids."""
     rows = session_rows(n, time.time(), seed=random.randrange(1 << 30))
     if user is not None:
         rows = [(r[0], user, f"{user}@example.com", *r[3:13], SCRATCH_SOURCE) for r in rows]
     else:
         rows = [(*r[:13], SCRATCH_SOURCE) for r in rows]
-    insert_sessions(store, rows, rebuild=False)
+    if isinstance(store, SqliteStore):
+        insert_sessions(store, rows, rebuild=False)
+    else:
+        store.copy_in([Session(*r) for r in rows], [])  # type: ignore[arg-type]
     return [str(r[0]) for r in rows]
+
+
+def backends(ctx: Context, n: int) -> list[tuple[str, SessionStore]]:
+    """(name, store) of each backend to measure: SQLite, and PostgreSQL when it answers."""
+    out: list[tuple[str, SessionStore]] = [("SQLite", SqliteStore(sessions_db(n).path))]
+    why = pg_data.available()
+    if why is None:
+        out.append(("PostgreSQL", open_store(pg_data.pg_sessions_db(n).url)))
+    else:
+        print(f"  PostgreSQL skipped: {why}", flush=True)
+    return out
 
 
 def unpipelined_force_logout(auth: Auth, session_id: str, actor: str) -> None:
@@ -70,13 +87,20 @@ def unpipelined_force_logout(auth: Auth, session_id: str, actor: str) -> None:
 
 def run(ctx: Context) -> None:
     n = ctx.size(1_000_000, 10_000)
-    data = sessions_db(n)
+    for name, store in backends(ctx, n):
+        try:
+            run_on(ctx, n, name, store)
+        finally:
+            store.close()
+
+
+def run_on(ctx: Context, n: int, backend: str, store: SessionStore) -> None:
     server = bench_redis(n)
     client = connect(server.url)
-    store = SqliteStore(data.path)
     try:
-        with store.transaction() as conn:  # leftovers of an interrupted run
-            conn.execute("DELETE FROM sessions WHERE source = ?", (SCRATCH_SOURCE,))
+        mark = "?" if isinstance(store, SqliteStore) else "%s"
+        with store.transaction() as conn:  # type: ignore[attr-defined]  # leftovers
+            conn.execute(f"DELETE FROM sessions WHERE source = {mark}", (SCRATCH_SOURCE,))
         blacklist = Blacklist(client, prefix=SCRATCH_PREFIX)
         auth = Auth(store, blacklist, TokenCodec(KEYS))
         count = 200 if ctx.quick else 1000
@@ -96,7 +120,7 @@ def run(ctx: Context) -> None:
         ctx.report(
             Figure(
                 "force-logout",
-                f"one session, p99 ({count} runs, {n:,} sessions in the DB)",
+                f"{backend}: one session, p99 ({count} runs, {n:,} sessions in the DB)",
                 p99,
                 "ms",
                 baseline=b99,
@@ -104,7 +128,8 @@ def run(ctx: Context) -> None:
                 ratio=b99 / p99,
                 target="p99 <= 10 ms",
                 met=p99 <= 10,
-                note=f"p50 {p50:.2f} ms vs {b50:.2f} ms",
+                note=f"p50 {p50:.2f} ms vs {b50:.2f} ms; first {pipelined[0] * 1000:.1f} ms, "
+                f"max {max(pipelined) * 1000:.1f} ms",
             )
         )
 
@@ -131,18 +156,17 @@ def run(ctx: Context) -> None:
         ctx.report(
             Figure(
                 "force-logout",
-                f"a user with {per_user:,} sessions (median of {runs})",
+                f"{backend}: a user with {per_user:,} sessions (median of {runs})",
                 med,
                 "ms",
                 baseline=base,
                 baseline_what="force_logout per session",
                 ratio=base / med,
                 target="<= 200 ms",
-                met=med <= 200,
-                note=f"max {max(user_times) * 1000:.0f} ms",
+                met=max(user_times) <= 0.2,
+                note=f"every run: {', '.join(f'{t * 1000:.0f}' for t in user_times)} ms",
             )
         )
     finally:
         clear_prefix(client, SCRATCH_PREFIX)
         client.close()
-        store.close()

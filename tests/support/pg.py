@@ -11,10 +11,11 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
+
+from sessionmon.core.store.url import with_search_path
 
 ENV = "SESSIONMON_TEST_PG_URL"
 SKIP_REASON = f"PostgreSQL tests need {ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)"
@@ -30,14 +31,6 @@ def require() -> str:
     if not url:
         pytest.skip(SKIP_REASON)
     return url
-
-
-def with_schema(url: str, schema: str) -> str:
-    """``url`` with ``search_path`` set to ``schema`` (and nothing else)."""
-    parts = urlsplit(url)
-    option = "options=" + quote(f"-csearch_path={schema}", safe="")
-    query = "&".join(p for p in (parts.query, option) if p)
-    return urlunsplit(parts._replace(query=query))
 
 
 _prepared: set[str] = set()
@@ -63,7 +56,7 @@ def fresh_schema() -> Iterator[str]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield with_schema(url, schema)
+        yield with_search_path(url, schema)
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             # Connections a test left open (a killed process's) must not hold the drop forever.

@@ -144,7 +144,7 @@ async def test_default_database_is_created_on_first_run(
 ):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     settings = Settings(redis_url=redis_url, prefix=prefix, interval=0.2)
-    assert settings.db == tmp_path / "data" / "sessionmon" / "sessions.db"
+    assert settings.db.path == tmp_path / "data" / "sessionmon" / "sessions.db"
     assert may_create_database(settings)
     assert not may_create_database(settings.with_(read_only=True))
     assert not may_create_database(settings.with_(db=tmp_path / "named.db"))
@@ -254,7 +254,7 @@ async def test_l_reads_the_users_sessions_off_the_ui_thread(
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
         target = app.screen.target
         assert target.kind is LogoutKind.USER and target.user_id == "u1"
-        assert set(target.session_ids) == mine and "3 sessions" in target.title
+        assert set(target.session_ids) == mine and "every session of one@example.com: 3 now" in target.title
         await pilot.press("n")
         await pilot.pause()
         assert {s.id for s in store.list_sessions()} >= mine  # cancelled: nothing happened

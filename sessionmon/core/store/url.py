@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from sessionmon.core.errors import ConfigError
 from sessionmon.core.store.base import Backend
@@ -117,3 +117,11 @@ class DatabaseUrl:
         """For SQLite, whether the file exists; a server's database is taken to exist (opening it
         says otherwise)."""
         return self.path.exists() if self.path is not None else True
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """A PostgreSQL ``url`` whose connections use ``schema`` (``options=-csearch_path=...``)."""
+    parts = urlsplit(url)
+    option = "options=" + quote(f"-csearch_path={schema}", safe="")
+    query = "&".join(p for p in (parts.query, option) if p)
+    return urlunsplit(parts._replace(query=query))
