@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from textual import events, on
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer, Input
+from textual.widgets import ContentSwitcher, Input
 
 from sessionmon.tui.actions import BLACKLIST, DESTRUCTIVE, SESSIONS, bindings, works_in
 from sessionmon.tui.poller import REDIS_DOWN, Snapshot
@@ -21,6 +21,7 @@ from sessionmon.tui.screens.help import HelpScreen
 from sessionmon.tui.widgets.banner import Banner
 from sessionmon.tui.widgets.blacklist_table import BlacklistTable
 from sessionmon.tui.widgets.detail_pane import DetailPane, SessionDetail
+from sessionmon.tui.widgets.footer import KeysFooter
 from sessionmon.tui.widgets.sessions_table import SessionsTable
 from sessionmon.tui.widgets.status_bar import StatusBar
 from sessionmon.tui.widgets.table import LineTable
@@ -88,7 +89,7 @@ class MainScreen(Screen[None]):
             yield BlacklistTable(app.frame, id="blacklist")
         yield Input(placeholder=FILTER_HINTS[SESSIONS], id="filter")
         yield DetailPane(app.frame, app.settings.access_ttl, id="detail")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         # References kept from here on: queries during teardown would find nothing.
@@ -388,6 +389,12 @@ class MainScreen(Screen[None]):
                 self.app.search_blacklist()  # the first matches in the other order differ
             self.app.request_poll(redis_now=True)
             self.update_titles()
+
+    def action_columns_left(self) -> None:
+        self.current_table.scroll_columns(-1)
+
+    def action_columns_right(self) -> None:
+        self.current_table.scroll_columns(1)
 
     def action_toggle_pause(self) -> None:
         self.app.paused = not self.app.paused

@@ -17,13 +17,15 @@ from sessionmon.tui.format import clock_time, countdown, plural, short_id
 from sessionmon.tui.poller import BlacklistResult
 from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
+# On a narrow screen kind, subject and ttl always stay; "revoked at" goes first, then the actor
+# and the reason shrink, the actor goes, then the session and the reason; the subject shrinks.
 COLUMNS = (
     Column("kind", "kind", 8),
-    Column("email", "subject", 18, flex=3),
-    Column("sid", "session", 8),
-    Column("reason", "reason", 12, flex=2),
-    Column("actor", "actor", 14),
-    Column("revoked", "revoked at", 10),
+    Column("email", "subject", 18, flex=3, priority=60, shrink=14),
+    Column("sid", "session", 8, priority=40, optional=True),
+    Column("reason", "reason", 12, flex=2, priority=50, optional=True, shrink=8),
+    Column("actor", "actor", 14, priority=20, optional=True, shrink=8),
+    Column("revoked", "revoked at", 10, priority=10, optional=True),
     Column("ttl", "ttl", 9, right=True, sort="expiry"),
 )
 
