@@ -77,7 +77,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "S",
         "reverse_sort",
         "Reverse",
-        "Reverse the sort order",
+        "Reverse the sort order (the view shows the top of the new order; the cursor stays on "
+        "its row)",
         "S",
         short="Rev",
     ),

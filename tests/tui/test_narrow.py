@@ -1,6 +1,7 @@
 """An 80x24 terminal (an SSH session's default): the countdowns and the state stay on screen, the
 other columns give way by priority and scroll back with left / right, the status bar and the
-footer condense instead of being cut. Through the Pilot, with a frozen clock."""
+footer condense instead of being cut; and ``S`` shows the top of the new order. Through the
+Pilot, with a frozen clock."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from sessionmon.core.blacklist import KIND_ACCESS, Blacklist, RevokeRequest
 from sessionmon.tui.widgets.footer import KeysFooter
 from sessionmon.tui.widgets.sessions_table import COLUMNS, SessionsTable
 from sessionmon.tui.widgets.status_bar import StatusBar
-from tests.tui.conftest import loaded, wait_for
+from tests.tui.conftest import loaded, polled, wait_for
 
 AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0"
 ALL_TITLES = [c.title for c in COLUMNS if c.title]
@@ -151,3 +152,75 @@ async def test_blacklist_view_at_80_columns(make_app, auth: Auth, blacklist: Bla
         assert table.border_subtitle.startswith("hidden: revoked at")
         assert_footer_fits(app, 80)
         assert footer_keys(app)["S"].description  # reverse works here too, and says so
+
+
+async def test_reverse_shows_the_top_of_the_new_order_and_keeps_the_cursor(
+    make_app, auth: Auth, clock
+):
+    sessions = []
+    for i in range(40):
+        sessions.append(auth.login(f"u{i}", f"u{i:02d}@example.com", f"U{i}")[0])
+        clock.advance(1)  # the later the login, the later the access expiry
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        table = app.main.query_one(SessionsTable)
+        await pilot.press("down", "down", "down")
+        chosen = table.selected.id
+        assert chosen == sessions[3].id and table.top == 0
+        await pilot.press("S")
+        await wait_for(
+            pilot,
+            lambda: table.session_at(0) is not None and table.session_at(0).id == sessions[-1].id,
+            "the reversed order",
+        )
+        await pilot.pause()
+        # The top of the new order is on screen; the cursor is still on its session (row 36,
+        # below the fold), and the detail pane with it.
+        assert table.top == 0
+        assert "u39@example.com" in row(app, 1)
+        assert table.selected.id == chosen and app.model.cursor == 36
+        assert app.main.query_one("#detail").detail.session.id == chosen
+        await polled(pilot)  # later polls leave the view where it is
+        assert table.top == 0 and table.selected.id == chosen
+        await pilot.press("down")  # moving the cursor brings it back into view
+        assert app.model.cursor == 37
+        assert table.top <= 37 < table.top + table.page_height
+
+
+async def test_reverse_in_the_blacklist_shows_the_top_too(
+    make_app, auth: Auth, blacklist: Blacklist, clock
+):
+    login_people(auth, 1)
+    now = clock.now()
+    blacklist.revoke(
+        [
+            RevokeRequest(KIND_ACCESS, f"sid-{i}", now + 100 + i, f"jti-{i:02d}", "u", "u@x.test")
+            for i in range(60)
+        ],
+        reason="r",
+        actor="a",
+    )
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("tab")
+        table = app.main.blacklist
+        await wait_for(pilot, lambda: table.loaded and table.row_count == 60, "blacklist")
+        await pilot.press("down", "down", "down")
+        chosen = table.entry_at(table.cursor).key
+        assert chosen == blacklist.token_key("jti-03")
+        await pilot.press("S")
+        await wait_for(
+            pilot,
+            lambda: (
+                table.entry_at(0) is not None
+                and table.entry_at(0).key == blacklist.token_key("jti-59")
+            ),
+            "the reversed order",
+        )
+        await pilot.pause()
+        assert table.top == 0
+        assert table.entry_at(table.cursor).key == chosen and table.cursor == 56
+        await polled(pilot)
+        assert table.top == 0 and table.entry_at(table.cursor).key == chosen

@@ -429,8 +429,16 @@ class LineTable(ScrollView, can_focus=True):
         if x < width:
             self.refresh(Region(x, 1, width - x, self.page_height))
 
+    def cursor_on_screen(self, cursor: int, top: int) -> bool:
+        """Whether row ``cursor`` is visible when row ``top`` is the first one shown."""
+        return top <= cursor < top + self.page_height
+
     def keep_cursor_on_screen_row(self, old_cursor: int, old_top: int) -> None:
-        """After the rows changed, keep the cursor on the same screen line if possible."""
+        """After the rows changed, keep the cursor on the same screen line if possible; a view
+        scrolled away from the cursor (after a sort change, with the mouse wheel) stays put."""
+        if not self.cursor_on_screen(old_cursor, old_top):
+            self.scroll_to(y=old_top, animate=False, immediate=True)
+            return
         offset = old_cursor - old_top
         self.scroll_to(y=max(0, self.cursor - offset), animate=False, immediate=True)
         self.scroll_cursor_visible()
@@ -523,6 +531,12 @@ class LineTable(ScrollView, can_focus=True):
         self.refresh()
         if self.cursor != before:
             self.post_message(self.CursorMoved(self, self.cursor))
+
+    def show_top(self) -> None:
+        """Scroll to the first rows; the cursor stays on its row, even if that is off screen
+        now (after a sort change: the top of the new order is what the operator wants to see)."""
+        self.scroll_to(y=0, animate=False, immediate=True)
+        self.refresh()
 
     def action_cursor(self, delta: int) -> None:
         self.move_cursor(self.cursor + delta)
