@@ -500,6 +500,7 @@ def longest_rule(output: bytes) -> int:
 def test_piped_stdout_draws_at_the_size_of_the_terminal(process_env: dict[str, str]):
     """``sessionmon --demo | tee log`` in a 160x45 terminal, then resized to 150x40: frames as wide
     as the terminal, never 80x24 (the size of a pipe, for Textual's own size reading)."""
+    embedded = EmbeddedRedis(Path(process_env["SESSIONMON_DB"]))
     proc = PtyProcess([sessionmon_exe(), "--demo"], process_env, pipe_stdout=True)
     try:
         wait_until(lambda: "Sessions ·".encode() in proc.output, "the app on screen", 30)
@@ -512,22 +513,28 @@ def test_piped_stdout_draws_at_the_size_of_the_terminal(process_env: dict[str, s
         assert b"Traceback" not in proc.output
     finally:
         proc.kill()
+        with contextlib.suppress(Exception):
+            embedded.stop(force=True)  # a failed test must not leave a server behind
 
 
 def test_stderr_not_a_terminal_is_refused_in_one_line(process_env: dict[str, str]):
     import subprocess
 
     embedded = EmbeddedRedis(Path(process_env["SESSIONMON_DB"]))
-    proc = subprocess.run(
-        [sessionmon_exe(), "--demo"],
-        env=process_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not a terminal" in lines[0], proc.stderr
-    assert "\x1b" not in proc.stderr + proc.stdout  # nothing drawn
-    assert server_alive(embedded) is None  # the embedded Redis was released
+    try:
+        proc = subprocess.run(
+            [sessionmon_exe(), "--demo"],
+            env=process_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "not a terminal" in lines[0], proc.stderr
+        assert "\x1b" not in proc.stderr + proc.stdout  # nothing drawn
+        assert server_alive(embedded) is None  # the embedded Redis was released
+    finally:
+        with contextlib.suppress(Exception):
+            embedded.stop(force=True)  # a failed test must not leave a server behind
