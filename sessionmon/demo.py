@@ -4,6 +4,8 @@ Users log in (varied emails, IPs and browsers), make authenticated requests at r
 silently refresh, some log out, some go idle until their tokens expire. It is what makes the monitor
 come alive. Sessions it creates are marked ``source = "demo"``; it refuses a database that holds
 sessions it did not create (a real user database must never receive fake sessions by accident).
+When it stops it logs out the sessions it created that are still there (audited as actor
+``demo``), so the next monitor does not open on a screen of its stale rows.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sessionmon.core.store import SessionStore, open_store
 from sessionmon.core.tokens import Reason
 
 DEMO_SOURCE = "demo"
+DEMO_ACTOR = "demo"
 DEMO_ACCESS_TTL = 20.0
 DEMO_REFRESH_TTL = 180.0
 
@@ -158,6 +161,7 @@ class TrafficGenerator:
         for i in range(len(self.users)):
             heapq.heappush(self._queue, (now + self.rng.uniform(0, 3), i))
         self.counts: dict[str, int] = {}
+        self.created: set[str] = set()  # ids of the sessions this generator logged in
 
     def _make_user(self, i: int) -> SimUser:
         first = FIRST[i % len(FIRST)]
@@ -193,8 +197,34 @@ class TrafficGenerator:
                 if wait <= 0:
                     self.step()
         finally:
-            if self._own_store is not None:
-                self._own_store.close()
+            try:
+                self.end_sessions()
+            finally:
+                if self._own_store is not None:
+                    self._own_store.close()
+
+    def end_sessions(self) -> int:
+        """Log out the sessions this generator created that are still there (only those: never a
+        session another process made, demo or not); returns how many were ended.
+
+        Each is a ``logout`` audited with actor ``demo``. Redis or database trouble ends the
+        cleanup (the rows then expire on their own) but is never raised.
+        """
+        ended = 0
+        try:
+            ids = sorted(self.created)
+            for session in self.auth.store.get_sessions(ids):
+                if session.source != DEMO_SOURCE:
+                    continue  # not the generator's after all: leave it alone
+                out = self.auth.logout(session.id, actor=DEMO_ACTOR, reason="demo stopped")
+                ended += len(out.found)
+        except (RedisUnavailable, DatabaseError) as exc:
+            self._emit("error", None, f"could not end the demo's sessions: {exc}")
+        self.created.clear()
+        if ended:
+            self.counts["ended"] = self.counts.get("ended", 0) + ended
+            self._emit("stopped", None, f"ended the demo's {ended} sessions")
+        return ended
 
     def step(self) -> None:
         """Act for the user whose turn it is, and schedule their next turn."""
@@ -223,6 +253,7 @@ class TrafficGenerator:
                 user.user_id, user.email, user.name, ip=user.ip, user_agent=user.agent
             )
             user.session_id = session.id
+            self.created.add(session.id)
             self._emit("login", user, f"ip={user.ip}")
             return rng.uniform(1, access_ttl * 0.6)
 
@@ -230,6 +261,8 @@ class TrafficGenerator:
         if not result.ok:
             what = "kicked" if result.reason is Reason.REVOKED else "rejected"
             self._emit(what, user, f"reason={result.reason}")
+            if user.session_id is not None and result.reason is Reason.REVOKED:
+                self.created.discard(user.session_id)  # ended by someone else
             user.access = user.refresh = user.session_id = None
             return rng.uniform(3, 15)
         if result.new_access_token:
@@ -243,6 +276,7 @@ class TrafficGenerator:
             sid = user.session_id
             assert sid is not None
             out = auth.logout(sid, actor="user", reason="logout", tokens=[])
+            self.created.discard(sid)
             self._emit("logout", user, f"{len(out.revoked)} keys blacklisted")
             user.access = user.refresh = user.session_id = None
             return rng.uniform(5, 30)
@@ -253,10 +287,12 @@ class TrafficGenerator:
             return idle
         return rng.uniform(1, access_ttl * 1.4)
 
-    def _emit(self, kind: str, user: SimUser, detail: str) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
+    def _emit(self, kind: str, user: SimUser | None, detail: str) -> None:
+        if kind != "stopped":
+            self.counts[kind] = self.counts.get(kind, 0) + 1
         if self.on_event is None:
             return
         stamp = time.strftime("%H:%M:%S", time.localtime(self.clock.now()))
-        sid = (user.session_id or "-")[:8]
-        self.on_event(f"{stamp}  {kind:<8} {user.email:<34} sid={sid:<8}  {detail}")
+        email = user.email if user else "-"
+        sid = ((user.session_id if user else None) or "-")[:8]
+        self.on_event(f"{stamp}  {kind:<8} {email:<34} sid={sid:<8}  {detail}")

@@ -14,7 +14,10 @@ The monitor opens whatever is wrong at startup, says so in a banner and recovers
   still shown, and the monitor reconnects (restarting the embedded server) with backoff.
 
 Errors that make running pointless are still one line and exit code 2 before the app opens: bad
-settings, and for ``--demo`` a database the demo refuses (``DemoRefused``) or cannot write.
+settings, for ``--demo`` a database the demo refuses (``DemoRefused``) or cannot write, and a
+stderr that is not a terminal (the monitor draws there). With stdout piped (``sessionmon --demo |
+tee log``) the monitor is sized from the terminal it draws on (``terminal.driver_class``), not
+80x24.
 """
 
 from __future__ import annotations
@@ -169,13 +172,21 @@ def run_monitor(
     SIGTERM and SIGHUP (terminal closed) quit as cleanly as ``q``: the embedded Redis is left,
     and shut down if no other sessionmon process uses it.
     """
+    from sessionmon.core.errors import ConfigError
     from sessionmon.tui.failures import log_to_file, stop_logging_to_file
+    from sessionmon.tui.terminal import NOT_A_TERMINAL, draws_on_a_terminal, driver_class
 
     monitor = build_monitor(settings, demo=demo, force=force, clock=clock, handle_signals=True)
+    if not draws_on_a_terminal():
+        monitor.close()
+        raise ConfigError(NOT_A_TERMINAL)
     log_to_file()
     try:
         monitor.start_generator()
         app = monitor.app
+        driver = driver_class()
+        if driver is not None:
+            app.driver_class = driver
         code = app.run()
         return int(code or 0) if app.return_code in (None, 0) else int(app.return_code or 1)
     finally:

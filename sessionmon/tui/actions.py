@@ -1,5 +1,5 @@
-"""Every action of the monitor in one list: the key bindings, the help screen and the command
-palette are all made from it, so none of them can forget one."""
+"""Every action of the monitor in one list: the key bindings, the footer, the help screen and the
+command palette are all made from it, so none of them can forget one."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ class ActionSpec:
     show: bool = True  # shown in the footer
     priority: bool = False
     views: frozenset[str] = BOTH  # the views where it works (elsewhere it is hidden)
+    short: str = ""  # the footer label on a narrow screen (default: ``label``)
+    pinned: bool = False  # always in the footer, at its right end, whatever the width
+
+    @property
+    def short_label(self) -> str:
+        return self.short or self.label
 
 
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -36,6 +42,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "l",
         destructive=True,
         views=frozenset({SESSIONS}),
+        short="Logout",
     ),
     ActionSpec(
         "L",
@@ -45,6 +52,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "L",
         destructive=True,
         views=frozenset({SESSIONS}),
+        short="User",
     ),
     ActionSpec(
         "space",
@@ -65,11 +73,19 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec(
         "s", "cycle_sort", "Sort", "Sort by the next column", "s", views=frozenset({SESSIONS})
     ),
-    ActionSpec("S", "reverse_sort", "Reverse", "Reverse the sort order", "S", show=False),
+    ActionSpec(
+        "S",
+        "reverse_sort",
+        "Reverse",
+        "Reverse the sort order (the view shows the top of the new order; the cursor stays on "
+        "its row)",
+        "S",
+        short="Rev",
+    ),
     ActionSpec(
         "p", "toggle_pause", "Pause", "Pause or resume the lists (countdowns keep ticking)", "p"
     ),
-    ActionSpec("r", "refresh", "Refresh", "Poll SQLite and Redis now", "r"),
+    ActionSpec("r", "refresh", "Refresh", "Poll SQLite and Redis now", "r", short="Poll"),
     ActionSpec(
         "tab",
         "switch_view",
@@ -77,14 +93,34 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Switch between sessions and blacklist",
         "tab",
         priority=True,
+        short="View",
+    ),
+    ActionSpec(
+        "left",
+        "columns_left",
+        "Columns ←",
+        "Scroll the columns left when some are hidden (narrow screen; the countdowns stay)",
+        "←",
+        show=False,
+    ),
+    ActionSpec(
+        "right",
+        "columns_right",
+        "Columns →",
+        "Scroll the columns right when some are hidden (the bottom border names them)",
+        "→",
+        show=False,
     ),
     ActionSpec("escape", "clear_filter", "Clear filter", "Clear the filter", "escape", show=False),
-    ActionSpec("question_mark", "help", "Help", "Show the keys and what they do", "?"),
-    ActionSpec("q", "quit", "Quit", "Quit the monitor (ctrl+c too, from anywhere)", "q"),
+    ActionSpec("question_mark", "help", "Help", "Show the keys and what they do", "?", pinned=True),
+    ActionSpec(
+        "q", "quit", "Quit", "Quit the monitor (ctrl+c too, from anywhere)", "q", pinned=True
+    ),
 )
 
 DESTRUCTIVE = frozenset(a.action for a in ACTIONS if a.destructive)
 VIEWS: dict[str, frozenset[str]] = {a.action: a.views for a in ACTIONS}
+SPECS: dict[str, ActionSpec] = {a.action: a for a in ACTIONS}
 
 
 def works_in(action: str, view: str) -> bool:

@@ -271,3 +271,20 @@ async def test_tick_repaints_the_clock_columns_of_the_rows_only(make_app, auth: 
         app.main.tick()
         await pilot.pause()
         assert table_line(app, 1).split()[-3] == "50s"
+
+
+async def test_detail_pane_says_how_long_ago_a_token_expired(make_app, auth: Auth, clock):
+    session = auth.login("u1", "one@example.com", "One")[0]  # access 60s, refresh 1h
+    clock.advance(60 + 134)  # the access token expired 2:14 ago
+    app = make_app(interval=3600.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await detail_of(pilot, session.id)
+        tokens = detail_text(app, "tokens")
+        assert tokens[4].split() == ["expired", "2:14", "ago"], tokens
+        assert tokens[8].split()[:2] == ["expires", "in"], tokens  # the refresh token lives on
+        assert not any("expires expired" in " ".join(line.split()) for line in tokens)
+        clock.advance(1)
+        app.main.tick()
+        await pilot.pause()
+        assert detail_text(app, "tokens")[4].split() == ["expired", "2:15", "ago"]

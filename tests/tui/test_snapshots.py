@@ -81,3 +81,36 @@ def test_blacklist_filtered(snap_compare, fixed):
         await pilot.pause()
 
     assert snap_compare(build(fixed), terminal_size=shots.SIZE, run_before=filter_blacklist)
+
+
+# An SSH session's default terminal and a slightly larger one: the countdowns and the state stay
+# on screen, hidden columns are named, the status bar and footer condense (? and q stay).
+SMALL = pytest.mark.parametrize("size", [(80, 24), (100, 30)], ids=lambda s: f"{s[0]}x{s[1]}")
+
+
+@SMALL
+def test_sessions_small(snap_compare, fixed, size):
+    assert snap_compare(build(fixed), terminal_size=size, run_before=shots.settle)
+
+
+@SMALL
+def test_blacklist_small(snap_compare, fixed, size):
+    async def to_blacklist(pilot) -> None:
+        await shots.settle(pilot)
+        await pilot.press("tab")
+        table = pilot.app.main.blacklist
+        await wait_for(pilot, lambda: table.loaded and table.row_count == 9, "blacklist")
+        await pilot.pause()
+
+    assert snap_compare(build(fixed), terminal_size=size, run_before=to_blacklist)
+
+
+@SMALL
+def test_confirm_small(snap_compare, fixed, size):
+    async def open_dialog(pilot) -> None:
+        await shots.settle(pilot)
+        await pilot.press("down", "down", "l")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmLogout), "dialog")
+        await pilot.pause()
+
+    assert snap_compare(build(fixed), terminal_size=size, run_before=open_dialog)

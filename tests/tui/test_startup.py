@@ -297,22 +297,39 @@ async def test_a_failing_worker_is_a_notification_not_a_traceback(
 
 
 class PtyProcess:
-    """``sessionmon`` in a pseudo-terminal (a session leader, like in a real terminal window)."""
+    """``sessionmon`` in a pseudo-terminal (a session leader, like in a real terminal window).
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    ``pipe_stdout``: its stdout goes to a pipe instead (``sessionmon | tee log``); what comes out
+    of it is in ``piped``."""
+
+    def __init__(self, args: list[str], env: dict[str, str], *, pipe_stdout: bool = False) -> None:
         import fcntl
         import struct
         import termios
 
+        pipe = os.pipe() if pipe_stdout else None
         pid, fd = pty.fork()
         if pid == 0:  # the child
+            if pipe is not None:
+                os.dup2(pipe[1], 1)
+                os.close(pipe[0])
+                os.close(pipe[1])
             os.execve(args[0], args, env)
         self.pid, self.fd = pid, fd
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 160, 0, 0))
         self.output = bytearray()
+        self.piped = bytearray()
         self.code: int | None = None
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
+        if pipe is not None:
+            os.close(pipe[1])
+            threading.Thread(target=self._drain_pipe, args=(pipe[0],), daemon=True).start()
+
+    def _drain_pipe(self, fd: int) -> None:
+        with os.fdopen(fd, "rb", buffering=0) as pipe:
+            while data := pipe.read(65536):
+                self.piped += data
 
     def _drain(self) -> None:
         while True:
@@ -326,6 +343,14 @@ class PtyProcess:
 
     def send(self, text: str) -> None:
         os.write(self.fd, text.encode())
+
+    def resize(self, columns: int, lines: int) -> None:
+        """Resize the terminal (the kernel sends SIGWINCH)."""
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", lines, columns, 0, 0))
 
     def hang_up(self) -> None:
         """Close the terminal (the kernel sends SIGHUP)."""
@@ -461,3 +486,57 @@ def test_embedded_redis_stops_when_the_monitor_leaves(process_env: dict[str, str
         pid = server_alive(embedded)
         if pid is not None:  # a failed test must not leave a server behind
             os.kill(pid, signal.SIGKILL)
+
+
+# -- output piped or redirected -------------------------------------------------------------
+
+
+def longest_rule(output: bytes) -> int:
+    """The longest run of "─" drawn (a box's top border spans the width of the screen)."""
+    import re
+
+    runs = re.findall("─+", output.decode("utf-8", "replace"))
+    return max((len(r) for r in runs), default=0)
+
+
+def test_piped_stdout_draws_at_the_size_of_the_terminal(process_env: dict[str, str]):
+    """``sessionmon --demo | tee log`` in a 160x45 terminal, then resized to 150x40: frames as wide
+    as the terminal, never 80x24 (the size of a pipe, for Textual's own size reading)."""
+    embedded = EmbeddedRedis(Path(process_env["SESSIONMON_DB"]))
+    proc = PtyProcess([sessionmon_exe(), "--demo"], process_env, pipe_stdout=True)
+    try:
+        wait_until(lambda: "Sessions ·".encode() in proc.output, "the app on screen", 30)
+        wait_until(lambda: longest_rule(bytes(proc.output)) >= 120, "a 160-column frame", 10)
+        mark = len(proc.output)
+        proc.resize(150, 40)
+        wait_until(lambda: longest_rule(bytes(proc.output[mark:])) >= 110, "a 150-column frame", 10)
+        proc.send("q")
+        assert proc.wait() == 0
+        assert b"Traceback" not in proc.output
+    finally:
+        proc.kill()
+        with contextlib.suppress(Exception):
+            embedded.stop(force=True)  # a failed test must not leave a server behind
+
+
+def test_stderr_not_a_terminal_is_refused_in_one_line(process_env: dict[str, str]):
+    import subprocess
+
+    embedded = EmbeddedRedis(Path(process_env["SESSIONMON_DB"]))
+    try:
+        proc = subprocess.run(
+            [sessionmon_exe(), "--demo"],
+            env=process_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "not a terminal" in lines[0], proc.stderr
+        assert "\x1b" not in proc.stderr + proc.stdout  # nothing drawn
+        assert server_alive(embedded) is None  # the embedded Redis was released
+    finally:
+        with contextlib.suppress(Exception):
+            embedded.stop(force=True)  # a failed test must not leave a server behind

@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
@@ -44,7 +44,7 @@ class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; background: $background 60%; }
     HelpScreen > #help {
-        width: 96; height: auto; max-height: 95%;
+        width: 96; max-width: 100%; height: auto; max-height: 100%;
         border: thick $primary; background: $surface; padding: 1 2;
     }
     HelpScreen #help-title { text-style: bold; margin-bottom: 1; }
@@ -58,7 +58,7 @@ class HelpScreen(ModalScreen[None]):
         self.disabled = disabled
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="help"):
+        with VerticalScroll(id="help"):
             yield Static("sessionmon monitor: keys", id="help-title")
             yield Static(keys_table(self.disabled))
             yield Static(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from textual import events, on
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer, Input
+from textual.widgets import ContentSwitcher, Input
 
 from sessionmon.core.store import ViewQuery
 from sessionmon.tui.actions import BLACKLIST, DESTRUCTIVE, SESSIONS, bindings, works_in
@@ -21,6 +21,7 @@ from sessionmon.tui.screens.help import HelpScreen
 from sessionmon.tui.widgets.banner import Banner
 from sessionmon.tui.widgets.blacklist_table import BlacklistTable
 from sessionmon.tui.widgets.detail_pane import DetailPane, SessionDetail
+from sessionmon.tui.widgets.footer import KeysFooter
 from sessionmon.tui.widgets.sessions_table import SessionsTable
 from sessionmon.tui.widgets.status_bar import StatusBar
 from sessionmon.tui.widgets.table import LineTable
@@ -72,6 +73,9 @@ class MainScreen(Screen[None]):
         self._pending_filter: tuple[str, str] | None = None  # (view, text) typed, not applied yet
         self._sessions: SessionsTable | None = None
         self._blacklist: BlacklistTable | None = None
+        # A sort change shows the top of the new order: the query whose rows, when they come
+        # from the poll worker, are shown from the first one.
+        self._to_top: ViewQuery | None = None
 
     def compose(self) -> ComposeResult:
         app = self.app
@@ -88,7 +92,7 @@ class MainScreen(Screen[None]):
             yield BlacklistTable(app.frame, id="blacklist")
         yield Input(placeholder=FILTER_HINTS[SESSIONS], id="filter")
         yield DetailPane(app.frame, app.settings.access_ttl, id="detail")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         # References kept from here on: queries during teardown would find nothing.
@@ -169,6 +173,9 @@ class MainScreen(Screen[None]):
         self._banner.show_problems(problems)
         if snap.sessions is not None:
             self.sessions.apply(snap.sessions)
+            if self._to_top is not None and snap.sessions.query == self._to_top:
+                self._to_top = None
+                self.sessions.show_top()
             self.app.load_detail()  # the row may have changed even if the cursor did not move
         if snap.blacklist is not None and (not self.app.paused or self.blacklist.wants_window):
             self.blacklist.apply(snap.blacklist)
@@ -202,7 +209,14 @@ class MainScreen(Screen[None]):
     @on(LineTable.HeaderClicked, "#sessions")
     def _header_clicked(self, event: LineTable.HeaderClicked) -> None:
         if event.column.sort:
-            self.app.set_query(self.app.model.sorted_by(event.column.sort))
+            self._sort_sessions(self.app.model.sorted_by(event.column.sort))
+
+    def _sort_sessions(self, query: ViewQuery) -> None:
+        """A new sort (``s``, ``S``, a header click): once its rows are in, the view shows the
+        first rows of the new order; the cursor stays on its session (the detail pane too), even
+        when that row is now further down. The blacklist view does the same on ``S``."""
+        self._to_top = query
+        self.app.set_query(query)
 
     @on(LineTable.HeaderClicked, "#blacklist")
     def _blacklist_header_clicked(self) -> None:
@@ -375,19 +389,26 @@ class MainScreen(Screen[None]):
         self.current_table.focus()
 
     def action_cycle_sort(self) -> None:
-        self.app.set_query(self.app.model.next_sort())
+        self._sort_sessions(self.app.model.next_sort())
 
     def action_reverse_sort(self) -> None:
         if self.on_sessions:
-            self.app.set_query(self.app.model.reversed_sort())
+            self._sort_sessions(self.app.model.reversed_sort())
         else:
             self.app.blacklist_descending = not self.app.blacklist_descending
             self.blacklist.set_descending(self.app.blacklist_descending)
+            self.blacklist.show_top_of_new_order()
             search = self.blacklist.search
             if self.blacklist.filtered and search is not None and search.capped:
                 self.app.search_blacklist()  # the first matches in the other order differ
             self.app.request_poll(redis_now=True)
             self.update_titles()
+
+    def action_columns_left(self) -> None:
+        self.current_table.scroll_columns(-1)
+
+    def action_columns_right(self) -> None:
+        self.current_table.scroll_columns(1)
 
     def action_toggle_pause(self) -> None:
         self.app.paused = not self.app.paused
@@ -421,6 +442,8 @@ class MainScreen(Screen[None]):
 
     def query_changed(self, query: ViewQuery) -> None:
         """The sort or filter changed: show it now (rows follow when the reload arrives)."""
+        if self._to_top is not None and query != self._to_top:
+            self._to_top = None  # e.g. a filter typed before the new order came in
         self.sessions.model.query = query
         self.sessions.refresh()
         self.update_titles()

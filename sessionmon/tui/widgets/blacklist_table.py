@@ -17,13 +17,15 @@ from sessionmon.tui.format import clock_time, countdown, plural, short_id
 from sessionmon.tui.poller import BlacklistResult
 from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
+# On a narrow screen kind, subject and ttl always stay; "revoked at" goes first, then the actor
+# and the reason shrink, the actor goes, then the session and the reason; the subject shrinks.
 COLUMNS = (
     Column("kind", "kind", 8),
-    Column("email", "subject", 18, flex=3),
-    Column("sid", "session", 8),
-    Column("reason", "reason", 12, flex=2),
-    Column("actor", "actor", 14),
-    Column("revoked", "revoked at", 10),
+    Column("email", "subject", 18, flex=3, priority=60, shrink=14),
+    Column("sid", "session", 8, priority=40, optional=True),
+    Column("reason", "reason", 12, flex=2, priority=50, optional=True, shrink=8),
+    Column("actor", "actor", 14, priority=20, optional=True, shrink=8),
+    Column("revoked", "revoked at", 10, priority=10, optional=True),
     Column("ttl", "ttl", 9, right=True, sort="expiry"),
 )
 
@@ -75,6 +77,8 @@ class BlacklistTable(LineTable):
         self._cursor = 0
         self._cursor_key: str | None = None
         self._wanted: int | None = None
+        # After a reverse: the order whose first window is shown from the top.
+        self._top_for: bool | None = None
         # The filter: its text, what the last search found (None until the first one is in),
         # and how far a running search has got (scanned, total, found).
         self.filter_text = ""
@@ -129,8 +133,20 @@ class BlacklistTable(LineTable):
             return
         self.descending = result.descending
         self._follow_cursor(self.entries, self.window_start)
+        if self._top_for is not None and result.descending == self._top_for:
+            self._top_for = None
+            self.show_top()
+
+    def show_top_of_new_order(self) -> None:
+        """After a reverse: show the first rows of the new order (the matches are re-sorted at
+        once; the window comes with the next poll). The cursor stays on its key."""
+        if self.filtered:
+            self.show_top()
+        else:
+            self._top_for = self.descending
 
     def _follow_cursor(self, entries: list[BlacklistEntry], start: int) -> None:
+        on_screen = self.cursor_on_screen(self._cursor, self.top)
         if self._cursor_key is not None:
             for i, entry in enumerate(entries):
                 if entry.key == self._cursor_key:
@@ -140,7 +156,8 @@ class BlacklistTable(LineTable):
         entry = self.entry_at(self._cursor)
         self._cursor_key = entry.key if entry else self._cursor_key
         self.update_size()
-        self.scroll_cursor_visible()
+        if on_screen:
+            self.scroll_cursor_visible()
         self.refresh()
 
     # -- the filter -------------------------------------------------------------------------

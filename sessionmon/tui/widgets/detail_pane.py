@@ -45,8 +45,35 @@ def _grid(label_width: int = 9) -> Table:
 
 
 def _countdown(expires: float | None, now: float, life: float | None) -> Text:
+    """``in 14:32``, or for a time gone by ``expired 2:14 ago``."""
     text, level = countdown(expires, now, life)
-    return Text(text if level == "expired" else f"in {text}", style=LEVEL_STYLES[level])
+    if level != "expired":
+        return Text(f"in {text}", style=LEVEL_STYLES[level])
+    if expires is None:
+        return Text(text, style=LEVEL_STYLES[level])
+    return Text(f"expired {_since(expires, now)}", style=LEVEL_STYLES[level])
+
+
+def _since(expires: float, now: float) -> str:
+    """``2:14 ago``, ``just now`` under a second."""
+    when = ago(expires, now)
+    return "just now" if when == "now" else when
+
+
+def _expiry_row(grid: Table, expires: float | None, now: float, life: float | None) -> None:
+    """The ``expires in 14:32`` row; ``expired 2:14 ago`` once the time has passed."""
+    if expires is not None and expires <= now:
+        grid.add_row("expired", Text(_since(expires, now), style=LEVEL_STYLES["expired"]))
+    else:
+        grid.add_row("expires", _countdown(expires, now, life))
+
+
+def _clock_reading(expires: float | None, now: float, life: float | None) -> object:
+    """What an expiry shows at ``now`` (the pane is redrawn when it changes)."""
+    reading = countdown(expires, now, life)
+    if reading[1] == "expired" and expires is not None:
+        return _since(expires, now)
+    return reading
 
 
 class DetailPane(Horizontal):
@@ -113,13 +140,13 @@ class DetailPane(Horizontal):
             1,
             (
                 s,
-                countdown(s.access_exp, now, self.access_life),
-                countdown(s.refresh_exp, now, life),
+                _clock_reading(s.access_exp, now, self.access_life),
+                _clock_reading(s.refresh_exp, now, life),
             ),
             lambda: self._tokens(s, now),
         )
         keys = tuple(
-            countdown(e.expires_at, now, e.expires_at - e.revoked_at if e.revoked_at else None)
+            _clock_reading(e.expires_at, now, e.expires_at - e.revoked_at if e.revoked_at else None)
             for e in detail.keys or ()
         )
         self._update(2, (detail, keys), lambda: self._history(detail, now))
@@ -151,12 +178,12 @@ class DetailPane(Horizontal):
         access.add_row("sub", s.user_id or "-")
         access.add_row("jti", s.access_jti or "-")
         access.add_row("exp", f"{date_time(s.access_exp)}")
-        access.add_row("expires", _countdown(s.access_exp, now, self.access_life))
+        _expiry_row(access, s.access_exp, now, self.access_life)
         refresh = _grid(7)
         refresh.add_row("jti", s.refresh_jti or "-")
         refresh.add_row("exp", date_time(s.refresh_exp))
         life = (s.refresh_exp or now) - s.created_at
-        refresh.add_row("expires", _countdown(s.refresh_exp, now, life))
+        _expiry_row(refresh, s.refresh_exp, now, life)
         return Group(
             Text("access token", style="bold"),
             access,

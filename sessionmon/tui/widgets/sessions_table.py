@@ -23,15 +23,18 @@ from sessionmon.tui.poller import SessionsResult
 from sessionmon.tui.rows import GONE, RowCache
 from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
+# On a narrow screen (80 columns) the countdowns and the state always stay; the others give way
+# by priority, lowest first: the user agent shrinks then goes, then the IP, the name, the age,
+# the last seen time; the email shrinks; the session id goes last. ``←`` / ``→`` scroll them back.
 COLUMNS = (
     Column("mark", "", 1),
-    Column("email", "email", 20, flex=3, sort="email"),
-    Column("name", "name", 10, flex=1),
-    Column("sid", "session", 8),
-    Column("ip", "ip", 15),
-    Column("agent", "user agent", 20, flex=1),
-    Column("age", "age", 7, right=True, sort="created_at"),
-    Column("seen", "last seen", 11, right=True, sort="last_seen_at"),
+    Column("email", "email", 20, flex=3, sort="email", priority=60, shrink=14),
+    Column("name", "name", 10, flex=1, priority=30, optional=True, shrink=8),
+    Column("sid", "session", 8, priority=70, optional=True),
+    Column("ip", "ip", 15, priority=20, optional=True),
+    Column("agent", "user agent", 20, flex=1, priority=10, optional=True, shrink=12),
+    Column("age", "age", 7, right=True, sort="created_at", priority=40, optional=True),
+    Column("seen", "last seen", 11, right=True, sort="last_seen_at", priority=50, optional=True),
     Column("access", "access in", 11, right=True, sort="access_exp"),
     Column("refresh", "refresh in", 12, right=True, sort="refresh_exp"),
     Column("state", "state", 11),

@@ -62,65 +62,114 @@ class StatusBar(Widget):
         return self.get_component_rich_style(name, partial=True)
 
     def render(self) -> Text:
+        """The fullest form that fits; on a narrow screen it condenses (shorter paths, short
+        labels, no app name) rather than cut: the counts, the badges and the clock stay."""
+        width = self.size.width
+        for form in FORMS:
+            text = self._line(form, width)
+            if text.cell_len <= width:
+                return text
+        text = self._line(FORMS[-1], width)
+        text.truncate(width)
+        return text
+
+    def _line(self, form: Form, width: int) -> Text:
         info = self.info
         badges = Text()
-        if info.paused:
-            badges.append(" PAUSED ", self._style("status--badge"))
-            badges.append(" ")
-        if info.read_only:
-            badges.append(" READ-ONLY ", self._style("status--badge"))
-            badges.append(" ")
-        clock = Text(clock_time(info.now) + " ", style=self._style("status--clock"))
-        room = self.size.width - badges.cell_len - clock.cell_len - 1
-        db, redis = info.db, info.redis
-        left = self._left(db, redis)
-        # Too wide: shorten the paths (keeping their ends), never the badges or the clock.
-        for _ in range(2):
-            over = left.cell_len - room
-            if over <= 0:
-                break
-            if len(db) > 16:
-                db = "…" + db[-max(15, len(db) - over - 1) :]
-            elif len(redis) > 16:
-                redis = "…" + redis[-max(15, len(redis) - over - 1) :]
-            left = self._left(db, redis)
-        left.truncate(max(0, room))
-        gap = self.size.width - left.cell_len - badges.cell_len - clock.cell_len
+        for on, long, short in ((info.paused, "PAUSED", "P"), (info.read_only, "READ-ONLY", "RO")):
+            if on:
+                word = short if form.short_badges else long
+                badges.append(f" {word} ", self._style("status--badge"))
+                badges.append(" ")
+        clock = clock_time(info.now)
+        clock = Text((clock[:5] if form.short_clock else clock) + " ", self._style("status--clock"))
+        left = self._left(form, shorten(info.db, form.path), shorten(info.redis, form.path))
+        gap = width - left.cell_len - badges.cell_len - clock.cell_len
         left.append(" " * max(0, gap))
         left.append_text(badges)
         left.append_text(clock)
         return left
 
-    def _left(self, db: str, redis: str) -> Text:
+    def _left(self, form: Form, db: str, redis: str) -> Text:
         info = self.info
         label = self._style("status--label")
         sep = Text(" │ ", style=label)
         text = Text(" ")
-        text.append("sessionmon", self._style("status--name"))
-        text.append_text(sep)
-        text.append("db ", label)
-        text.append(db, self._style("status--ok" if info.db_ok else "status--bad"))
+        if form.name:
+            text.append("sessionmon", self._style("status--name"))
+            text.append_text(sep)
+        text.append("db" + (" " if db else ""), label)
+        text.append(db or "●", self._style("status--ok" if info.db_ok else "status--bad"))
         text.append_text(sep)
         text.append("redis ", label)
-        text.append(redis + " ")
+        if redis:
+            text.append(redis + " ")
         status = info.redis_status
         if status.ok is None:
-            text.append("● connecting…", self._style("status--wait"))
+            text.append("● …" if form.short_redis else "● connecting…", self._style("status--wait"))
         elif status.ok:
             latency = (status.latency or 0) * 1000
-            text.append("● connected ", self._style("status--ok"))
-            text.append(f"{latency:.1f} ms", label)
+            if not form.short_redis:
+                text.append("● connected ", self._style("status--ok"))
+                text.append(f"{latency:.1f} ms", label)
+            else:
+                text.append("● ", self._style("status--ok"))
+                text.append(f"{latency:.1f}ms", label)
         else:
-            text.append("● reconnecting", self._style("status--bad"))
-            if status.last_ok is not None:
+            text.append(
+                "● down" if form.short_redis else "● reconnecting", self._style("status--bad")
+            )
+            if status.last_ok is not None and not form.short_redis:
                 text.append(f" · last ok {clock_time(status.last_ok)}", label)
         text.append_text(sep)
         text.append("- " if info.live is None else f"{info.live:,} ", self._style("status--clock"))
-        text.append("session" if info.live == 1 else "sessions", label)
+        if form.short_counts:
+            text.append("sess", label)
+        else:
+            text.append("session" if info.live == 1 else "sessions", label)
         text.append_text(sep)
         if info.blacklisted is None or not status.ok:
             text.append("? ", self._style("status--wait"))
         else:
             text.append(f"{info.blacklisted:,} ", self._style("status--clock"))
-        text.append("blacklisted", label)
+        text.append("bl" if form.short_counts else "blacklisted", label)
         return text
+
+
+@dataclass(frozen=True)
+class Form:
+    """How much the status bar says: the longest path shown (None: whole; 0: none), Redis as
+    "● 0.4ms", the counts as "12 sess │ 3 bl", the app's name, short badges and clock."""
+
+    path: int | None = None
+    short_redis: bool = False
+    short_counts: bool = False
+    name: bool = True
+    short_badges: bool = False
+    short_clock: bool = False
+
+
+# From the fullest to the shortest: the first that fits is drawn.
+FORMS = (
+    Form(),
+    Form(path=24),
+    Form(path=16),
+    Form(path=16, short_redis=True),
+    Form(path=16, short_redis=True, short_counts=True),
+    Form(path=16, short_redis=True, short_counts=True, name=False),
+    Form(path=10, short_redis=True, short_counts=True, name=False),
+    Form(path=10, short_redis=True, short_counts=True, name=False, short_badges=True),
+    Form(path=0, short_redis=True, short_counts=True, name=False, short_badges=True),
+    Form(
+        path=0, short_redis=True, short_counts=True, name=False, short_badges=True, short_clock=True
+    ),
+)
+
+
+def shorten(text: str, longest: int | None) -> str:
+    """``text`` at most ``longest`` cells, keeping its end (the file name); "" for 0."""
+    if longest is None or len(text) <= longest:
+        return text
+    if longest <= 0:
+        return ""
+    return "…" + text[-(longest - 1) :]
