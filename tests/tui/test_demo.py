@@ -8,14 +8,14 @@ from pathlib import Path
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.config import Settings
-from sessionmon.core.store import Session, Store
+from sessionmon.core.store import Session, SessionStore, open_store
 from sessionmon.demo import DEMO_ACTOR, DEMO_SOURCE, TrafficGenerator
 from sessionmon.tui import build_monitor
 from tests.conftest import TEST_SECRET
 from tests.tui.conftest import wait_for
 
 
-def other_session(store: Store, sid: str, source: str | None, now: float) -> None:
+def other_session(store: SessionStore, sid: str, source: str | None, now: float) -> None:
     store.insert_session(
         Session(
             id=sid,
@@ -37,7 +37,7 @@ def other_session(store: Store, sid: str, source: str | None, now: float) -> Non
 
 
 def test_generator_ends_only_its_own_sessions_when_it_stops(
-    auth: Auth, store: Store, blacklist: Blacklist, clock
+    auth: Auth, store: SessionStore, blacklist: Blacklist, clock
 ):
     now = clock.now()
     other_session(store, "real", None, now)  # a real user's session (hence force=True)
@@ -79,7 +79,10 @@ async def test_quitting_the_demo_monitor_leaves_no_demo_rows(settings: Settings,
             await wait_for(pilot, lambda: app.return_code is not None, "exit")
     finally:
         monitor.close()
-    with Store(settings.db, create=False) as check:
+    check = open_store(settings.db, create=False)
+    try:
         assert check.count_sessions() == 0
         ended = [a for a in check.audit(limit=1000) if a.actor == DEMO_ACTOR]
         assert ended and all(a.action == "logout" for a in ended)
+    finally:
+        check.close()

@@ -254,7 +254,10 @@ async def test_l_reads_the_users_sessions_off_the_ui_thread(
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
         target = app.screen.target
         assert target.kind is LogoutKind.USER and target.user_id == "u1"
-        assert set(target.session_ids) == mine and "every session of one@example.com: 3 now" in target.title
+        assert (
+            set(target.session_ids) == mine
+            and "every session of one@example.com: 3 now" in target.title
+        )
         await pilot.press("n")
         await pilot.pause()
         assert {s.id for s in store.list_sessions()} >= mine  # cancelled: nothing happened
