@@ -1,6 +1,7 @@
 """One monitor measurement in a fresh process (so RSS and CPU are the monitor's own).
 
-``python -m bench.monitor_probe monitor DB REDIS_URL TICK_SECONDS`` runs the real ``SessionmonApp``
+``python -m bench.monitor_probe monitor DB REDIS_URL TICK_SECONDS`` (DB: a SQLite path or a
+PostgreSQL URL) runs the real ``SessionmonApp``
 headless; ``python -m bench.monitor_probe datatable DB ROWS TICK_SECONDS`` runs a plain Textual
 ``DataTable`` view of the same sessions (the baseline). Each prints one JSON object.
 """
@@ -139,19 +140,21 @@ async def monitor(db: str, url: str, tick_seconds: float, cycles: int = 1) -> di
     from sessionmon.core.auth import Auth
     from sessionmon.core.blacklist import Blacklist, connect
     from sessionmon.core.config import Settings
-    from sessionmon.core.store import SCHEMA_VERSION, SqliteStore
+    from sessionmon.core.store import SCHEMA_VERSION, DatabaseUrl, open_store
     from sessionmon.core.tokens import TokenCodec
     from sessionmon.tui.app import SessionmonApp
 
-    check = sqlite3.connect(db)
-    version = check.execute("PRAGMA user_version").fetchone()[0]
-    check.close()
-    if version != SCHEMA_VERSION:  # SqliteStore would migrate it inside the timed first paint
-        raise RuntimeError(f"{db} has schema v{version}, not v{SCHEMA_VERSION}: migrate it first")
+    url = DatabaseUrl.parse(db)
+    if url.path is not None:
+        check = sqlite3.connect(url.path)
+        version = check.execute("PRAGMA user_version").fetchone()[0]
+        check.close()
+        if version != SCHEMA_VERSION:  # the store would migrate it inside the timed first paint
+            raise RuntimeError(f"{db} has schema v{version}, not v{SCHEMA_VERSION}: migrate it")
 
     out: dict[str, Any] = {}
     start = time.perf_counter()
-    store = SqliteStore(db)
+    store = open_store(url)
     client = connect(url, timeout=30)
     blacklist = Blacklist(client, prefix=PREFIX)
     auth = Auth(store, blacklist, TokenCodec(KEYS))
@@ -176,7 +179,7 @@ async def monitor(db: str, url: str, tick_seconds: float, cycles: int = 1) -> di
         out["rss_after_paint_mib"] = rss_mib()
         out["peak_after_paint_mib"] = peak_rss_mib()
         out["keys"] = app.snapshot.blacklist.count if app.snapshot.blacklist else None
-        out["shows_data"] = bool(app.main.sessions._cache)
+        out["shows_data"] = len(app.main.sessions.rows) > 0
         await app.workers.wait_for_complete()
         await pilot.pause(0.5)
         out["tick_cpu_pct"] = await cpu_over(tick_seconds)

@@ -16,6 +16,9 @@ from pathlib import Path
 from sessionmon.core.errors import SessionmonError
 
 log = logging.getLogger("sessionmon.tui")
+# Libraries that log warnings of their own (psycopg's pool: "discarding closed connection" after
+# a server restart): to the same file, never to the terminal the app draws on.
+LIBRARY_LOGGERS = ("psycopg",)
 
 _log_file: Path | None = None
 
@@ -31,15 +34,21 @@ def log_to_file(path: Path | None = None) -> Path | None:
     """Send the monitor's log to ``path`` (rotated at 1 MB); None if it cannot be written."""
     global _log_file
     path = path or default_log_path()
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).propagate = False  # not even when the file cannot be opened
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=1_000_000, backupCount=1, encoding="utf-8"
         )
     except OSError:
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).addHandler(logging.NullHandler())
         return None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False  # nothing reaches stderr (the terminal belongs to the app)
     _log_file = path
@@ -49,11 +58,16 @@ def log_to_file(path: Path | None = None) -> Path | None:
 def stop_logging_to_file() -> None:
     """Close the handlers ``log_to_file`` added."""
     global _log_file
+    libraries = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
     for handler in list(log.handlers):
         if isinstance(handler, logging.FileHandler):
             log.removeHandler(handler)
+            for library in libraries:
+                library.removeHandler(handler)
             handler.close()
     log.propagate = True
+    for library in libraries:
+        library.propagate = True
     _log_file = None
 
 
