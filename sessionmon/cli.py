@@ -432,8 +432,8 @@ def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
 @contextlib.contextmanager
 def _blacklist(settings: Settings) -> Iterator[Blacklist]:
     """A Blacklist on the configured Redis (the embedded one needs its database to exist)."""
-    from sessionmon.core.blacklist import Blacklist, connect
-    from sessionmon.core.runtime import redis_url_for
+    from sessionmon.core.blacklist import connect
+    from sessionmon.core.runtime import make_blacklist, redis_url_for
 
     if settings.embedded and not settings.db.exists():
         # The embedded Redis lives beside the database: no database, no blacklist.
@@ -443,7 +443,7 @@ def _blacklist(settings: Settings) -> Iterator[Blacklist]:
     url, embedded = redis_url_for(settings)
     client = connect(url)
     try:
-        yield Blacklist(client, prefix=settings.prefix, leeway=settings.leeway)
+        yield make_blacklist(settings, client)
     finally:
         client.close()
         if embedded is not None:
@@ -503,9 +503,9 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write("paste one token, then press Ctrl-D\n")
     token = sys.stdin.read().strip()
     typ = REFRESH if args.refresh else ACCESS
-    from sessionmon.core.config import load_keys, may_create_db
+    from sessionmon.core.config import may_create_db
+    from sessionmon.core.runtime import make_codec
     from sessionmon.core.store import open_store
-    from sessionmon.core.tokens import TokenCodec
 
     if not settings.db.exists() and may_create_db(settings):
         # The default settings on a fresh machine: create the default database (and so a
@@ -513,13 +513,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         open_store(settings.db).close()
     # Keys first (a missing secret is the first thing to fix); the database only when needed:
     # an access token is checked against Redis alone. Nothing is created beside a missing one.
-    codec = TokenCodec(
-        load_keys(settings, may_generate=settings.db.exists()),
-        leeway=settings.leeway,
-        issuer=settings.issuer,
-        audience=settings.audience,
-        require_typ=settings.require_typ,
-    )
+    codec = make_codec(settings, may_generate=settings.db.exists())
     reason: str | None = None
     detail = ""
     claims: dict[str, Any] | None = None

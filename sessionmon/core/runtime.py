@@ -1,4 +1,7 @@
-"""Wire settings into live objects: store, Redis client (embedded or by URL), blacklist, auth."""
+"""The one place settings become live objects: store, Redis client (embedded or by URL),
+blacklist, token codec, auth. The CLI, the monitor, the web code and the demo all get theirs here
+(``open_runtime``, or ``make_blacklist`` / ``make_codec`` where they own the client or the keys'
+lifetime themselves)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,28 @@ from sessionmon.core.config import Settings, load_keys
 from sessionmon.core.embedded import EmbeddedRedis
 from sessionmon.core.store import SessionStore, open_store
 from sessionmon.core.tokens import TokenCodec
+
+
+def make_blacklist(
+    settings: Settings, client: redis.Redis, clock: Clock = SYSTEM_CLOCK
+) -> Blacklist:
+    """The blacklist of ``settings`` (prefix, leeway) on ``client``."""
+    return Blacklist(client, prefix=settings.prefix, leeway=settings.leeway, clock=clock)
+
+
+def make_codec(
+    settings: Settings, clock: Clock = SYSTEM_CLOCK, *, may_generate: bool = True
+) -> TokenCodec:
+    """The token codec of ``settings``; loads the keys now (a missing key is a ``ConfigError``;
+    ``may_generate=False``: never generate a secret beside a database that does not exist)."""
+    return TokenCodec(
+        load_keys(settings, may_generate=may_generate),
+        leeway=settings.leeway,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        require_typ=settings.require_typ,
+        clock=clock,
+    )
 
 
 def redis_url_for(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
@@ -44,15 +69,7 @@ class Runtime:
     def codec(self) -> TokenCodec:
         """The token codec; loads keys on first use (a missing key is a ``ConfigError``)."""
         if self._codec is None:
-            s = self.settings
-            self._codec = TokenCodec(
-                load_keys(s),
-                leeway=s.leeway,
-                issuer=s.issuer,
-                audience=s.audience,
-                require_typ=s.require_typ,
-                clock=self.clock,
-            )
+            self._codec = make_codec(self.settings, self.clock)
         return self._codec
 
     @property
@@ -100,7 +117,7 @@ def open_runtime(
         store.close()
         raise
     client = connect(url)
-    blacklist = Blacklist(client, prefix=settings.prefix, leeway=settings.leeway, clock=clock)
+    blacklist = make_blacklist(settings, client, clock)
     return Runtime(
         settings=settings,
         store=store,

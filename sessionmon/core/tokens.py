@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.config import HMAC_ALGORITHMS, KeyMaterial
+from sessionmon.core.config import KeyMaterial
 from sessionmon.core.jws_fast import HmacFastPath
 
 MAX_TOKEN_BYTES = 8 * 1024
@@ -314,6 +314,3 @@ def _finite(value: Any) -> float | None:
         return None
     return number if math.isfinite(number) else None
 
-
-def is_hmac(algorithm: str) -> bool:
-    return algorithm in HMAC_ALGORITHMS

@@ -66,8 +66,8 @@ SEARCH_DUTY = 0.2
 def short_location(db: DatabaseUrl) -> str:
     """The database for the status bar: a path with the home directory as ``~``, or the URL
     without its password."""
-    if db.path is None:
-        return db.display
+    if db.path is None:  # the server and database; the query (search_path, ssl...) is noise
+        return db.display.partition("?")[0]
     text = str(db.path)
     home = os.path.expanduser("~")
     if home not in ("", "/") and text.startswith(home + os.sep):

@@ -123,10 +123,6 @@ class MonitorBackend:
         """A backend over objects the caller opened (and closes)."""
         return cls(store.location, blacklist, store=store, auth=auth)
 
-    @property
-    def store_open(self) -> bool:
-        return self._store is not None
-
     def store(self) -> SessionStore:
         """The read-write store, opened now if it is not yet; raises ``DatabaseError``.
 
