@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sessionmon.cli import SETTING_FLAGS, build_parser, settings_from_args
-from sessionmon.core.store import SqliteStore
+from sessionmon.core.store import DatabaseUrl, SqliteStore
 from tests.cli.test_cli import assert_clean_error
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -23,7 +23,7 @@ def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
     config = tmp_path / "config.toml"
     config.write_text("")
     return {
-        "db": (["--db", str(tmp_path / "x.db")], "db", tmp_path / "x.db"),
+        "db": (["--db", str(tmp_path / "x.db")], "db", DatabaseUrl.parse(tmp_path / "x.db")),
         "redis_url": (["--redis-url", "redis://h:1/2"], "redis_url", "redis://h:1/2"),
         "prefix": (["--prefix", "p:"], "prefix", "p:"),
         "config": (["--config", str(config)], "config", config),

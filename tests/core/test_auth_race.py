@@ -92,7 +92,7 @@ def test_refresh_vs_force_logout_race(
         a.join(10)
         assert not a.is_alive(), "thread A hung"
         assert not errors, errors
-        assert result.error is None and result.outcome in ("ok", "not_found")
+        assert result.error is None and result.outcome.value in ("ok", "not_found")
 
         late = [c for c in calls if c.started_after_logout]
         assert len(late) >= 3
