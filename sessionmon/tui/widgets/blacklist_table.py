@@ -15,6 +15,7 @@ from sessionmon.core.blacklist_search import SearchResult
 from sessionmon.core.clock import Clock
 from sessionmon.tui.format import clock_time, countdown, plural, short_id
 from sessionmon.tui.poller import BlacklistResult
+from sessionmon.tui.widgets.levels import LEVEL_CLASSES, level_css
 from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
 # On a narrow screen kind, subject and ttl always stay; "revoked at" goes first, then the actor
@@ -36,25 +37,24 @@ MARGIN = 100  # keys read above the first visible one
 class BlacklistTable(LineTable):
     """Blacklist keys with TTL countdowns, ordered by expiry."""
 
-    COMPONENT_CLASSES = LineTable.COMPONENT_CLASSES | {
-        "countdown--plenty",
-        "countdown--low",
-        "countdown--critical",
-        "countdown--expired",
-        "kind--session",
-        "kind--token",
-        "blacklist--dim",
-    }
+    COMPONENT_CLASSES = (
+        LineTable.COMPONENT_CLASSES
+        | LEVEL_CLASSES
+        | {
+            "kind--session",
+            "kind--token",
+            "blacklist--dim",
+        }
+    )
 
-    DEFAULT_CSS = """
-    BlacklistTable > .countdown--plenty { color: $success; }
-    BlacklistTable > .countdown--low { color: $warning; }
-    BlacklistTable > .countdown--critical { color: $error; text-style: bold; }
-    BlacklistTable > .countdown--expired { color: $error 70%; }
+    DEFAULT_CSS = (
+        level_css("BlacklistTable")
+        + """
     BlacklistTable > .kind--session { color: $accent; }
     BlacklistTable > .kind--token { color: $text; }
     BlacklistTable > .blacklist--dim { color: $text-muted; }
     """
+    )
 
     columns = COLUMNS
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rich.console import Group, RenderableType
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -21,9 +22,9 @@ from sessionmon.core.blacklist import BlacklistEntry
 from sessionmon.core.clock import Clock
 from sessionmon.core.store import AuditEntry, Session
 from sessionmon.tui.format import ago, clock_time, countdown, date_time
+from sessionmon.tui.widgets.levels import LEVEL_CLASSES, STATE_CLASSES, level_css
 
 _NOTHING = object()
-LEVEL_STYLES = {"plenty": "green", "low": "yellow", "critical": "bold red", "expired": "red"}
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,18 @@ def _grid(label_width: int = 9) -> Table:
     return table
 
 
-def _countdown(expires: float | None, now: float, life: float | None) -> Text:
+Styles = Callable[[str], Style]  # component class -> its Rich style (the theme's colours)
+
+
+def _countdown(styles: Styles, expires: float | None, now: float, life: float | None) -> Text:
     """``in 14:32``, or for a time gone by ``expired 2:14 ago``."""
     text, level = countdown(expires, now, life)
+    style = styles(f"countdown--{level}")
     if level != "expired":
-        return Text(f"in {text}", style=LEVEL_STYLES[level])
+        return Text(f"in {text}", style=style)
     if expires is None:
-        return Text(text, style=LEVEL_STYLES[level])
-    return Text(f"expired {_since(expires, now)}", style=LEVEL_STYLES[level])
+        return Text(text, style=style)
+    return Text(f"expired {_since(expires, now)}", style=style)
 
 
 def _since(expires: float, now: float) -> str:
@@ -60,12 +65,14 @@ def _since(expires: float, now: float) -> str:
     return "just now" if when == "now" else when
 
 
-def _expiry_row(grid: Table, expires: float | None, now: float, life: float | None) -> None:
+def _expiry_row(
+    styles: Styles, grid: Table, expires: float | None, now: float, life: float | None
+) -> None:
     """The ``expires in 14:32`` row; ``expired 2:14 ago`` once the time has passed."""
     if expires is not None and expires <= now:
-        grid.add_row("expired", Text(_since(expires, now), style=LEVEL_STYLES["expired"]))
+        grid.add_row("expired", Text(_since(expires, now), style=styles("countdown--expired")))
     else:
-        grid.add_row("expires", _countdown(expires, now, life))
+        grid.add_row("expires", _countdown(styles, expires, now, life))
 
 
 def _clock_reading(expires: float | None, now: float, life: float | None) -> object:
@@ -79,12 +86,17 @@ def _clock_reading(expires: float | None, now: float, life: float | None) -> obj
 class DetailPane(Horizontal):
     """Three columns: session, token claims, blacklist and audit."""
 
-    DEFAULT_CSS = """
+    COMPONENT_CLASSES = LEVEL_CLASSES
+
+    DEFAULT_CSS = (
+        level_css("DetailPane")
+        + """
     DetailPane { height: 11; border: round $primary 50%; border-title-color: $text-muted; }
     DetailPane > Static { width: 1fr; height: 100%; padding: 0 1; }
     /* "expires", a space, a whole 22-character jti, and the padding */
     DetailPane > #detail-tokens { width: 32; }
     """
+    )
 
     def __init__(self, clock: Clock, access_life: float, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -158,6 +170,9 @@ class DetailPane(Horizontal):
         self._shown[panel] = key
         self._panels[panel].update(build(), layout=False)
 
+    def _style(self, component: str) -> Style:
+        return self.get_component_rich_style(component, partial=True)
+
     def _session(self, s: Session, now: float) -> RenderableType:
         t = _grid()
         t.add_row("session", Text(s.id, style="bold"))
@@ -169,8 +184,7 @@ class DetailPane(Horizontal):
         t.add_row("last seen", f"{date_time(s.last_seen_at)} ({ago(s.last_seen_at, now)})")
         t.add_row("refreshes", f"{s.refresh_count} · source {s.source or '-'}")
         state = s.state(now)
-        style = {"active": "green", "refresh due": "yellow"}.get(state, "red")
-        t.add_row("state", Text(state, style=style))
+        t.add_row("state", Text(state, style=self._style(STATE_CLASSES[state])))
         return t
 
     def _tokens(self, s: Session, now: float) -> RenderableType:
@@ -178,12 +192,12 @@ class DetailPane(Horizontal):
         access.add_row("sub", s.user_id or "-")
         access.add_row("jti", s.access_jti or "-")
         access.add_row("exp", f"{date_time(s.access_exp)}")
-        _expiry_row(access, s.access_exp, now, self.access_life)
+        _expiry_row(self._style, access, s.access_exp, now, self.access_life)
         refresh = _grid(7)
         refresh.add_row("jti", s.refresh_jti or "-")
         refresh.add_row("exp", date_time(s.refresh_exp))
         life = (s.refresh_exp or now) - s.created_at
-        _expiry_row(refresh, s.refresh_exp, now, life)
+        _expiry_row(self._style, refresh, s.refresh_exp, now, life)
         return Group(
             Text("access token", style="bold"),
             access,
@@ -204,7 +218,9 @@ class DetailPane(Horizontal):
             keys.add_column(overflow="ellipsis", no_wrap=True, ratio=1)
             for e in d.keys:
                 life = e.expires_at - e.revoked_at if e.revoked_at else None
-                keys.add_row(e.kind, _countdown(e.expires_at, now, life), e.reason or "")
+                keys.add_row(
+                    e.kind, _countdown(self._style, e.expires_at, now, life), e.reason or ""
+                )
             parts.append(keys)
         parts.append(Text("audit", style="bold"))
         if not d.audit:

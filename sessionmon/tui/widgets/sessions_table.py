@@ -21,6 +21,7 @@ from sessionmon.tui.format import age, ago, countdown, short_agent, short_id
 from sessionmon.tui.model import SessionList
 from sessionmon.tui.poller import SessionsResult
 from sessionmon.tui.rows import GONE, RowCache
+from sessionmon.tui.widgets.levels import LEVEL_CLASSES, STATE_CLASSES, level_css
 from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
 # On a narrow screen (80 columns) the countdowns and the state always stay; the others give way
@@ -40,36 +41,28 @@ COLUMNS = (
     Column("state", "state", 11),
 )
 
-STATE_STYLES = {"active": "state--active", "refresh due": "state--due", "expired": "state--expired"}
 PREFETCH = 40  # rows read beyond the visible ones
 
 
 class SessionsTable(LineTable):
     """Live sessions with countdowns; the cursor stays on its session across reloads."""
 
-    COMPONENT_CLASSES = LineTable.COMPONENT_CLASSES | {
-        "countdown--plenty",
-        "countdown--low",
-        "countdown--critical",
-        "countdown--expired",
-        "state--active",
-        "state--due",
-        "state--expired",
-        "session--mark",
-        "session--dim",
-    }
+    COMPONENT_CLASSES = (
+        LineTable.COMPONENT_CLASSES
+        | LEVEL_CLASSES
+        | {
+            "session--mark",
+            "session--dim",
+        }
+    )
 
-    DEFAULT_CSS = """
-    SessionsTable > .countdown--plenty { color: $success; }
-    SessionsTable > .countdown--low { color: $warning; }
-    SessionsTable > .countdown--critical { color: $error; text-style: bold; }
-    SessionsTable > .countdown--expired { color: $error 70%; }
-    SessionsTable > .state--active { color: $success; }
-    SessionsTable > .state--due { color: $warning; }
-    SessionsTable > .state--expired { color: $error 70%; }
+    DEFAULT_CSS = (
+        level_css("SessionsTable")
+        + """
     SessionsTable > .session--mark { color: $accent; text-style: bold; }
     SessionsTable > .session--dim { color: $text-muted; }
     """
+    )
 
     columns = COLUMNS
     ticking_from = "age"  # age, last seen, both countdowns and the state move with the clock
@@ -228,7 +221,7 @@ class SessionsTable(LineTable):
             (ago(session.last_seen_at, now), None),
             (access, f"countdown--{access_level}"),
             (refresh, f"countdown--{refresh_level}"),
-            (state, STATE_STYLES.get(state)),
+            (state, STATE_CLASSES.get(state)),
         ]
 
     def title(self) -> str:
