@@ -24,6 +24,19 @@ BENCHMARKS = {
 }
 
 
+def _count(text: str) -> int:
+    """``10m``, ``500k`` or ``1000000``."""
+    t = text.strip().lower().replace("_", "").replace(",", "")
+    scale = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1)
+    try:
+        value = int(float(t[:-1] if scale > 1 else t) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (e.g. 10m, 500k)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("the count must be positive")
+    return value
+
+
 def machine() -> str:
     """nproc, CPU model, Python: the facts BENCHMARKS.md records."""
     cpu = "unknown"
@@ -47,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--monitor-runs", type=int, help="monitor probe runs (default 3 full, 1 quick)"
     )
+    parser.add_argument(
+        "--sessions",
+        type=_count,
+        help="sessions for the store and monitor benchmarks, e.g. 10m (default 1m, quick 10k)",
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -56,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.fixtures import stop_all
 
-    ctx = Context(quick=args.quick, options={"monitor_runs": args.monitor_runs})
+    ctx = Context(
+        quick=args.quick, options={"monitor_runs": args.monitor_runs, "sessions": args.sessions}
+    )
     print(f"sessionmon benchmarks ({'quick' if args.quick else 'full'}): {machine()}", flush=True)
     failed = []
     started = time.perf_counter()

@@ -30,7 +30,7 @@ def run(ctx: Context) -> None:
     if why is not None:
         print(f"  PostgreSQL skipped: {why}", flush=True)
         return
-    n = ctx.size(1_000_000, 10_000)
+    n = ctx.sessions(1_000_000, 10_000)
     data = pg_data.pg_sessions_db(n)
     reader = PostgresReader(data.url)
     try:

@@ -15,6 +15,7 @@ import random
 import re
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,16 @@ def _rid(rng: random.Random) -> str:
 
 def session_rows(n: int, now: float, seed: int = 1) -> list[tuple[object, ...]]:
     """``n`` session rows (in ``SESSION_COLUMNS`` order) with spread-out expiries."""
+    return [row for chunk in session_chunks(n, now, seed) for row in chunk]
+
+
+def session_chunks(
+    n: int, now: float, seed: int = 1, chunk: int = 100_000
+) -> Iterator[list[tuple[object, ...]]]:
+    """The rows of ``session_rows`` in lists of ``chunk`` (10M rows never sit in memory)."""
     rng = random.Random(seed)
     users = max(1, n // SESSIONS_PER_USER)
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for _ in range(n):
         u = rng.randrange(users)
         created = now - rng.uniform(0, 3 * 86400)
@@ -78,10 +86,16 @@ def session_rows(n: int, now: float, seed: int = 1) -> list[tuple[object, ...]]:
                 SOURCE,
             )
         )
-    return rows
+        if len(rows) >= chunk:
+            yield rows
+            rows = []
+    if rows:
+        yield rows
 
 
-def insert_sessions(store: SqliteStore, rows: list[tuple[object, ...]], *, rebuild: bool) -> None:
+def insert_sessions(
+    store: SqliteStore, rows: Iterable[tuple[object, ...]], *, rebuild: bool
+) -> None:
     """Insert rows in one transaction.
 
     With ``rebuild`` (bulk generation), the schema's secondary structures are built once after the
@@ -167,9 +181,9 @@ def sessions_db(n: int, *, quiet: bool = False) -> SessionData:
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         p.unlink(missing_ok=True)
     start = time.perf_counter()
-    rows = session_rows(n, now)
     store = SqliteStore(path)
     try:
+        rows = (row for chunk in session_chunks(n, now) for row in chunk)
         insert_sessions(store, rows, rebuild=n >= 50_000)
         store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         store.conn.execute("ANALYZE")

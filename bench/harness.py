@@ -54,6 +54,10 @@ class Context:
     def size(self, full: int, quick: int) -> int:
         return quick if self.quick else full
 
+    def sessions(self, full: int, quick: int) -> int:
+        """The session count of the store and monitor benchmarks (``--sessions`` overrides)."""
+        return int(self.options.get("sessions") or self.size(full, quick))
+
     def report(self, fig: Figure) -> Figure:
         self.figures.append(fig)
         print(fig.line(), flush=True)

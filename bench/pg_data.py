@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bench.data import MAX_DATA_AGE, session_rows
+from bench.data import MAX_DATA_AGE, session_chunks
 from sessionmon.core.store import SESSION_COLUMNS, open_store
 from sessionmon.core.store.url import DatabaseUrl, with_search_path
 
@@ -70,7 +70,6 @@ def pg_sessions_db(n: int, *, quiet: bool = False) -> PgData:
         conn.execute(f"CREATE SCHEMA {schema}")
     start = time.perf_counter()
     open_store(url).close()  # the real schema, migrated
-    rows = session_rows(n, now)
     with psycopg.connect(url) as conn:
         indexes = conn.execute(
             "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = %s "
@@ -80,10 +79,10 @@ def pg_sessions_db(n: int, *, quiet: bool = False) -> PgData:
         for name, _ in indexes:
             conn.execute(f"DROP INDEX {schema}.{name}")
         with conn.cursor() as cur:
-            for at in range(0, n, _CHUNK):
-                copy_sql = f"COPY sessions ({', '.join(SESSION_COLUMNS)}) FROM STDIN"
+            copy_sql = f"COPY sessions ({', '.join(SESSION_COLUMNS)}) FROM STDIN"
+            for chunk in session_chunks(n, now, chunk=_CHUNK):
                 with cur.copy(copy_sql) as copy:  # type: ignore[arg-type]
-                    for r in rows[at : at + _CHUNK]:
+                    for r in chunk:
                         copy.write_row(r)
         for _, create in indexes:
             conn.execute(create)  # type: ignore[arg-type]
