@@ -6,7 +6,7 @@ import contextlib
 import secrets
 
 from bench.data import BenchRedis, blacklist_keys
-from sessionmon.core.config import KeyMaterial
+from sessionmon.core.keys import KeyMaterial
 
 SECRET = secrets.token_bytes(32)
 KEYS = KeyMaterial("HS256", SECRET, SECRET, "bench")

@@ -20,7 +20,7 @@ from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from sessionmon.core.config import format_duration
+from sessionmon.core.durations import format_duration
 
 SIZE = (160, 45)
 FILTER = "user42@"  # about five sessions of one user, at any size
@@ -139,7 +139,7 @@ async def monitor(db: str, url: str, tick_seconds: float, cycles: int = 1) -> di
     from bench.fixtures import KEYS
     from sessionmon.core.auth import Auth
     from sessionmon.core.blacklist import Blacklist, connect
-    from sessionmon.core.config import Settings
+    from sessionmon.core.settings import Settings
     from sessionmon.core.store import SCHEMA_VERSION, DatabaseUrl, open_store
     from sessionmon.core.tokens import TokenCodec
     from sessionmon.tui.app import SessionmonApp

@@ -29,9 +29,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sessionmon.core.auth import Auth
-from sessionmon.core.config import Settings, load_settings, parse_bool
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
 from sessionmon.core.runtime import Runtime, open_runtime
+from sessionmon.core.settings import Settings, load_settings, parse_bool
 from sessionmon.web import CookieSettings, SessionMiddleware, get_user, require_user
 from sessionmon.web.guards import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
 from sessionmon.web.starlette_support import EXCEPTION_HANDLERS

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from sessionmon import __version__
-from sessionmon.core.config import Settings, format_duration, load_settings
+from sessionmon.core.durations import format_duration
 from sessionmon.core.errors import (
     ConfigError,
     DatabaseMissing,
     RedisUnavailable,
     SessionmonError,
 )
+from sessionmon.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from sessionmon.core.blacklist import Blacklist
@@ -503,8 +504,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write("paste one token, then press Ctrl-D\n")
     token = sys.stdin.read().strip()
     typ = REFRESH if args.refresh else ACCESS
-    from sessionmon.core.config import may_create_db
     from sessionmon.core.runtime import make_codec
+    from sessionmon.core.settings import may_create_db
     from sessionmon.core.store import open_store
 
     if not settings.db.exists() and may_create_db(settings):
@@ -568,7 +569,7 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from sessionmon.core.config import parse_duration
+    from sessionmon.core.durations import parse_duration
     from sessionmon.core.purge import purge_expired
 
     try:

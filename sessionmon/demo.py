@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.config import Settings
 from sessionmon.core.errors import ConfigError, DatabaseError, RedisUnavailable
+from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore, open_store
 from sessionmon.core.tokens import Reason
 

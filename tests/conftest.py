@@ -15,8 +15,9 @@ import redis
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.config import KeyMaterial, Settings
 from sessionmon.core.embedded import EmbeddedRedis
+from sessionmon.core.keys import KeyMaterial
+from sessionmon.core.settings import Settings
 from sessionmon.core.store import Backend, DatabaseUrl, SessionStore, open_store
 from sessionmon.core.tokens import TokenCodec
 from tests.redis_server import RedisProcess

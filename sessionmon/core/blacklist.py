@@ -35,8 +35,8 @@ def connect(url: str, *, timeout: float = 2.0, **kwargs: Any) -> redis.Redis:
     try:
         return _from_url(url, timeout, **kwargs)
     except ValueError as exc:
-        from sessionmon.core.config import mask_url
         from sessionmon.core.errors import ConfigError
+        from sessionmon.core.urls import mask_url
 
         raise ConfigError(f"bad Redis URL {mask_url(url)}: {exc}") from None
 

@@ -14,8 +14,9 @@ import redis
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.config import Settings, load_keys
 from sessionmon.core.embedded import EmbeddedRedis
+from sessionmon.core.keys import load_keys
+from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore, open_store
 from sessionmon.core.tokens import TokenCodec
 

@@ -17,8 +17,8 @@ from typing import Any
 import jwt
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.config import KeyMaterial
 from sessionmon.core.jws_fast import HmacFastPath
+from sessionmon.core.keys import KeyMaterial
 
 MAX_TOKEN_BYTES = 8 * 1024
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sessionmon.core.clock import Clock
-    from sessionmon.core.config import Settings
+    from sessionmon.core.settings import Settings
     from sessionmon.demo import TrafficGenerator
     from sessionmon.tui.app import SessionmonApp
     from sessionmon.tui.backend import MonitorBackend
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 def may_create_database(settings: Settings, *, demo: bool = False) -> bool:
     """Whether a missing database file is created: for ``--demo``, and for the default path on
     first run (unless ``--read-only``); never for a path the operator named (a likely typo)."""
-    from sessionmon.core.config import may_create_db
+    from sessionmon.core.settings import may_create_db
 
     return demo or may_create_db(settings)
 

@@ -28,10 +28,12 @@ from sessionmon.core.auth import Auth, LogoutResult
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.blacklist_search import SearchResult, search
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.config import Settings, format_duration, mask_url
+from sessionmon.core.durations import format_duration
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
+from sessionmon.core.settings import Settings
 from sessionmon.core.store import ReadModel, Session, SessionStore, ViewQuery, open_reader
 from sessionmon.core.store.url import DatabaseUrl
+from sessionmon.core.urls import mask_url
 from sessionmon.tui.actions import ACTIONS, works_in
 from sessionmon.tui.backend import MonitorBackend
 from sessionmon.tui.failures import log, report_failure

@@ -17,10 +17,10 @@ import redis
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.config import Settings
 from sessionmon.core.embedded import EmbeddedRedis
 from sessionmon.core.errors import RedisUnavailable, SessionmonError
 from sessionmon.core.runtime import Runtime
+from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore, open_store
 from sessionmon.core.store.url import DatabaseUrl
 

@@ -10,7 +10,7 @@ import math
 import re
 import time
 
-from sessionmon.core.config import format_duration
+from sessionmon.core.durations import format_duration
 
 # Urgency of a countdown, by the fraction of the token's life that is left.
 PLENTY = "plenty"

@@ -29,7 +29,8 @@ from sessionmon.core.blacklist import (
     connect,
 )
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.config import KeyMaterial, Settings
+from sessionmon.core.keys import KeyMaterial
+from sessionmon.core.settings import Settings
 from sessionmon.core.store import DatabaseUrl, Session, SessionStore, SqliteStore
 from sessionmon.core.tokens import TokenCodec
 from sessionmon.demo import AGENTS  # the same browsers as the traffic generator

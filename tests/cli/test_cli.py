@@ -310,7 +310,7 @@ def test_check_wrong_type_shows_verified_claims_and_hint(run_cli: Run, auth: Aut
 
 
 def test_check_unverified_claims_are_marked(run_cli: Run, auth: Auth) -> None:
-    from sessionmon.core.config import KeyMaterial
+    from sessionmon.core.keys import KeyMaterial
     from sessionmon.core.tokens import TokenCodec
 
     other = TokenCodec(KeyMaterial("HS256", b"x" * 40, b"x" * 40))
@@ -340,7 +340,8 @@ def test_usage_errors_and_no_match_messages(run_cli: Run, auth: Auth) -> None:
 def test_generated_secret_beside_db_is_used_with_a_redis_url(
     run_cli: Run, tmp_path: Path, redis_url: str
 ) -> None:
-    from sessionmon.core.config import Settings, load_keys, secret_path_for
+    from sessionmon.core.keys import load_keys, secret_path_for
+    from sessionmon.core.settings import Settings
 
     db = tmp_path / "own.db"
     embedded = Settings(db=db)  # the embedded default generates the secret once

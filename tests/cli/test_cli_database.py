@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sessionmon.core.config import KeyMaterial, Settings
 from sessionmon.core.embedded import EmbeddedRedis
+from sessionmon.core.keys import KeyMaterial
+from sessionmon.core.settings import Settings
 from sessionmon.core.store import Session, SqliteStore
 from sessionmon.core.tokens import TokenCodec
 from tests.cli.test_cli import assert_clean_error

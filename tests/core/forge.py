@@ -12,7 +12,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from sessionmon.core.config import KeyMaterial, Settings, load_keys
+from sessionmon.core.keys import KeyMaterial, load_keys
+from sessionmon.core.settings import Settings
 
 
 def b64url(data: bytes) -> str:

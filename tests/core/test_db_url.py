@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sessionmon.core.config import load_settings
 from sessionmon.core.errors import ConfigError
+from sessionmon.core.settings import load_settings
 from sessionmon.core.store import Backend, DatabaseUrl
 
 

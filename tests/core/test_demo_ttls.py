@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sessionmon.core.config import load_settings
+from sessionmon.core.settings import load_settings
 from sessionmon.demo import DEMO_ACCESS_TTL, DEMO_REFRESH_TTL, demo_ttls
 
 

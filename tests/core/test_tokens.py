@@ -11,7 +11,7 @@ import pytest
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.config import KeyMaterial
+from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.store import SqliteStore
 from sessionmon.core.tokens import (
     ACCESS,

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.config import KeyMaterial
 from sessionmon.core.jws_fast import HmacFastPath
+from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.tokens import TokenCodec, TokenRejected
 
 SECRET = b"fast-path-secret-" + b"k" * 40

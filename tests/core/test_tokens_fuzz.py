@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sessionmon.core.auth import Auth
-from sessionmon.core.config import KeyMaterial
+from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.tokens import ACCESS, REFRESH, Claims, TokenCodec, TokenRejected
 from tests.core.forge import b64url, b64url_json, unsigned_token
 

@@ -12,8 +12,8 @@ import pytest
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.config import KeyMaterial
 from sessionmon.core.errors import ConfigError
+from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.tokens import ACCESS, REFRESH, Reason, TokenCodec, TokenRejected
 from tests.core.forge import (
     b64url_json,

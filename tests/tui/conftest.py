@@ -11,7 +11,7 @@ import pytest
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.config import Settings
+from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore
 from sessionmon.tui.app import SessionmonApp
 from sessionmon.tui.poller import Poller

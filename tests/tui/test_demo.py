@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
-from sessionmon.core.config import Settings
+from sessionmon.core.settings import Settings
 from sessionmon.core.store import Session, SessionStore, open_store
 from sessionmon.demo import DEMO_ACTOR, DEMO_SOURCE, TrafficGenerator
 from sessionmon.tui import build_monitor

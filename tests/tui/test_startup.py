@@ -18,8 +18,8 @@ import redis
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, RevokeRequest
-from sessionmon.core.config import Settings
 from sessionmon.core.embedded import EmbeddedRedis
+from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore, SqliteStore
 from sessionmon.core.tokens import TokenCodec
 from sessionmon.tui import Monitor, build_monitor, may_create_database

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from sessionmon.core.errors import ConfigError
 from sessionmon.core.store.base import Backend
+from sessionmon.core.urls import mask_url
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -28,23 +29,6 @@ _POSTGRES_SCHEMES = ("postgresql", "postgres")
 def _data_home() -> Path:
     value = os.environ.get("XDG_DATA_HOME")
     return (Path(value) if value else Path.home() / ".local/share") / "sessionmon"
-
-
-def mask_password(url: str) -> str:
-    """``url`` with the password (in the authority or a ``password=`` option) as ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    query = "&".join(
-        f"{name}=***" if "password" in name.lower() else f"{name}={value}" if value else name
-        for name, _, value in (item.partition("=") for item in parts.query.split("&") if item)
-    )
-    if parts.password is None:
-        return url if query == parts.query else urlunsplit(parts._replace(query=query))
-    # Keep what follows the "@" verbatim (brackets of an IPv6 host, the port).
-    netloc = f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)
@@ -78,14 +62,12 @@ class DatabaseUrl:
         if scheme in _POSTGRES_SCHEMES:
             parts = urlsplit(text)
             if not parts.hostname and "host=" not in parts.query:
-                raise ConfigError(f"--db {mask_password(text)}: no host in the PostgreSQL URL")
+                raise ConfigError(f"--db {mask_url(text)}: no host in the PostgreSQL URL")
             if not parts.path.strip("/"):
-                raise ConfigError(
-                    f"--db {mask_password(text)}: no database name in the PostgreSQL URL"
-                )
+                raise ConfigError(f"--db {mask_url(text)}: no database name in the PostgreSQL URL")
             return cls(Backend.POSTGRES, url=text)
         raise ConfigError(
-            f"--db {mask_password(text)}: unknown scheme {scheme}:// "
+            f"--db {mask_url(text)}: unknown scheme {scheme}:// "
             "(use a path, sqlite:///path or postgresql://user@host:port/db)"
         )
 
@@ -96,7 +78,7 @@ class DatabaseUrl:
     @property
     def display(self) -> str:
         """Safe to print: the path, or the URL with its password masked."""
-        return str(self.path) if self.path is not None else mask_password(self.url)
+        return str(self.path) if self.path is not None else mask_url(self.url)
 
     def __str__(self) -> str:
         return self.display

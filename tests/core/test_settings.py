@@ -7,17 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from sessionmon.core.config import (
-    Settings,
-    format_duration,
-    load_keys,
-    load_settings,
-    mask_url,
-    parse_bool,
-    parse_duration,
-    secret_path_for,
-)
+from sessionmon.core.durations import format_duration, parse_duration
 from sessionmon.core.errors import ConfigError
+from sessionmon.core.keys import load_keys, secret_path_for
+from sessionmon.core.settings import Settings, load_settings, parse_bool
+from sessionmon.core.urls import mask_url
 from tests.core.forge import new_private_key, write_key_files
 
 
