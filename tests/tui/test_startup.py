@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 
@@ -229,8 +230,14 @@ async def test_l_reads_the_users_sessions_off_the_ui_thread(
     release = threading.Event()
     holding = threading.Event()
 
-    def hold_store() -> None:  # a slow database: the store's lock is busy for a while
-        with store._lock:
+    def hold_store() -> None:  # a slow database: busy for a while
+        if isinstance(store, SqliteStore):
+            with store._lock:
+                holding.set()
+                release.wait(5)
+            return
+        with psycopg.connect(store.location.url) as conn:  # every read waits on this lock
+            conn.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
             holding.set()
             release.wait(5)
 
