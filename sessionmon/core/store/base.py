@@ -77,6 +77,12 @@ class AuditRow:
         """An ``AuditRow`` from itself or from a dict of its fields."""
         return row if isinstance(row, AuditRow) else cls(**row)
 
+    @classmethod
+    def of_entry(cls, e: AuditEntry) -> AuditRow:
+        """The row an existing entry was written from (to copy it elsewhere)."""
+        return cls(e.at, e.actor, e.action, e.session_id, e.user_id, e.email, e.reason,
+                   e.revoked, e.outcome)  # fmt: skip
+
     def params(self) -> tuple[Any, ...]:
         """Values in ``AUDIT_COLUMNS`` order without ``id`` (``revoked`` as a JSON list)."""
         return (

@@ -1,10 +1,10 @@
 """Keyset reads of a sort's covering index: a row's position and the rows around it, no OFFSET.
 
 Written once for both backends; a ``Dialect`` names what differs (the row key column, the
-placeholder, null-safe equality, how the live test keeps the sort's own index). NULLs sort first
-ascending and last descending on both (PostgreSQL is told so with ``NULLS FIRST``/``NULLS LAST``
-in its indexes and queries). Only a sort's first column may be NULL: the others are
-``refresh_exp`` of a live row and the row key.
+placeholder, null-safe equality, how the live test keeps the sort's own index, how to insert a
+row only if absent). NULLs sort first ascending and last descending on both (PostgreSQL is told
+so with ``NULLS FIRST``/``NULLS LAST`` in its indexes and queries). Only a sort's first column
+may be NULL: the others are ``refresh_exp`` of a live row and the row key.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class Dialect:
     same: str  # null-safe equality: "IS" or "IS NOT DISTINCT FROM"
     live_hint: str  # prefix of refresh_exp in the live test when the sort starts elsewhere
     nulls: bool  # write NULLS FIRST / NULLS LAST in ORDER BY
+    ignore_prefix: str  # INSERT <this>INTO ... : leave a row whose key exists
+    ignore_suffix: str  # ... VALUES (...)<this>
 
     def columns(self, sort: str) -> tuple[str, ...]:
         return (*SORTS[sort].keys, self.key)
@@ -42,8 +44,24 @@ class Dialect:
         return f"{prefix}refresh_exp > {self.mark}"
 
 
-SQLITE = Dialect(key="rowid", mark="?", same="IS", live_hint="+", nulls=False)
-POSTGRES = Dialect(key="seq", mark="%s", same="IS NOT DISTINCT FROM", live_hint="", nulls=True)
+SQLITE = Dialect(
+    key="rowid",
+    mark="?",
+    same="IS",
+    live_hint="+",
+    nulls=False,
+    ignore_prefix="OR IGNORE ",
+    ignore_suffix="",
+)
+POSTGRES = Dialect(
+    key="seq",
+    mark="%s",
+    same="IS NOT DISTINCT FROM",
+    live_hint="",
+    nulls=True,
+    ignore_prefix="",
+    ignore_suffix=" ON CONFLICT DO NOTHING",
+)
 
 
 def anchor(run: Run, d: Dialect, sort: str, now: float, key: int) -> tuple[Any, ...] | None:

@@ -25,14 +25,14 @@ import psycopg_pool
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import DatabaseError, DatabaseUnavailable
 from sessionmon.core.store import keyset
-from sessionmon.core.store.base import AuditEntry, AuditRow, Backend, Session
+from sessionmon.core.store.base import Backend, Session
 from sessionmon.core.store.order import OrderReader, ViewQuery
 from sessionmon.core.store.postgres_schema import CHANNEL, SEARCH_EXPR, SEPARATOR, migrate
+from sessionmon.core.store.repository import SqlRepository
 from sessionmon.core.store.schema import (
     AUDIT_COLUMNS,
     SCHEMA_VERSION,
     SESSION_COLUMNS,
-    SORTS,
 )
 from sessionmon.core.store.url import DatabaseUrl
 
@@ -95,10 +95,11 @@ def _like(text: str) -> str:
     return f"%{escaped.replace(SEPARATOR, '')}%"
 
 
-class PostgresStore:
+class PostgresStore(SqlRepository):
     """Sessions and audit rows in one PostgreSQL database (schema: the search_path's first)."""
 
     backend = Backend.POSTGRES
+    dialect = keyset.POSTGRES
 
     def __init__(
         self,
@@ -158,14 +159,10 @@ class PostgresStore:
         except (psycopg.Error, psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
             raise translate(exc, self.display) from None
 
-    def _all(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _query(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.transaction() as conn:
             cur = conn.execute(query, list(params))  # type: ignore[arg-type]
             return cur.fetchall() if cur.description is not None else []
-
-    def _one(self, query: str, params: Sequence[Any] = ()) -> Any:
-        rows = self._all(query, params)
-        return rows[0][0] if rows else None
 
     def schema_version(self) -> int:
         return int(self._one("SELECT max(version) FROM sessionmon_schema") or 0)
@@ -178,209 +175,16 @@ class PostgresStore:
         finally:
             conn.close()
 
-    # -- sessions --------------------------------------------------------------------------------
-
-    def insert_session(self, session: Session) -> None:
-        marks = ", ".join("%s" for _ in SESSION_COLUMNS)
-        with self.transaction() as conn:
-            conn.execute(
-                f"INSERT INTO sessions ({_COLS}) VALUES ({marks})",  # type: ignore[arg-type]
-                [getattr(session, c) for c in SESSION_COLUMNS],
-            )
-
-    def get_session(self, session_id: str) -> Session | None:
-        rows = self._all(f"SELECT {_COLS} FROM sessions WHERE id = %s", (session_id,))
-        return Session(*rows[0]) if rows else None
-
-    def get_sessions(self, session_ids: Sequence[str]) -> list[Session]:
-        ids = list(dict.fromkeys(session_ids))
-        if not ids:
-            return []
-        rows = self._all(f"SELECT {_COLS} FROM sessions WHERE id = ANY(%s)", (ids,))
-        found = {r[0]: Session(*r) for r in rows}
-        return [found[i] for i in ids if i in found]
-
-    def sessions_for_user(self, user: str) -> list[Session]:
-        rows = self._all(
-            f"SELECT {_COLS} FROM sessions WHERE user_id = %s OR email = %s OR email = %s "
-            "ORDER BY created_at",
-            (user, user, user.lower()),
+    def _after_audit_copy(self, conn: psycopg.Connection) -> None:
+        # Later audit rows written here get ids after the copied ones.
+        conn.execute(
+            "SELECT setval(pg_get_serial_sequence('audit', 'id'), (SELECT max(id) FROM audit))"
         )
-        return [Session(*r) for r in rows]
-
-    def update_access(
-        self, session_id: str, access_jti: str, access_exp: float, now: float
-    ) -> bool:
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE sessions SET access_jti = %s, access_exp = %s, last_seen_at = %s, "
-                "refresh_count = refresh_count + 1 WHERE id = %s",
-                (access_jti, access_exp, now, session_id),
-            )
-            return cur.rowcount == 1
-
-    def touch(self, session_id: str, now: float) -> bool:
-        with self.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE sessions SET last_seen_at = %s WHERE id = %s", (now, session_id)
-            )
-            return cur.rowcount == 1
-
-    def list_sessions(
-        self,
-        *,
-        now: float | None = None,
-        include_expired: bool = False,
-        user: str | None = None,
-        order: str = "access_exp",
-        descending: bool = False,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[Session]:
-        now = self.clock.now() if now is None else now
-        sort = SORTS.get(order)
-        if sort is None:
-            raise ValueError(f"unknown order {order!r}")
-        where: list[str] = []
-        params: list[Any] = []
-        if not include_expired:
-            where.append("refresh_exp > %s")
-            params.append(now)
-        if user:
-            where.append("(user_id = %s OR email = %s OR email = %s)")
-            params += [user, user, user.lower()]
-        query = f"SELECT {_COLS} FROM sessions"
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY " + keyset.POSTGRES.order_by((*sort.keys, "seq"), descending)
-        if limit is not None:
-            query += " LIMIT %s OFFSET %s"
-            params += [limit, offset]
-        return [Session(*r) for r in self._all(query, params)]
-
-    def count_sessions(self, *, now: float | None = None, include_expired: bool = False) -> int:
-        if include_expired:
-            return int(self._one("SELECT count(*) FROM sessions"))
-        now = self.clock.now() if now is None else now
-        return int(self._one("SELECT count(*) FROM sessions WHERE refresh_exp > %s", (now,)))
-
-    def has_foreign_sessions(self, source: str) -> bool:
-        rows = self._all(
-            "SELECT 1 FROM sessions WHERE source IS NULL OR source <> %s LIMIT 1", (source,)
-        )
-        return bool(rows)
-
-    def delete_sessions_with_audit(
-        self, session_ids: Sequence[str], audit_rows: Iterable[AuditRow | dict[str, Any]]
-    ) -> int:
-        rows = [AuditRow.coerce(r) for r in audit_rows]
-        with self.transaction() as conn:
-            cur = conn.execute("DELETE FROM sessions WHERE id = ANY(%s)", (list(session_ids),))
-            deleted = cur.rowcount
-            self._insert_audit(conn, rows)
-        return deleted
-
-    def purge_expired(self, before: float) -> int:
-        with self.transaction() as conn:
-            return conn.execute("DELETE FROM sessions WHERE refresh_exp <= %s", (before,)).rowcount
-
-    # -- audit -----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _insert_audit(conn: psycopg.Connection, rows: Iterable[AuditRow | dict[str, Any]]) -> None:
-        params = [AuditRow.coerce(r).params() for r in rows]
-        if not params:
-            return
-        cols = AUDIT_COLUMNS[1:]
-        marks = ", ".join("%s" for _ in cols)
-        with conn.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO audit ({', '.join(cols)}) VALUES ({marks})",  # type: ignore[arg-type]
-                params,
-            )
-
-    def write_audit(self, rows: Iterable[AuditRow | dict[str, Any]]) -> None:
-        with self.transaction() as conn:
-            self._insert_audit(conn, rows)
-
-    def audit(
-        self, *, limit: int = 50, session_id: str | None = None, user: str | None = None
-    ) -> list[AuditEntry]:
-        where: list[str] = []
-        params: list[Any] = []
-        if session_id:
-            where.append("session_id = %s")
-            params.append(session_id)
-        if user:
-            where.append("(user_id = %s OR email = %s OR email = %s)")
-            params += [user, user, user.lower()]
-        query = f"SELECT {_AUDIT_COLS} FROM audit"
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY id DESC LIMIT %s"
-        params.append(limit)
-        return [AuditEntry.from_row(r) for r in self._all(query, params)]
-
-    def last_session_id(self) -> str | None:
-        return self._one("SELECT max(id) FROM sessions")  # type: ignore[no-any-return]
-
-    def audit_count(self) -> int:
-        return int(self._one("SELECT count(*) FROM audit"))
-
-    # -- bulk (sessionmon copy) ------------------------------------------------------------------
-
-    def iter_session_batches(self, after: str | None, size: int) -> list[Session]:
-        rows = self._all(
-            f"SELECT {_COLS} FROM sessions WHERE id > %s ORDER BY id LIMIT %s", (after or "", size)
-        )
-        return [Session(*r) for r in rows]
-
-    def iter_audit_batches(self, after: int, size: int) -> list[AuditEntry]:
-        rows = self._all(
-            f"SELECT {_AUDIT_COLS} FROM audit WHERE id > %s ORDER BY id LIMIT %s", (after, size)
-        )
-        return [AuditEntry.from_row(r) for r in rows]
-
-    def copy_in(self, sessions: Sequence[Session], audit: Sequence[AuditEntry]) -> None:
-        marks = ", ".join("%s" for _ in SESSION_COLUMNS)
-        amarks = ", ".join("%s" for _ in AUDIT_COLUMNS)
-        with self.transaction() as conn, conn.cursor() as cur:
-            if sessions:
-                cur.executemany(
-                    f"INSERT INTO sessions ({_COLS}) VALUES ({marks}) "  # type: ignore[arg-type]
-                    "ON CONFLICT (id) DO NOTHING",
-                    [[getattr(s, c) for c in SESSION_COLUMNS] for s in sessions],
-                )
-            if audit:
-                cur.executemany(
-                    f"INSERT INTO audit ({_AUDIT_COLS}) VALUES ({amarks}) "  # type: ignore[arg-type]
-                    "ON CONFLICT (id) DO NOTHING",
-                    [(e.id, *_entry_row(e).params()) for e in audit],
-                )
-                # Later audit rows written here get ids after the copied ones.
-                cur.execute(
-                    "SELECT setval(pg_get_serial_sequence('audit', 'id'), "
-                    "(SELECT max(id) FROM audit))"
-                )
 
     # -- the monitor -----------------------------------------------------------------------------
 
     def open_reader(self) -> PostgresReader:
         return PostgresReader(self.url)
-
-
-def _entry_row(e: AuditEntry) -> AuditRow:
-    return AuditRow(
-        at=e.at,
-        actor=e.actor,
-        action=e.action,
-        session_id=e.session_id,
-        user_id=e.user_id,
-        email=e.email,
-        reason=e.reason,
-        revoked=e.revoked,
-        outcome=e.outcome,
-    )
 
 
 class _Snapshot:

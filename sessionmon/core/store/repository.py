@@ -1,0 +1,264 @@
+"""The session and audit queries of ``SessionStore``, written once for both backends.
+
+A backend subclasses ``SqlRepository`` and supplies how a statement runs: ``dialect`` (the
+placeholder, ``INSERT``-if-absent), ``_query`` (a read on its connection), ``transaction`` (one
+write transaction, every driver error translated to a ``DatabaseError``) and, if it needs one, a
+step after copied audit rows (``_after_audit_copy``). Ids go into ``IN`` lists of at most
+``CHUNK`` (SQLite's parameter limit is far away; PostgreSQL's plans stay the same).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from sessionmon.core.clock import Clock
+from sessionmon.core.store import keyset
+from sessionmon.core.store.base import AuditEntry, AuditRow, Session
+from sessionmon.core.store.schema import AUDIT_COLUMNS, SESSION_COLUMNS, SORTS
+
+CHUNK = 500
+_COLS = ", ".join(SESSION_COLUMNS)
+_AUDIT_COLS = ", ".join(AUDIT_COLUMNS)
+
+
+class SqlRepository:
+    """Sessions and audit rows over a DB-API connection of the backend's."""
+
+    dialect: keyset.Dialect
+    clock: Clock
+
+    # -- what a backend supplies -----------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise TypeError(f"{type(self).__name__} must define _query")
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        raise TypeError(f"{type(self).__name__} must define transaction")
+
+    def _after_audit_copy(self, conn: Any) -> None:
+        """Called in the transaction that copied audit rows with their ids."""
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _marks(self, n: int) -> str:
+        return ", ".join(self.dialect.mark for _ in range(n))
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self._query(sql, params)
+        return rows[0][0] if rows else None
+
+    def _insert_ignoring(self, table: str, columns: Sequence[str]) -> str:
+        """``INSERT`` that leaves a row whose key exists as it is."""
+        d = self.dialect
+        return (
+            f"INSERT {d.ignore_prefix}INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({self._marks(len(columns))}){d.ignore_suffix}"
+        )
+
+    @staticmethod
+    def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+        for start in range(0, len(ids), CHUNK):
+            yield list(ids[start : start + CHUNK])
+
+    def _insert_audit(self, conn: Any, rows: Iterable[AuditRow | dict[str, Any]]) -> None:
+        params = [AuditRow.coerce(row).params() for row in rows]
+        if params:
+            cols = AUDIT_COLUMNS[1:]
+            sql = f"INSERT INTO audit ({', '.join(cols)}) VALUES ({self._marks(len(cols))})"
+            conn.cursor().executemany(sql, params)
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def insert_session(self, session: Session) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO sessions ({_COLS}) VALUES ({self._marks(len(SESSION_COLUMNS))})",
+                [getattr(session, c) for c in SESSION_COLUMNS],
+            )
+
+    def get_session(self, session_id: str) -> Session | None:
+        m = self.dialect.mark
+        rows = self._query(f"SELECT {_COLS} FROM sessions WHERE id = {m}", (session_id,))
+        return Session(*rows[0]) if rows else None
+
+    def get_sessions(self, session_ids: Sequence[str]) -> list[Session]:
+        """The sessions among ``session_ids`` that exist, in the order given."""
+        ids = list(dict.fromkeys(session_ids))
+        found: dict[str, Session] = {}
+        for chunk in self._chunks(ids):
+            sql = f"SELECT {_COLS} FROM sessions WHERE id IN ({self._marks(len(chunk))})"
+            found.update((r[0], Session(*r)) for r in self._query(sql, chunk))
+        return [found[i] for i in ids if i in found]
+
+    def sessions_for_user(self, user: str) -> list[Session]:
+        """Every session whose user id or email is ``user`` (email case-insensitive)."""
+        m = self.dialect.mark
+        rows = self._query(
+            f"SELECT {_COLS} FROM sessions WHERE user_id = {m} OR email = {m} OR email = {m} "
+            "ORDER BY created_at",
+            (user, user, user.lower()),
+        )
+        return [Session(*r) for r in rows]
+
+    def update_access(
+        self, session_id: str, access_jti: str, access_exp: float, now: float
+    ) -> bool:
+        """Record a silent refresh; False when the session no longer exists."""
+        m = self.dialect.mark
+        with self.transaction() as conn:
+            cur = conn.execute(
+                f"UPDATE sessions SET access_jti = {m}, access_exp = {m}, last_seen_at = {m}, "
+                f"refresh_count = refresh_count + 1 WHERE id = {m}",
+                (access_jti, access_exp, now, session_id),
+            )
+            return bool(cur.rowcount == 1)
+
+    def touch(self, session_id: str, now: float) -> bool:
+        """Update ``last_seen_at``; False when the session no longer exists."""
+        m = self.dialect.mark
+        with self.transaction() as conn:
+            cur = conn.execute(
+                f"UPDATE sessions SET last_seen_at = {m} WHERE id = {m}", (now, session_id)
+            )
+            return bool(cur.rowcount == 1)
+
+    def list_sessions(
+        self,
+        *,
+        now: float | None = None,
+        include_expired: bool = False,
+        user: str | None = None,
+        order: str = "access_exp",
+        descending: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[Session]:
+        """Sessions (live ones unless ``include_expired``), ordered by a sort's index."""
+        if order not in SORTS:
+            raise ValueError(f"unknown order {order!r}")
+        now = self.clock.now() if now is None else now
+        m = self.dialect.mark
+        where: list[str] = []
+        params: list[Any] = []
+        if not include_expired:
+            where.append(f"refresh_exp > {m}")
+            params.append(now)
+        if user:
+            where.append(f"(user_id = {m} OR email = {m} OR email = {m})")
+            params += [user, user, user.lower()]
+        sql = f"SELECT {_COLS} FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        d = self.dialect
+        sql += " ORDER BY " + d.order_by(d.columns(order), descending)
+        if limit is not None:
+            sql += f" LIMIT {m} OFFSET {m}"
+            params += [limit, offset]
+        return [Session(*r) for r in self._query(sql, params)]
+
+    def count_sessions(self, *, now: float | None = None, include_expired: bool = False) -> int:
+        if include_expired:
+            return int(self._one("SELECT COUNT(*) FROM sessions"))
+        now = self.clock.now() if now is None else now
+        m = self.dialect.mark
+        return int(self._one(f"SELECT COUNT(*) FROM sessions WHERE refresh_exp > {m}", (now,)))
+
+    def has_foreign_sessions(self, source: str) -> bool:
+        """True if any session was created by someone other than ``source``."""
+        m = self.dialect.mark
+        sql = f"SELECT 1 FROM sessions WHERE source IS NULL OR source <> {m} LIMIT 1"
+        return bool(self._query(sql, (source,)))
+
+    def delete_sessions_with_audit(
+        self, session_ids: Sequence[str], audit_rows: Iterable[AuditRow | dict[str, Any]]
+    ) -> int:
+        """Delete sessions and write their audit rows in one transaction; returns rows deleted."""
+        rows = [AuditRow.coerce(r) for r in audit_rows]
+        deleted = 0
+        with self.transaction() as conn:
+            for chunk in self._chunks(session_ids):
+                sql = f"DELETE FROM sessions WHERE id IN ({self._marks(len(chunk))})"
+                deleted += conn.execute(sql, chunk).rowcount
+            self._insert_audit(conn, rows)
+        return deleted
+
+    def purge_expired(self, before: float) -> int:
+        """Delete sessions whose refresh token expired before ``before``."""
+        m = self.dialect.mark
+        with self.transaction() as conn:
+            return int(
+                conn.execute(f"DELETE FROM sessions WHERE refresh_exp <= {m}", (before,)).rowcount
+            )
+
+    def last_session_id(self) -> str | None:
+        """The largest session id (ids compare as bytes on both backends)."""
+        value = self._one("SELECT max(id) FROM sessions")
+        return None if value is None else str(value)
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    def write_audit(self, rows: Iterable[AuditRow | dict[str, Any]]) -> None:
+        """Append audit rows."""
+        with self.transaction() as conn:
+            self._insert_audit(conn, rows)
+
+    def audit(
+        self, *, limit: int = 50, session_id: str | None = None, user: str | None = None
+    ) -> list[AuditEntry]:
+        """Newest audit rows first."""
+        m = self.dialect.mark
+        where: list[str] = []
+        params: list[Any] = []
+        if session_id:
+            where.append(f"session_id = {m}")
+            params.append(session_id)
+        if user:
+            where.append(f"(user_id = {m} OR email = {m} OR email = {m})")
+            params += [user, user, user.lower()]
+        sql = f"SELECT {_AUDIT_COLS} FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY id DESC LIMIT {m}"
+        params.append(limit)
+        return [AuditEntry.from_row(r) for r in self._query(sql, params)]
+
+    def audit_count(self) -> int:
+        return int(self._one("SELECT COUNT(*) FROM audit"))
+
+    # -- bulk (sessionmon copy) ------------------------------------------------------------------
+
+    def iter_session_batches(self, after: str | None, size: int) -> list[Session]:
+        """Up to ``size`` sessions with an id greater than ``after``, by id."""
+        m = self.dialect.mark
+        rows = self._query(
+            f"SELECT {_COLS} FROM sessions WHERE id > {m} ORDER BY id LIMIT {m}",
+            (after or "", size),
+        )
+        return [Session(*r) for r in rows]
+
+    def iter_audit_batches(self, after: int, size: int) -> list[AuditEntry]:
+        """Up to ``size`` audit entries with an id greater than ``after``, by id."""
+        m = self.dialect.mark
+        rows = self._query(
+            f"SELECT {_AUDIT_COLS} FROM audit WHERE id > {m} ORDER BY id LIMIT {m}", (after, size)
+        )
+        return [AuditEntry.from_row(r) for r in rows]
+
+    def copy_in(self, sessions: Sequence[Session], audit: Sequence[AuditEntry]) -> None:
+        """Insert sessions and audit entries (ids kept) in one transaction; rows that exist
+        already are left as they are (a resumed copy)."""
+        with self.transaction() as conn:
+            cur = conn.cursor()
+            if sessions:
+                cur.executemany(
+                    self._insert_ignoring("sessions", SESSION_COLUMNS),
+                    [[getattr(s, c) for c in SESSION_COLUMNS] for s in sessions],
+                )
+            if audit:
+                cur.executemany(
+                    self._insert_ignoring("audit", AUDIT_COLUMNS),
+                    [(e.id, *AuditRow.of_entry(e).params()) for e in audit],
+                )
+                self._after_audit_copy(conn)
