@@ -54,6 +54,7 @@ from sessionmon.tui.model import SessionList
 from sessionmon.tui.poller import Poller, PollRequest, RedisStatus, Snapshot
 from sessionmon.tui.screens.confirm import LogoutKind, LogoutTarget
 from sessionmon.tui.screens.main import MainScreen, without_address
+from sessionmon.tui.state import MonitorState
 from sessionmon.tui.widgets.blacklist_table import WINDOW
 from sessionmon.tui.widgets.detail_pane import SessionDetail
 from sessionmon.tui.widgets.sessions_table import PREFETCH
@@ -124,16 +125,13 @@ class SessionmonApp(App[int]):
         self.redis_label = redis_label or (
             mask_url(settings.redis_url) if settings.redis_url else "embedded"
         )
-        self.model = SessionList()
+        self.state = MonitorState()  # the one owner of the view state
         self.poller = poller or Poller(backend.db, backend.blacklist, clock)
         # Restarting the embedded Redis: at most one attempt at a time, backing off like polls.
         self._starting_redis = False
         self._redis_backoff = self.poller.backoff_start
         self._next_redis_start = time.monotonic() + self._redis_backoff
         self._signals: list[int] = []
-        self.paused = False
-        self.blacklist_descending = False
-        self.blacklist_filter = ""  # the blacklist view's filter text
         self._searching = False
         self._search_again = False  # search again as soon as the running search ends
         self._next_search = 0.0  # monotonic: the earliest repeat of the last search
@@ -147,6 +145,37 @@ class SessionmonApp(App[int]):
         self._row_reader: ReadModel | None = None
         self._rows_reading = False
         self._rows_pending: tuple[list[int], int] | None = None
+
+    # -- the view state (``state`` owns it; these read and write it) ---------------------------
+
+    @property
+    def model(self) -> SessionList:
+        """The sessions view's list: query, cursor, marks."""
+        return self.state.sessions
+
+    @property
+    def paused(self) -> bool:
+        return self.state.paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self.state.paused = value
+
+    @property
+    def blacklist_descending(self) -> bool:
+        return self.state.blacklist_descending
+
+    @blacklist_descending.setter
+    def blacklist_descending(self, value: bool) -> None:
+        self.state.blacklist_descending = value
+
+    @property
+    def blacklist_filter(self) -> str:
+        return self.state.blacklist_filter
+
+    @blacklist_filter.setter
+    def blacklist_filter(self, value: str) -> None:
+        self.state.blacklist_filter = value
 
     # -- screens ----------------------------------------------------------------------------
 
