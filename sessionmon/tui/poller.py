@@ -87,6 +87,7 @@ class Snapshot:
     db_missing: bool = False  # the database file does not exist
     db_retry_in: float | None = None  # seconds until the next attempt to open it
     live: int | None = None
+    sessions_as_of: float | None = None  # clock time the sessions shown were last known current
 
 
 class Poller:
@@ -123,6 +124,7 @@ class Poller:
         self._backoff = backoff_start
         self._next_redis = 0.0  # monotonic
         self._db_error: DatabaseError | None = None  # why the database could not be read
+        self._read_at: float | None = None  # clock time of the last good read
         self._db_backoff = backoff_start
         self._next_db = 0.0  # monotonic
 
@@ -152,6 +154,7 @@ class Poller:
             self._db_backoff = min(self._db_backoff * 2, self.db_backoff_cap)
             return None
         self._db_error = None
+        self._read_at = self.clock.now()  # what the screen shows is current as of now
         self._db_backoff = self.backoff_start
         return result
 
@@ -242,6 +245,7 @@ class Poller:
             db_missing=isinstance(db_error, DatabaseMissing) and not self.db.exists(),
             db_retry_in=db_retry,
             live=self._live,
+            sessions_as_of=self._read_at,
         )
 
 

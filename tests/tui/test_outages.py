@@ -81,7 +81,9 @@ async def test_redis_down_at_startup_the_app_still_opens(make_app, auth: Auth, p
         assert detail.keys is None and "Redis unreachable" in detail.key_error
 
 
-async def test_database_gone_shows_a_banner_and_recovers(make_app, auth: Auth, store: SessionStore):
+async def test_database_gone_shows_a_banner_and_recovers(
+    make_app, auth: Auth, store: SessionStore, clock
+):
     if not isinstance(store, SqliteStore):
         pytest.skip("moves the SQLite file away (PostgreSQL: the dropped-connection test)")
     auth.login("u1", "one@example.com", "One")
@@ -93,7 +95,10 @@ async def test_database_gone_shows_a_banner_and_recovers(make_app, auth: Auth, s
         os.rename(store.path, moved)
         await polled(pilot)
         await wait_for(pilot, lambda: "Database not found" in banner_text(app), "db banner")
-        assert "showing the last rows read" in banner_text(app)
+        assert "showing the last rows read (" in banner_text(app)  # and how old they are
+        clock.advance(90)
+        await polled(pilot)
+        await wait_for(pilot, lambda: "read (1:30 ago)" in banner_text(app), "their age")
         assert len(app.model) == 1  # the last rows read stay on screen
         assert app.main.query_one(SessionsTable).selected is not None
         os.rename(moved, store.path)

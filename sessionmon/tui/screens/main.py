@@ -15,6 +15,7 @@ from textual.widgets import ContentSwitcher, Input
 
 from sessionmon.core.store import ViewQuery
 from sessionmon.tui.actions import BLACKLIST, DESTRUCTIVE, SESSIONS, bindings, works_in
+from sessionmon.tui.format import ago
 from sessionmon.tui.poller import REDIS_DOWN, Snapshot
 from sessionmon.tui.screens.confirm import ConfirmLogout, LogoutKind, LogoutTarget
 from sessionmon.tui.screens.help import HelpScreen
@@ -48,7 +49,9 @@ def database_problem(snap: Snapshot, rows_shown: bool) -> str:
         text = (error[:1].upper() + error[1:]) if error else "Database unavailable"
         text += f" · {when}"
     if rows_shown:
-        text += " · showing the last rows read"
+        as_of = snap.sessions_as_of
+        age = f" ({ago(as_of, snap.at)})" if as_of is not None else ""
+        text += f" · showing the last rows read{age}"
     return text
 
 
