@@ -328,7 +328,7 @@ class SessionmonApp(App[int]):
         except Exception as exc:  # a bug must not kill the loop or reach the screen
             previous = self.snapshot.redis if self.snapshot else RedisStatus()
             snapshot = Snapshot(
-                at=self.clock.now(), redis=previous, db_error=report_failure("polling", exc)
+                at=self.clock.now(), redis=previous, db_error=str(report_failure("polling", exc))
             )
         self.post_message(PollDone(snapshot))
 
@@ -356,7 +356,7 @@ class SessionmonApp(App[int]):
             if snapshot.blacklist is not None:
                 self._maybe_search()
         except Exception as exc:  # a bug in drawing must not stop the poll loop
-            self.notify(report_failure("showing the poll", exc), severity="error")
+            self.notify(str(report_failure("showing the poll", exc)), severity="error")
         finally:
             pending, self._pending = self._pending, None
             if pending is not None:
@@ -399,8 +399,7 @@ class SessionmonApp(App[int]):
             if keeper is not None:
                 keeper.start()
         except Exception as exc:
-            error = report_failure("starting the embedded Redis", exc)
-            error = error.removeprefix("starting the embedded Redis: ")
+            error = report_failure("starting the embedded Redis", exc).detail
         self.post_message(RedisStarted(error))
 
     @on(RedisStarted)
@@ -439,7 +438,7 @@ class SessionmonApp(App[int]):
         try:
             self.post_message(DetailLoaded(session_id, *self._read_detail(session_id)))
         except Exception as exc:  # a bug: logged; one line in the pane and a notification
-            text = report_failure("loading the session detail", exc)
+            text = str(report_failure("loading the session detail", exc))
             self.post_message(DetailLoaded(session_id, None, text))
             self.post_message(Notice(text, "Detail", "error"))
 
@@ -460,7 +459,7 @@ class SessionmonApp(App[int]):
             why = without_address(str(exc)).removeprefix("Redis unreachable: ")
             key_error = f"unknown: Redis unreachable ({why})"
         except Exception as exc:  # e.g. a key of the wrong type: the rest is still worth showing
-            key_error = "unknown: " + report_failure("reading its blacklist keys", exc)
+            key_error = f"unknown: {report_failure('reading its blacklist keys', exc)}"
             self.post_message(Notice(key_error, "Detail", "error"))
         return SessionDetail(session, None, audit, key_error=key_error), ""
 
@@ -526,7 +525,7 @@ class SessionmonApp(App[int]):
             if isinstance(exc, RedisUnavailable):
                 error = str(exc)
             else:
-                error = report_failure("searching the blacklist", exc)
+                error = str(report_failure("searching the blacklist", exc))
             result = SearchResult(text, descending, error=error, at=self.clock.now())
         self.post_message(BlacklistSearched(result))
 
@@ -565,7 +564,8 @@ class SessionmonApp(App[int]):
         try:
             ids = tuple(self.sessions_of_user(session.user_id)) or (session.id,)
         except Exception as exc:  # DatabaseError, or a bug (logged)
-            self.post_message(UserSessionsFound(session, (), report_failure("reading", exc)))
+            error = report_failure("reading the user's sessions", exc).detail
+            self.post_message(UserSessionsFound(session, (), error))
             return
         self.post_message(UserSessionsFound(session, ids, None))
 
@@ -574,7 +574,7 @@ class SessionmonApp(App[int]):
         if not self.main_ready:
             return
         if message.error is not None:
-            text = message.error.removeprefix("reading: ")
+            text = message.error
             self.notify(text, title="Cannot read the user's sessions", severity="error")
             return
         session = message.session
@@ -604,7 +604,7 @@ class SessionmonApp(App[int]):
             self.post_message(LogoutDone(target, None, str(exc)))
             return
         except Exception as exc:  # never a traceback on screen
-            error = report_failure("force-logout", exc).removeprefix("force-logout: ")
+            error = report_failure("force-logout", exc).detail
             self.post_message(LogoutDone(target, None, error))
             return
         self.post_message(LogoutDone(target, result, None))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from sessionmon.core.errors import SessionmonError
@@ -77,18 +78,30 @@ def one_line(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def report_failure(what: str, exc: BaseException) -> str:
-    """Log ``exc`` (with the traceback when it is a bug) and return one line saying ``what`` failed.
+@dataclass(frozen=True)
+class Failure:
+    """What failed and why, each one line; ``str()`` is the two together for a notification."""
+
+    what: str  # what was being done ("reading the blacklist")
+    detail: str  # why, for a human (an internal error names its type and the log file)
+    bug: bool  # not a SessionmonError: logged with its traceback
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.detail}"
+
+
+def report_failure(what: str, exc: BaseException) -> Failure:
+    """Log ``exc`` (with the traceback when it is a bug) and say, in one line, what failed.
 
     A ``SessionmonError`` is an expected condition with a human message; anything else is a bug,
     shown as "internal error" with a pointer to the log.
     """
     if isinstance(exc, SessionmonError):
         log.warning("%s: %s", what, exc)
-        return f"{what}: {one_line(exc)}"
+        return Failure(what, one_line(exc), bug=False)
     log.error("%s: internal error", what, exc_info=exc)
     where = f" (details in {_shorten(_log_file)})" if _log_file else ""
-    return f"{what}: internal error: {type(exc).__name__}: {one_line(exc)}{where}"
+    return Failure(what, f"internal error: {type(exc).__name__}: {one_line(exc)}{where}", True)
 
 
 def _shorten(path: Path | None) -> str:

@@ -145,7 +145,7 @@ class Poller:
             except DatabaseError:
                 raise
             except Exception as exc:  # a bug: logged, shown as one line, retried like an outage
-                raise DatabaseError(report_failure("reading the sessions", exc)) from None
+                raise DatabaseError(str(report_failure("reading the sessions", exc))) from None
         except DatabaseError as exc:
             self.close()
             self._data_version = None
@@ -216,7 +216,7 @@ class Poller:
         except Exception as exc:  # RedisUnavailable, or a bug (e.g. a key of the wrong type)
             error = str(exc) if isinstance(exc, RedisUnavailable) else None
             if error is None:
-                error = report_failure("reading the blacklist", exc)
+                error = str(report_failure("reading the blacklist", exc))
             self._next_redis = time.monotonic() + self._backoff
             retry = self._backoff
             self._backoff = min(self._backoff * 2, self.backoff_cap)
