@@ -1,7 +1,7 @@
 """Pictures of the real monitor from fixed data: ``python -m sessionmon.tui.screenshots DIR``.
 
 Fixed session ids, a frozen clock and a fixed terminal size make every run draw the same screens
-(the snapshot tests use the same data). Saves SVG, and PNG when ``rsvg-convert`` is installed.
+(the snapshot tests use the same data). Saves SVG, and PNG through CairoSVG.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import base64
 import contextlib
 import os
 import random
-import shutil
-import subprocess
+import re
 import sys
 import tempfile
 import time
@@ -303,19 +302,28 @@ async def make_all(out: Path) -> list[Path]:
     return made
 
 
+# Rich's SVG asks for "Fira Code, monospace" (a web font); CairoSVG uses the first family only,
+# and fontconfig would answer a missing "Fira Code" with a proportional font.
+FONT_FAMILY = re.compile(r"font-family:\s*\"?Fira Code\"?,\s*monospace;")
+
+
 def to_png(svgs: list[Path]) -> list[Path]:
-    """PNG copies through ``rsvg-convert``; empty when it is not installed."""
-    exe = shutil.which("rsvg-convert")
-    if exe is None:
-        return []
+    """PNG copies of the SVGs, drawn by CairoSVG (the ``test`` extra; it needs libcairo)."""
+    try:
+        import cairosvg
+    except (ImportError, OSError) as exc:  # OSError: cairocffi found no libcairo
+        raise RuntimeError(
+            f"cannot draw PNGs: {exc} (pip install cairosvg; apt-get install libcairo2)"
+        ) from None
     pngs = []
     for svg in svgs:
         png = svg.with_suffix(".png")
-        # Rich writes runs of spaces as no-break spaces; librsvg strips them at the start of a
-        # text element unless told to keep white space, which shifts right-aligned cells left.
         text = svg.read_text(encoding="utf-8")
+        text = FONT_FAMILY.sub("font-family: monospace;", text)
+        # Rich writes runs of spaces as no-break spaces; keep white space as written, or text
+        # elements that start with spaces shift and right-aligned cells move left.
         text = text.replace("<svg ", '<svg xml:space="preserve" ', 1)
-        subprocess.run([exe, "--zoom", "1", "-o", str(png)], input=text.encode(), check=True)
+        cairosvg.svg2png(bytestring=text.encode("utf-8"), write_to=str(png))
         pngs.append(png)
     return pngs
 
@@ -327,11 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(AttributeError):
         time.tzset()
     svgs = asyncio.run(make_all(out))
-    pngs = to_png(svgs)
-    for path in svgs + pngs:
+    for path in svgs:
         print(path)
-    if not pngs:
-        print("rsvg-convert not found: kept the SVGs only (apt-get install librsvg2-bin)")
+    try:
+        pngs = to_png(svgs)
+    except RuntimeError as exc:
+        print(f"screenshots: {exc}", file=sys.stderr)
+        return 1
+    for path in pngs:
+        print(path)
     return 0
 
 
