@@ -29,6 +29,7 @@ from sessionmon.core.errors import (
 
 if TYPE_CHECKING:
     from sessionmon.core.blacklist import Blacklist
+    from sessionmon.core.store import Store
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
 
@@ -288,7 +289,7 @@ def _flush_out(line: str) -> None:
     sys.stdout.flush()
 
 
-def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
+def _open_store(settings: Settings) -> Store:
     from sessionmon.core.store import Store
 
     return Store(settings.db, create=False)

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -98,7 +99,7 @@ class EmbeddedRedis:
             client.close()
 
     @contextlib.contextmanager
-    def _locked(self):  # type: ignore[no-untyped-def]
+    def _locked(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self._start_lock, "a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)

@@ -103,14 +103,16 @@ class AuditEntry:
             revoked = json.loads(r[8]) if r[8] else []
         except ValueError:
             revoked = []
-        return cls(*r[:8], revoked=revoked, outcome=r[9])
+        id_, at, actor, action, session_id, user_id, email, reason = r[:8]
+        return cls(id_, at, actor, action, session_id, user_id, email, reason, revoked, r[9])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _migrate_v1(db: sqlite_utils.Database) -> None:
-    db["sessions"].create(
+    sessions, audit = db.table("sessions"), db.table("audit")  # tables, never views
+    sessions.create(
         {
             "id": str,
             "user_id": str,
@@ -132,13 +134,13 @@ def _migrate_v1(db: sqlite_utils.Database) -> None:
         defaults={"refresh_count": 0},
     )
     # Live sessions ordered by access expiry (WHERE refresh_exp > ? ORDER BY access_exp, ...).
-    db["sessions"].create_index(["access_exp", "refresh_exp"], index_name="sessions_by_access_exp")
-    db["sessions"].create_index(["refresh_exp"], index_name="sessions_by_refresh_exp")
-    db["sessions"].create_index(["user_id"], index_name="sessions_by_user")
-    db["sessions"].create_index(["email"], index_name="sessions_by_email")
-    db["sessions"].create_index(["last_seen_at"], index_name="sessions_by_last_seen")
-    db["sessions"].create_index(["created_at"], index_name="sessions_by_created")
-    db["audit"].create(
+    sessions.create_index(["access_exp", "refresh_exp"], index_name="sessions_by_access_exp")
+    sessions.create_index(["refresh_exp"], index_name="sessions_by_refresh_exp")
+    sessions.create_index(["user_id"], index_name="sessions_by_user")
+    sessions.create_index(["email"], index_name="sessions_by_email")
+    sessions.create_index(["last_seen_at"], index_name="sessions_by_last_seen")
+    sessions.create_index(["created_at"], index_name="sessions_by_created")
+    audit.create(
         {
             "id": int,
             "at": float,
@@ -154,8 +156,8 @@ def _migrate_v1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"at", "actor", "action", "outcome"},
     )
-    db["audit"].create_index(["session_id"], index_name="audit_by_session")
-    db["audit"].create_index(["at"], index_name="audit_by_at")
+    audit.create_index(["session_id"], index_name="audit_by_session")
+    audit.create_index(["at"], index_name="audit_by_at")
 
 
 # The monitor's filter: case-insensitive substring search over these columns.
@@ -499,7 +501,8 @@ class Store:
     ) -> list[Session]:
         """Sessions (live ones unless ``include_expired``), ordered by an indexed column."""
         now = self.clock.now() if now is None else now
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if not include_expired:
             where.append("refresh_exp > ?")
             params.append(now)
@@ -611,7 +614,8 @@ class Store:
             "SELECT id, at, actor, action, session_id, user_id, email, reason, revoked, outcome "
             "FROM audit"
         )
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if session_id:
             where.append("session_id = ?")
             params.append(session_id)

@@ -26,6 +26,7 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import get_current_worker
@@ -90,7 +91,7 @@ class UserSessionsFound(Message):
 class Notice(Message):
     """A notification from a worker thread (``notify`` is for the UI thread)."""
 
-    def __init__(self, text: str, title: str = "", severity: str = "information") -> None:
+    def __init__(self, text: str, title: str = "", severity: SeverityLevel = "information") -> None:
         super().__init__()
         self.text = text
         self.title = title
@@ -470,7 +471,7 @@ class SessionmonApp(App[int]):
 
     @on(Notice)
     def _notice(self, message: Notice) -> None:
-        self.notify(message.text, title=message.title, severity=message.severity)  # type: ignore[arg-type]
+        self.notify(message.text, title=message.title, severity=message.severity)
 
     @on(DetailLoaded)
     def _detail_loaded(self, message: DetailLoaded) -> None:
@@ -658,7 +659,7 @@ class SessionmonApp(App[int]):
         self.call_later(self.run_action, action, main)
 
 
-def describe_logout(target: LogoutTarget, result: LogoutResult) -> tuple[str, str, str]:
+def describe_logout(target: LogoutTarget, result: LogoutResult) -> tuple[str, str, SeverityLevel]:
     """Title, text and severity of the notification after a force-logout."""
     sessions = [k for k in result.revoked if "bl:sid:" in k]
     tokens = len(result.revoked) - len(sessions)

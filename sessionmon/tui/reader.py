@@ -109,7 +109,7 @@ class Order(array):
         self._done = threading.Event()
         self._resume = threading.Event()
         self._lock = threading.Lock()
-        self._callbacks: list[Callable[[Order], None]] = []
+        self._callbacks: list[Callable[[Order], object]] = []
         self.error: DatabaseError | None = None
 
     @classmethod
@@ -132,7 +132,7 @@ class Order(array):
         """Block until complete; False on timeout."""
         return self._done.wait(timeout)
 
-    def when_complete(self, callback: Callable[[Order], None]) -> None:
+    def when_complete(self, callback: Callable[[Order], object]) -> None:
         """Call ``callback(order)`` once complete: now if it is, else from the filling thread."""
         with self._lock:
             if not self._done.is_set():
@@ -150,7 +150,7 @@ class Order(array):
         for callback in callbacks:
             callback(self)
 
-    def __getitem__(self, key: SupportsIndex | slice) -> Any:  # type: ignore[override]
+    def __getitem__(self, key: SupportsIndex | slice) -> Any:
         if isinstance(key, slice):
             self._done.wait()
             if self.error is not None:

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import (
@@ -32,6 +33,11 @@ from sessionmon.core.config import KeyMaterial, Settings
 from sessionmon.core.store import Session, Store
 from sessionmon.core.tokens import TokenCodec
 from sessionmon.demo import AGENTS  # the same browsers as the traffic generator
+
+if TYPE_CHECKING:
+    from textual.pilot import Pilot
+
+    from sessionmon.tui.app import SessionmonApp
 
 NOW = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC
 SIZE = (160, 45)
@@ -159,7 +165,9 @@ def sample_settings(db: Path, read_only: bool = False) -> Settings:
     )
 
 
-def build_app(store: Store, blacklist: Blacklist, clock: FrozenClock, settings: Settings):
+def build_app(
+    store: Store, blacklist: Blacklist, clock: FrozenClock, settings: Settings
+) -> SessionmonApp:
     """The real app on fixed data, with labels that do not depend on temporary paths."""
     from sessionmon.tui.app import SessionmonApp
 
@@ -200,10 +208,15 @@ def dead_redis_url() -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-Steps = Callable[[object], Awaitable[None]]
+Steps = Callable[["Pilot[Any]"], Awaitable[None]]
 
 
-async def wait_until(pilot, check: Callable[[], bool], timeout: float = 10.0) -> None:
+def app_of(pilot: Pilot[Any]) -> SessionmonApp:
+    """The monitor that ``pilot`` drives."""
+    return cast("SessionmonApp", pilot.app)
+
+
+async def wait_until(pilot: Pilot[Any], check: Callable[[], bool], timeout: float = 10.0) -> None:
     """Let the app run until ``check()`` is true (polls are real work in threads)."""
     deadline = time.monotonic() + timeout
     while not check():
@@ -212,11 +225,14 @@ async def wait_until(pilot, check: Callable[[], bool], timeout: float = 10.0) ->
         await pilot.pause(0.02)
 
 
-async def settle(pilot) -> None:
+async def settle(pilot: Pilot[Any]) -> None:
     """Wait for the first poll and the detail pane."""
-    app = pilot.app
+    from sessionmon.tui.widgets.detail_pane import DetailPane
+
+    app = app_of(pilot)
     await wait_until(pilot, lambda: app.snapshot is not None and app.model.loaded)
-    await wait_until(pilot, lambda: app.main.query_one("#detail").detail is not None or True)
+    detail = app.main.query_one("#detail", DetailPane)
+    await wait_until(pilot, lambda: detail.detail is not None or True)
     await pilot.pause(0.1)
     await app.workers.wait_for_complete()
     await pilot.pause()
@@ -238,32 +254,33 @@ async def _shoot(
     return path
 
 
-async def _confirm(pilot) -> None:
+async def _confirm(pilot: Pilot[Any]) -> None:
     await pilot.press("down", "down")
     await pilot.press("l")
     await pilot.pause(0.1)
 
 
-async def _filtered(pilot) -> None:
+async def _filtered(pilot: Pilot[Any]) -> None:
     await pilot.press("slash", *"acme")
-    await wait_until(pilot, lambda: pilot.app.model.query.text == "acme")
-    await pilot.app.workers.wait_for_complete()
-    await wait_until(pilot, lambda: len(pilot.app.model) == 4)
+    app = app_of(pilot)
+    await wait_until(pilot, lambda: app.model.query.text == "acme")
+    await app.workers.wait_for_complete()
+    await wait_until(pilot, lambda: len(app.model) == 4)
     await pilot.press("enter")
 
 
-async def _help(pilot) -> None:
+async def _help(pilot: Pilot[Any]) -> None:
     await pilot.press("question_mark")
 
 
-async def _blacklist(pilot) -> None:
+async def _blacklist(pilot: Pilot[Any]) -> None:
     await pilot.press("tab")
 
 
-async def blacklist_filtered(pilot) -> None:
+async def blacklist_filtered(pilot: Pilot[Any]) -> None:
     """Switch to the blacklist view and filter it (also used by the snapshot tests)."""
     await pilot.press("tab", "slash", *"nina")
-    await wait_until(pilot, lambda: pilot.app.main.blacklist.search is not None)
+    await wait_until(pilot, lambda: app_of(pilot).main.blacklist.search is not None)
     await pilot.press("enter")
 
 

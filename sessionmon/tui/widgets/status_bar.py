@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
@@ -58,7 +59,7 @@ class StatusBar(Widget):
         self.info = info
         self.refresh()
 
-    def _style(self, name: str):
+    def _style(self, name: str) -> Style:
         return self.get_component_rich_style(name, partial=True)
 
     def render(self) -> Text:
