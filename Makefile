@@ -23,6 +23,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sessionmon tests bench examples
 	$(VENV)/bin/ruff format --check sessionmon tests bench examples
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -32,6 +32,7 @@ from sessionmon.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from sessionmon.core.blacklist import Blacklist
+    from sessionmon.core.store import SessionStore
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
 
@@ -104,7 +105,7 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f"{where}{message} (see {self.prog} --help)")
 
 
-def _common_parser() -> argparse.ArgumentParser:
+def _common_parser() -> _Parser:
     common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     group = common.add_argument_group("settings (each also as SESSIONMON_<NAME> env var)")
     for f in SETTING_FLAGS:
@@ -353,7 +354,7 @@ def _flush_out(line: str) -> None:
     sys.stdout.flush()
 
 
-def _open_store(settings: Settings, *, write: bool = False):  # type: ignore[no-untyped-def]
+def _open_store(settings: Settings, *, write: bool = False) -> SessionStore:
     """The store of an existing database: a missing file is never created here; an empty
     (0-byte) file is initialised only by a command that writes, readers refuse it."""
     from sessionmon.core.store import open_store

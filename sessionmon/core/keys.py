@@ -130,13 +130,13 @@ def load_keys(
     # TypeError on the first mint or "bad_signature" for every token.
     import jwt
 
-    for key, path in ((private, priv_path), (public, pub_path)):
+    for key, key_path in ((private, priv_path), (public, pub_path)):
         if key is None:
             continue
         try:
             jwt.get_algorithm_by_name(alg).prepare_key(key)
         except (jwt.InvalidKeyError, TypeError, ValueError):
             raise ConfigError(
-                f"key file {path} holds a {type(key).__name__}, not a key for {alg}"
+                f"key file {key_path} holds a {type(key).__name__}, not a key for {alg}"
             ) from None
     return KeyMaterial(alg, private, public, str(priv_path or pub_path))

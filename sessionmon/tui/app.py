@@ -16,10 +16,12 @@ import os
 import signal
 import time
 from collections.abc import Iterable
+from types import FrameType
 
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import get_current_worker
@@ -200,6 +202,27 @@ class SessionmonApp(App[int]):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, self._quit_on_signal, sig)
                     self._signals.append(sig)
+            self._resume_only_on_a_live_terminal()
+
+    def _resume_only_on_a_live_terminal(self) -> None:
+        """Textual's driver restarts application mode on SIGCONT (``fg`` after Ctrl+Z). A closed
+        terminal sends SIGCONT too, with SIGHUP, and runs that Python handler first: Textual then
+        starts a second output thread on the dead terminal (``isatty`` is false once it hung up,
+        which skips its own check), the thread dies on EIO, and quitting blocks for ever on its
+        full queue. Here SIGCONT resumes only while the terminal is still there; SIGHUP quits."""
+        textual_handler = signal.getsignal(signal.SIGCONT)
+        if not callable(textual_handler):
+            return
+        fd = getattr(self._driver, "fileno", None)
+        if not isinstance(fd, int) or not os.isatty(fd):
+            return
+
+        def on_sigcont(signum: int, frame: FrameType | None) -> None:
+            if os.isatty(fd):  # false once the terminal hung up
+                textual_handler(signum, frame)
+
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGCONT, on_sigcont)
 
     def _quit_on_signal(self, sig: int) -> None:
         log.info("received %s: quitting", signal.Signals(sig).name)
@@ -465,7 +488,7 @@ class SessionmonApp(App[int]):
 
     @on(Notice)
     def _notice(self, message: Notice) -> None:
-        self.notify(message.text, title=message.title, severity=message.severity)  # type: ignore[arg-type]
+        self.notify(message.text, title=message.title, severity=message.severity)
 
     @on(DetailLoaded)
     def _detail_loaded(self, message: DetailLoaded) -> None:
@@ -654,7 +677,7 @@ class SessionmonApp(App[int]):
         self.call_later(self.run_action, action, main)
 
 
-def describe_logout(target: LogoutTarget, result: LogoutResult) -> tuple[str, str, str]:
+def describe_logout(target: LogoutTarget, result: LogoutResult) -> tuple[str, str, SeverityLevel]:
     """Title, text and severity of the notification after a force-logout.
 
     A user logout says how what it ended differs from what the dialog showed: sessions that

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from textual.message import Message
+from textual.notifications import SeverityLevel
 
 from sessionmon.core.auth import LogoutResult
 from sessionmon.core.blacklist_search import SearchResult
@@ -57,7 +58,7 @@ class UserSessionsFound(Message):
 class Notice(Message):
     """A notification from a worker thread (``notify`` is for the UI thread)."""
 
-    def __init__(self, text: str, title: str = "", severity: str = "information") -> None:
+    def __init__(self, text: str, title: str = "", severity: SeverityLevel = "information") -> None:
         super().__init__()
         self.text = text
         self.title = title

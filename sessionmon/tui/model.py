@@ -68,9 +68,12 @@ class SessionList:
         return None
 
     def set_order(self, order: array, query: ViewQuery | None = None) -> None:
-        """Replace the order; the cursor stays on its session, else at the same position."""
-        if query is not None:
-            self.query = query
+        """Replace the order; the cursor stays on its session, else at the same position.
+
+        ``query`` is the query the order was read for. It never replaces the current one: the
+        operator may have changed the sort or filter while that poll ran, and the reload of the
+        new query follows (until then these rows are shown, as after any change of the query).
+        """
         self.order = order
         self.loaded = True
         wanted = self._lost_rowid or self.cursor_rowid

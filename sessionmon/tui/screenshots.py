@@ -1,7 +1,7 @@
 """Pictures of the real monitor from fixed data: ``python -m sessionmon.tui.screenshots DIR``.
 
 Fixed session ids, a frozen clock and a fixed terminal size make every run draw the same screens
-(the snapshot tests use the same data). Saves SVG, and PNG when ``rsvg-convert`` is installed.
+(the snapshot tests use the same data). Saves SVG, and PNG through CairoSVG.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import base64
 import contextlib
 import os
 import random
-import shutil
-import subprocess
+import re
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import (
@@ -34,6 +34,11 @@ from sessionmon.core.settings import Settings
 from sessionmon.core.store import DatabaseUrl, Session, SessionStore, SqliteStore
 from sessionmon.core.tokens import TokenCodec
 from sessionmon.demo import AGENTS  # the same browsers as the traffic generator
+
+if TYPE_CHECKING:
+    from textual.pilot import Pilot
+
+    from sessionmon.tui.app import SessionmonApp
 
 NOW = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC
 SIZE = (160, 45)
@@ -152,7 +157,7 @@ def seed(store: SessionStore, blacklist: Blacklist | None, now: float = NOW) -> 
 
 def sample_settings(db: DatabaseUrl | Path, read_only: bool = False) -> Settings:
     return Settings(
-        db=db,
+        db=DatabaseUrl.parse(db),
         access_ttl=ACCESS_TTL,
         refresh_ttl=REFRESH_TTL,
         actor="oncall",
@@ -161,7 +166,9 @@ def sample_settings(db: DatabaseUrl | Path, read_only: bool = False) -> Settings
     )
 
 
-def build_app(store: SessionStore, blacklist: Blacklist, clock: FrozenClock, settings: Settings):
+def build_app(
+    store: SessionStore, blacklist: Blacklist, clock: FrozenClock, settings: Settings
+) -> SessionmonApp:
     """The real app on fixed data, with labels that do not depend on temporary paths."""
     from sessionmon.tui.app import SessionmonApp
 
@@ -202,10 +209,15 @@ def dead_redis_url() -> str:
     return f"redis://127.0.0.1:{port}/0"
 
 
-Steps = Callable[[object], Awaitable[None]]
+Steps = Callable[["Pilot[Any]"], Awaitable[None]]
 
 
-async def wait_until(pilot, check: Callable[[], bool], timeout: float = 10.0) -> None:
+def app_of(pilot: Pilot[Any]) -> SessionmonApp:
+    """The monitor that ``pilot`` drives."""
+    return cast("SessionmonApp", pilot.app)
+
+
+async def wait_until(pilot: Pilot[Any], check: Callable[[], bool], timeout: float = 10.0) -> None:
     """Let the app run until ``check()`` is true (polls are real work in threads)."""
     deadline = time.monotonic() + timeout
     while not check():
@@ -214,11 +226,14 @@ async def wait_until(pilot, check: Callable[[], bool], timeout: float = 10.0) ->
         await pilot.pause(0.02)
 
 
-async def settle(pilot) -> None:
+async def settle(pilot: Pilot[Any]) -> None:
     """Wait for the first poll and the detail pane."""
-    app = pilot.app
+    from sessionmon.tui.widgets.detail_pane import DetailPane
+
+    app = app_of(pilot)
     await wait_until(pilot, lambda: app.snapshot is not None and app.model.loaded)
-    await wait_until(pilot, lambda: app.main.query_one("#detail").detail is not None or True)
+    detail = app.main.query_one("#detail", DetailPane)
+    await wait_until(pilot, lambda: detail.detail is not None or True)
     await pilot.pause(0.1)
     await app.workers.wait_for_complete()
     await pilot.pause()
@@ -240,32 +255,33 @@ async def _shoot(
     return path
 
 
-async def _confirm(pilot) -> None:
+async def _confirm(pilot: Pilot[Any]) -> None:
     await pilot.press("down", "down")
     await pilot.press("l")
     await pilot.pause(0.1)
 
 
-async def _filtered(pilot) -> None:
+async def _filtered(pilot: Pilot[Any]) -> None:
     await pilot.press("slash", *"acme")
-    await wait_until(pilot, lambda: pilot.app.model.query.text == "acme")
-    await pilot.app.workers.wait_for_complete()
-    await wait_until(pilot, lambda: len(pilot.app.model) == 4)
+    app = app_of(pilot)
+    await wait_until(pilot, lambda: app.model.query.text == "acme")
+    await app.workers.wait_for_complete()
+    await wait_until(pilot, lambda: len(app.model) == 4)
     await pilot.press("enter")
 
 
-async def _help(pilot) -> None:
+async def _help(pilot: Pilot[Any]) -> None:
     await pilot.press("question_mark")
 
 
-async def _blacklist(pilot) -> None:
+async def _blacklist(pilot: Pilot[Any]) -> None:
     await pilot.press("tab")
 
 
-async def blacklist_filtered(pilot) -> None:
+async def blacklist_filtered(pilot: Pilot[Any]) -> None:
     """Switch to the blacklist view and filter it (also used by the snapshot tests)."""
     await pilot.press("tab", "slash", *"nina")
-    await wait_until(pilot, lambda: pilot.app.main.blacklist.search is not None)
+    await wait_until(pilot, lambda: app_of(pilot).main.blacklist.search is not None)
     await pilot.press("enter")
 
 
@@ -304,19 +320,28 @@ async def make_all(out: Path) -> list[Path]:
     return made
 
 
+# Rich's SVG asks for "Fira Code, monospace" (a web font); CairoSVG uses the first family only,
+# and fontconfig would answer a missing "Fira Code" with a proportional font.
+FONT_FAMILY = re.compile(r"font-family:\s*\"?Fira Code\"?,\s*monospace;")
+
+
 def to_png(svgs: list[Path]) -> list[Path]:
-    """PNG copies through ``rsvg-convert``; empty when it is not installed."""
-    exe = shutil.which("rsvg-convert")
-    if exe is None:
-        return []
+    """PNG copies of the SVGs, drawn by CairoSVG (the ``test`` extra; it needs libcairo)."""
+    try:
+        import cairosvg
+    except (ImportError, OSError) as exc:  # OSError: cairocffi found no libcairo
+        raise RuntimeError(
+            f"cannot draw PNGs: {exc} (pip install cairosvg; apt-get install libcairo2)"
+        ) from None
     pngs = []
     for svg in svgs:
         png = svg.with_suffix(".png")
-        # Rich writes runs of spaces as no-break spaces; librsvg strips them at the start of a
-        # text element unless told to keep white space, which shifts right-aligned cells left.
         text = svg.read_text(encoding="utf-8")
+        text = FONT_FAMILY.sub("font-family: monospace;", text)
+        # Rich writes runs of spaces as no-break spaces; keep white space as written, or text
+        # elements that start with spaces shift and right-aligned cells move left.
         text = text.replace("<svg ", '<svg xml:space="preserve" ', 1)
-        subprocess.run([exe, "--zoom", "1", "-o", str(png)], input=text.encode(), check=True)
+        cairosvg.svg2png(bytestring=text.encode("utf-8"), write_to=str(png))
         pngs.append(png)
     return pngs
 
@@ -328,11 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(AttributeError):
         time.tzset()
     svgs = asyncio.run(make_all(out))
-    pngs = to_png(svgs)
-    for path in svgs + pngs:
+    for path in svgs:
         print(path)
-    if not pngs:
-        print("rsvg-convert not found: kept the SVGs only (apt-get install librsvg2-bin)")
+    try:
+        pngs = to_png(svgs)
+    except RuntimeError as exc:
+        print(f"screenshots: {exc}", file=sys.stderr)
+        return 1
+    for path in pngs:
+        print(path)
     return 0
 
 

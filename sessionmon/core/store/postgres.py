@@ -161,7 +161,7 @@ class PostgresStore(SqlRepository):
 
     def _query(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.transaction() as conn:
-            cur = conn.execute(query, list(params))  # type: ignore[arg-type]
+            cur = conn.execute(query, list(params))
             return cur.fetchall() if cur.description is not None else []
 
     def schema_version(self) -> int:
@@ -198,7 +198,7 @@ class _Snapshot:
         self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def _run(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return self.conn.execute(query, list(params)).fetchall()  # type: ignore[arg-type]
+        return self.conn.execute(query, list(params)).fetchall()
 
     def count(self) -> int:
         row = self._run("SELECT count(*) FROM sessions WHERE refresh_exp > %s", (self.now,))
@@ -220,7 +220,7 @@ class _Snapshot:
     def chunks(self, size: int) -> Iterator[list[int]]:
         with self.conn.cursor(name="sessionmon_order") as cur:
             cur.itersize = size
-            cur.execute(self.sql, self.params)  # type: ignore[arg-type]
+            cur.execute(self.sql, self.params)
             while rows := cur.fetchmany(size):
                 yield [r[0] for r in rows]
 
@@ -282,7 +282,7 @@ class PostgresReader(OrderReader):
         with self._lock:
             try:
                 conn = self._ensure()
-                cur = conn.execute(query, list(params))  # type: ignore[arg-type]
+                cur = conn.execute(query, list(params))
                 return cur.fetchall() if cur.description is not None else []
             except psycopg.Error as exc:
                 raise translate(exc, self.display) from None

@@ -15,7 +15,8 @@ SEARCH_TABLE = "sessions_search"
 
 
 def _migrate_v1(db: sqlite_utils.Database) -> None:
-    db["sessions"].create(
+    sessions, audit = db.table("sessions"), db.table("audit")  # tables, never views
+    sessions.create(
         {
             "id": str,
             "user_id": str,
@@ -37,13 +38,13 @@ def _migrate_v1(db: sqlite_utils.Database) -> None:
         defaults={"refresh_count": 0},
     )
     # Live sessions ordered by access expiry (WHERE refresh_exp > ? ORDER BY access_exp, ...).
-    db["sessions"].create_index(["access_exp", "refresh_exp"], index_name="sessions_by_access_exp")
-    db["sessions"].create_index(["refresh_exp"], index_name="sessions_by_refresh_exp")
-    db["sessions"].create_index(["user_id"], index_name="sessions_by_user")
-    db["sessions"].create_index(["email"], index_name="sessions_by_email")
-    db["sessions"].create_index(["last_seen_at"], index_name="sessions_by_last_seen")
-    db["sessions"].create_index(["created_at"], index_name="sessions_by_created")
-    db["audit"].create(
+    sessions.create_index(["access_exp", "refresh_exp"], index_name="sessions_by_access_exp")
+    sessions.create_index(["refresh_exp"], index_name="sessions_by_refresh_exp")
+    sessions.create_index(["user_id"], index_name="sessions_by_user")
+    sessions.create_index(["email"], index_name="sessions_by_email")
+    sessions.create_index(["last_seen_at"], index_name="sessions_by_last_seen")
+    sessions.create_index(["created_at"], index_name="sessions_by_created")
+    audit.create(
         {
             "id": int,
             "at": float,
@@ -59,8 +60,8 @@ def _migrate_v1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"at", "actor", "action", "outcome"},
     )
-    db["audit"].create_index(["session_id"], index_name="audit_by_session")
-    db["audit"].create_index(["at"], index_name="audit_by_at")
+    audit.create_index(["session_id"], index_name="audit_by_session")
+    audit.create_index(["at"], index_name="audit_by_at")
 
 
 def trigram_search_available(conn: sqlite3.Connection) -> bool:

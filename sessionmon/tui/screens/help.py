@@ -55,12 +55,12 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, disabled: dict[str, str]) -> None:
         super().__init__()
-        self.disabled = disabled
+        self.disabled_actions = disabled  # not ``disabled``: that would disable the screen
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
             yield Static("sessionmon monitor: keys", id="help-title")
-            yield Static(keys_table(self.disabled))
+            yield Static(keys_table(self.disabled_actions))
             yield Static(
                 "Countdowns: green plenty of the token's life left, yellow under half, "
                 "red under a fifth. Escape, q or ? closes this.",

@@ -6,11 +6,13 @@ It turns key presses into actions and snapshots into what is drawn; the app owns
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, on
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import ContentSwitcher, Input
 
 from sessionmon.core.store import ViewQuery
@@ -64,7 +66,7 @@ def without_address(error: str) -> str:
 class MainScreen(Screen[None]):
     """What the operator looks at."""
 
-    BINDINGS = bindings()
+    BINDINGS: ClassVar[list[BindingType]] = list(bindings())
 
     app: SessionmonApp
 
@@ -72,7 +74,7 @@ class MainScreen(Screen[None]):
         super().__init__()
         self.snapshot: Snapshot | None = None
         self.ready = False
-        self._filter_timer = None
+        self._filter_timer: Timer | None = None
         self._pending_filter: tuple[str, str] | None = None  # (view, text) typed, not applied yet
         self._sessions: SessionsTable | None = None
         self._blacklist: BlacklistTable | None = None

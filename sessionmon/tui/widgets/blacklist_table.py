@@ -153,8 +153,8 @@ class BlacklistTable(LineTable):
                     self._cursor = start + i
                     break
         self._cursor = max(0, min(self._cursor, self.row_count - 1))
-        entry = self.entry_at(self._cursor)
-        self._cursor_key = entry.key if entry else self._cursor_key
+        current = self.entry_at(self._cursor)
+        self._cursor_key = current.key if current else self._cursor_key
         self.update_size()
         if on_screen:
             self.scroll_cursor_visible()

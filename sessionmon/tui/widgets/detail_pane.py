@@ -86,7 +86,7 @@ def _clock_reading(expires: float | None, now: float, life: float | None) -> obj
 class DetailPane(Horizontal):
     """Three columns: session, token claims, blacklist and audit."""
 
-    COMPONENT_CLASSES = LEVEL_CLASSES
+    COMPONENT_CLASSES = set(LEVEL_CLASSES)
 
     DEFAULT_CSS = (
         level_css("DetailPane")

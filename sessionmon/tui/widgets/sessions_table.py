@@ -125,7 +125,11 @@ class SessionsTable(LineTable):
         self.refresh()
         order = result.order
         if isinstance(order, Order) and not order.complete:
-            order.when_complete(lambda done: self.post_message(self.OrderFilled(done)))
+
+            def filled(done: Order) -> None:
+                self.post_message(self.OrderFilled(done))
+
+            order.when_complete(filled)
             self.call_after_refresh(order.resume)  # the rest is read once these rows are drawn
         return self.model.cursor_rowid != before
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
@@ -58,7 +59,7 @@ class StatusBar(Widget):
         self.info = info
         self.refresh()
 
-    def _style(self, name: str):
+    def _style(self, name: str) -> Style:
         return self.get_component_rich_style(name, partial=True)
 
     def render(self) -> Text:
@@ -81,8 +82,8 @@ class StatusBar(Widget):
                 word = short if form.short_badges else long
                 badges.append(f" {word} ", self._style("status--badge"))
                 badges.append(" ")
-        clock = clock_time(info.now)
-        clock = Text((clock[:5] if form.short_clock else clock) + " ", self._style("status--clock"))
+        now = clock_time(info.now)
+        clock = Text((now[:5] if form.short_clock else now) + " ", self._style("status--clock"))
         left = self._left(form, shorten(info.db, form.path), shorten(info.redis, form.path))
         gap = width - left.cell_len - badges.cell_len - clock.cell_len
         left.append(" " * max(0, gap))
