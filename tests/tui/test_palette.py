@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual.command import CommandPalette
+from textual.command import CommandList, CommandPalette
 
 from sessionmon.core.auth import Auth
 from sessionmon.tui.actions import ACTIONS
@@ -20,7 +20,14 @@ async def test_palette_lists_every_action_and_runs_one(make_app, auth: Auth):
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette), "palette open")
         await pilot.press(*"pause")
-        await pilot.pause(0.3)
+        results = app.screen.query_one(CommandList)
+
+        def pause_first() -> bool:
+            if not results.option_count or results.highlighted != 0:
+                return False
+            return str(results.get_option_at_index(0).prompt).startswith("Pause")
+
+        await wait_for(pilot, pause_first, "Pause first among the matches")
         await pilot.press("enter")
         await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette), "palette closed")
         await wait_for(pilot, lambda: app.paused, "paused through the palette")
