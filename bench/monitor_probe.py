@@ -144,9 +144,9 @@ async def monitor(db: str, url: str, tick_seconds: float, cycles: int = 1) -> di
     from sessionmon.core.tokens import TokenCodec
     from sessionmon.tui.app import SessionmonApp
 
-    url = DatabaseUrl.parse(db)
-    if url.path is not None:
-        check = sqlite3.connect(url.path)
+    location = DatabaseUrl.parse(db)
+    if location.path is not None:
+        check = sqlite3.connect(location.path)
         version = check.execute("PRAGMA user_version").fetchone()[0]
         check.close()
         if version != SCHEMA_VERSION:  # the store would migrate it inside the timed first paint
@@ -154,7 +154,7 @@ async def monitor(db: str, url: str, tick_seconds: float, cycles: int = 1) -> di
 
     out: dict[str, Any] = {}
     start = time.perf_counter()
-    store = open_store(url)
+    store = open_store(location)
     client = connect(url, timeout=30)
     blacklist = Blacklist(client, prefix=PREFIX)
     auth = Auth(store, blacklist, TokenCodec(KEYS))
