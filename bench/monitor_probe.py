@@ -136,13 +136,11 @@ async def monitor(db: str, url: str, tick_seconds: float, cycles: int = 1) -> di
     import sqlite3
 
     from bench.data import PREFIX
-    from bench.fixtures import KEYS
-    from sessionmon.core.auth import Auth
     from sessionmon.core.blacklist import Blacklist, connect
     from sessionmon.core.settings import Settings
-    from sessionmon.core.store import SCHEMA_VERSION, DatabaseUrl, open_store
-    from sessionmon.core.tokens import TokenCodec
+    from sessionmon.core.store import SCHEMA_VERSION, DatabaseUrl
     from sessionmon.tui.app import SessionmonApp
+    from sessionmon.tui.backend import MonitorBackend
 
     location = DatabaseUrl.parse(db)
     if location.path is not None:
@@ -154,13 +152,14 @@ async def monitor(db: str, url: str, tick_seconds: float, cycles: int = 1) -> di
 
     out: dict[str, Any] = {}
     start = time.perf_counter()
-    store = open_store(location)
     client = connect(url, timeout=30)
     blacklist = Blacklist(client, prefix=PREFIX)
-    auth = Auth(store, blacklist, TokenCodec(KEYS))
     # interval 3600: after the first poll only the 1 Hz tick runs (the tick-only CPU figure).
-    settings = Settings(db=store.location, redis_url=url, prefix=PREFIX, interval=3600.0)
-    app = SessionmonApp(store=store, blacklist=blacklist, auth=auth, settings=settings)
+    settings = Settings(db=location, redis_url=url, prefix=PREFIX, interval=3600.0)
+    # As `sessionmon` builds it: the read-write store (and its first-open integrity check) opens
+    # in a worker on first use; the first paint reads through the poller's read model.
+    backend = MonitorBackend(location, blacklist, settings=settings)
+    app = SessionmonApp(backend=backend, settings=settings)
     watch = ScreenWatch(app)
     watch.arm(
         lambda table: (
@@ -255,7 +254,7 @@ async def monitor(db: str, url: str, tick_seconds: float, cycles: int = 1) -> di
             out["clear_complete_s"].append(done)
     out["peak_rss_mib"] = peak_rss_mib()
     out["getrusage_maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    store.close()
+    backend.close()
     client.close()
     return out
 
