@@ -10,7 +10,7 @@ from sessionmon.tui.widgets.table import LineTable
 
 
 def test_a_table_without_its_row_model_is_refused_when_defined() -> None:
-    with pytest.raises(TypeError, match="row_count, cursor, set_cursor, row_cells"):
+    with pytest.raises(TypeError, match="row_count, cursor, set_cursor, row_cells, now"):
 
         class Incomplete(LineTable):
             pass

@@ -291,7 +291,7 @@ class LineTable(ScrollView, can_focus=True):
 
     # -- what subclasses provide (checked when a subclass is defined) -------------------------
 
-    SUBCLASS_PROVIDES = ("row_count", "cursor", "set_cursor", "row_cells")
+    SUBCLASS_PROVIDES = ("row_count", "cursor", "set_cursor", "row_cells", "now")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -319,7 +319,8 @@ class LineTable(ScrollView, can_focus=True):
         return None
 
     def now(self) -> float:
-        raise NotImplementedError
+        """The time the rows are drawn at (the table's clock)."""
+        return 0.0
 
     def sorted_column(self) -> tuple[str | None, bool]:
         """The sort key shown in the header and whether it is descending."""
