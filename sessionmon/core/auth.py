@@ -402,30 +402,9 @@ class Auth:
             )
             keys_by_session.setdefault(c.sid, []).append(self.blacklist.token_key(c.jti))
 
-        try:
-            result.revoked = self.blacklist.revoke(requests, reason=reason, actor=actor)
-        except RedisUnavailable as exc:
-            result.outcome = LogoutOutcome.REDIS_UNAVAILABLE
-            result.error = f"nothing was revoked or deleted: {exc}"
-            self._audit_safely(
-                [
-                    AuditRow(
-                        at=now,
-                        action=action,
-                        actor=actor,
-                        reason=reason,
-                        session_id=s.id,
-                        user_id=s.user_id,
-                        email=s.email,
-                        outcome=result.outcome.value,
-                    )
-                    for s in sessions
-                ]
-            )
-            raise LogoutFailed(result) from None
-
-        audit_rows = [
-            AuditRow(
+        def audit_row(s: Session, **outcome: Any) -> AuditRow:
+            """The audit row of session ``s`` in this logout."""
+            return AuditRow(
                 at=now,
                 action=action,
                 actor=actor,
@@ -433,8 +412,19 @@ class Auth:
                 session_id=s.id,
                 user_id=s.user_id,
                 email=s.email,
-                revoked=[k for k in keys_by_session.get(s.id, []) if k in result.revoked],
+                **outcome,
             )
+
+        try:
+            result.revoked = self.blacklist.revoke(requests, reason=reason, actor=actor)
+        except RedisUnavailable as exc:
+            result.outcome = LogoutOutcome.REDIS_UNAVAILABLE
+            result.error = f"nothing was revoked or deleted: {exc}"
+            self._audit_safely([audit_row(s, outcome=result.outcome.value) for s in sessions])
+            raise LogoutFailed(result) from None
+
+        audit_rows = [
+            audit_row(s, revoked=[k for k in keys_by_session.get(s.id, []) if k in result.revoked])
             for s in sessions
         ]
         try:
