@@ -85,6 +85,35 @@ SETTING_FLAGS = (
         "interval", "monitor poll interval (default 1s, floor 0.2s)", "DURATION", "duration"
     ),
     SettingFlag("read_only", "the monitor refuses destructive actions", kind="switch"),
+    SettingFlag(
+        "rotate_refresh",
+        "rotate refresh tokens on every silent refresh, with reuse detection (default: yes)",
+        kind="bool",
+    ),
+    SettingFlag(
+        "reuse_grace",
+        "how long the token just replaced still gets the same new pair (default 10s; 0: never)",
+        "DURATION",
+        "duration",
+    ),
+    SettingFlag(
+        "idle_timeout",
+        "end a session after this long without a request (default: off)",
+        "DURATION",
+        "duration",
+    ),
+    SettingFlag(
+        "absolute_timeout",
+        "end a session this long after login (default: off)",
+        "DURATION",
+        "duration",
+    ),
+    SettingFlag("max_sessions_per_user", "live sessions a user may have (default: no limit)", "N"),
+    SettingFlag(
+        "on_max_sessions",
+        "a login over --max-sessions-per-user: deny (default) or evict-oldest",
+        "deny|evict-oldest",
+    ),
 )
 # Flags whose value may start with "-" (a negative duration gets its own one-line error).
 DURATION_FLAGS = frozenset(

@@ -1,5 +1,15 @@
 """The auth flow: login, authenticate (with silent refresh), logout and force-logout.
 
+Refresh-token rotation (``SessionPolicy.rotate_refresh``, on by default): every silent refresh
+issues a new refresh token with the access token. The session id is the token family; each refresh
+token carries its generation (``gen``), and the session row holds the live generation and refresh
+``jti``. Moving on is one compare-and-set in the store (``rotate_refresh``), so of many concurrent
+requests with the same token exactly one rotates; the others, and any request that presents the
+immediately previous token within ``reuse_grace`` seconds of the rotation, get the same successor
+pair minted again from the row (ids, ``iat`` and expiries; tokens are never stored). Any other old
+token is theft: the whole family is revoked (``reuse_detected`` in the audit) and the request gets
+``refresh_reused``, as does every later request with a token of that session.
+
 Composes the token codec, the SQLite store and the Redis blacklist. Logout order is always:
 blacklist every known token and the session id in one MULTI/EXEC (TTLs read back), then delete the
 session rows and write the audit rows in one SQLite transaction. A Redis failure deletes nothing;
@@ -11,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -24,9 +34,11 @@ from sessionmon.core.blacklist import (
     RevokeRequest,
 )
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.errors import DatabaseError, RedisUnavailable
+from sessionmon.core.errors import DatabaseError, RedisUnavailable, TooManySessions
+from sessionmon.core.policy import Ending, OnMaxSessions, SessionPolicy
 from sessionmon.core.revocation_cache import RevocationCheck
 from sessionmon.core.store import AuditRow, Session, SessionStore
+from sessionmon.core.store.base import Rotation
 from sessionmon.core.tokens import (
     ACCESS,
     REFRESH,
@@ -40,6 +52,12 @@ from sessionmon.core.tokens import (
 # Extra life for a session key beyond the longest token: covers an access token minted by a
 # silent refresh that races the logout (its clock reading comes a little later than ours).
 RACE_MARGIN = 30.0
+
+# Audit actions and actors of what the core does on its own.
+REUSE_DETECTED = "reuse_detected"
+SESSION_ENDED = "session_ended"
+SYSTEM_ACTOR = "system"
+_ENDING_REASONS = {Ending.IDLE: Reason.IDLE_TIMEOUT, Ending.ABSOLUTE: Reason.ABSOLUTE_TIMEOUT}
 
 
 @dataclass(frozen=True)
@@ -64,13 +82,16 @@ class User:
 
 @dataclass(frozen=True)
 class AuthResult:
-    """What ``authenticate`` decided: a user or a reason; a new access token after a refresh."""
+    """What ``authenticate`` decided: a user or a reason; new tokens after a refresh (the
+    refresh token too when it was rotated, with its expiry)."""
 
     user: User | None = None
     reason: Reason | None = None
     detail: str = ""
     new_access_token: str | None = None
     claims: Claims | None = None
+    new_refresh_token: str | None = None
+    refresh_exp: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -151,8 +172,10 @@ class Auth:
         touch_interval: float = 15.0,
         source: str | None = None,
         revocation_cache: RevocationCheck | None = None,
+        policy: SessionPolicy | None = None,
     ) -> None:
         self.store = store
+        self.policy = policy or SessionPolicy()
         self.blacklist = blacklist
         # A callable loads the keys on first use: logging out needs no key, minting does.
         self._codec = codec if isinstance(codec, TokenCodec) else None
@@ -191,15 +214,33 @@ class Auth:
         ip: str | None = None,
         user_agent: str | None = None,
     ) -> tuple[Session, str, str]:
-        """Create a session; returns it with a new access token and refresh token."""
+        """Create a session; returns it with a new access token and refresh token.
+
+        Raises ``TooManySessions`` when the user is at ``max_sessions_per_user`` and the policy
+        denies; with ``evict-oldest`` the oldest sessions are revoked first (``RedisUnavailable``:
+        nothing was evicted or created)."""
         now = self.clock.now()
         sid = new_id()
         email = email.strip().lower() if email else email
+        policy = self.policy
         access, a = self.codec.mint(
-            ACCESS, sub=str(user_id), sid=sid, ttl=self.access_ttl, email=email, name=name, now=now
+            ACCESS,
+            sub=str(user_id),
+            sid=sid,
+            ttl=self.access_ttl,
+            email=email,
+            name=name,
+            now=now,
+            exp=policy.cap(now + self.access_ttl, now),
         )
         refresh, r = self.codec.mint(
-            REFRESH, sub=str(user_id), sid=sid, ttl=self.refresh_ttl, now=now
+            REFRESH,
+            sub=str(user_id),
+            sid=sid,
+            ttl=self.refresh_ttl,
+            now=now,
+            exp=policy.cap(now + self.refresh_ttl, now),
+            gen=0 if policy.rotate_refresh else None,
         )
         session = Session(
             id=sid,
@@ -217,18 +258,52 @@ class Auth:
             refresh_count=0,
             source=self.source,
         )
-        self.store.insert_session(session)
+        limit = policy.max_sessions_per_user
+        if limit is None:
+            self.store.insert_session(session)
+            return session, access, refresh
+        evict = self._evict if policy.on_max_sessions is OnMaxSessions.EVICT_OLDEST else None
+        done = self.store.insert_session_limited(session, limit=limit, now=now, evict=evict)
+        if not done.inserted:
+            raise TooManySessions(session.user_id, limit)
         return session, access, refresh
+
+    def _evict(self, victims: list[Session]) -> list[AuditRow]:
+        """Revoke the sessions a login evicts (called inside the store's per-user transaction,
+        which deletes them and writes these audit rows); raises ``RedisUnavailable``."""
+        now = self.clock.now()
+        requests = [q for s in victims for q in self._revoke_requests(s, now)]
+        reason = Ending.EVICTED.value
+        revoked = self.blacklist.revoke(requests, reason=reason, actor=SYSTEM_ACTOR)
+        return [
+            AuditRow(
+                at=now,
+                action=SESSION_ENDED,
+                actor=SYSTEM_ACTOR,
+                reason=reason,
+                session_id=s.id,
+                user_id=s.user_id,
+                email=s.email,
+                revoked=[k for k in self._session_keys(s, now) if k in revoked],
+            )
+            for s in victims
+        ]
 
     # -- authenticate ------------------------------------------------------------------------
 
     def authenticate(
-        self, access_token: str | None, refresh_token: str | None = None
+        self,
+        access_token: str | None,
+        refresh_token: str | None = None,
+        *,
+        ip: str | None = None,
+        user_agent: str | None = None,
     ) -> AuthResult:
         """Verify the access token (and the blacklist); silently refresh when it has expired.
 
         Never raises for a bad token: the result carries the reason. Raises ``RedisUnavailable``
-        (the caller decides whether to fail closed) and ``DatabaseError``.
+        (the caller decides whether to fail closed) and ``DatabaseError``. ``ip`` and
+        ``user_agent`` describe the request (recorded with a rotation and a reuse detection).
         """
         claims: Claims | None = None
         rejection: TokenRejected | None = None
@@ -239,9 +314,7 @@ class Auth:
                 rejection = exc
         if claims is not None:
             if self._revocations.is_revoked(claims.jti, claims.sid):
-                return AuthResult(
-                    reason=Reason.REVOKED, detail="token or session revoked", claims=claims
-                )
+                return self._revoked(claims, "token or session revoked")
             self._maybe_touch(claims.sid)
             return AuthResult(user=_user(claims), claims=claims)
 
@@ -252,24 +325,37 @@ class Auth:
             if rejection is not None:
                 return AuthResult.reject(rejection)
             return AuthResult(reason=Reason.NO_TOKEN, detail="no token presented")
-        return self.refresh(refresh_token)
+        return self.refresh(refresh_token, ip=ip, user_agent=user_agent)
 
-    def refresh(self, refresh_token: str) -> AuthResult:
-        """Silent refresh: valid, unrevoked refresh token of a live session -> new access token."""
+    def refresh(
+        self, refresh_token: str, *, ip: str | None = None, user_agent: str | None = None
+    ) -> AuthResult:
+        """Silent refresh: valid, unrevoked refresh token of a live session -> new access token
+        (and, with rotation, a new refresh token). Raises ``RedisUnavailable`` before anything
+        is rotated when the blacklist cannot be checked."""
         try:
             r = self.codec.verify(refresh_token, REFRESH)
         except TokenRejected as exc:
             return AuthResult.reject(exc)
-        if self._revocations.is_revoked(r.jti, r.sid):
+        if "gen" in r.raw and r.gen is None:
             return AuthResult(
-                reason=Reason.REVOKED, detail="refresh token or session revoked", claims=r
+                reason=Reason.BAD_GENERATION,
+                detail="generation claim is not a non-negative integer",
+                claims=r,
             )
+        if self._revocations.is_revoked(r.jti, r.sid):
+            return self._revoked(r, "refresh token or session revoked")
         session = self.store.get_session(r.sid)
         if session is None:
-            return AuthResult(reason=Reason.SESSION_NOT_FOUND, detail="session is gone", claims=r)
+            return _gone(r)
+        now = self.clock.now()
+        ending = self.policy.ending(session, now)
+        if ending is not None:
+            return self._end_by_policy(session, ending, r)
+        if self.policy.rotate_refresh:
+            return self._rotate(session, r, now, ip, user_agent)
         if session.refresh_jti and session.refresh_jti != r.jti:
             return AuthResult(reason=Reason.REVOKED, detail="refresh token was replaced", claims=r)
-        now = self.clock.now()
         token, a = self.codec.mint(
             ACCESS,
             sub=session.user_id,
@@ -278,11 +364,163 @@ class Auth:
             email=session.email,
             name=session.name,
             now=now,
+            exp=self.policy.cap(now + self.access_ttl, session.created_at),
         )
         if not self.store.update_access(session.id, a.jti, a.exp, now):
             # Deleted while we minted (a force-logout won the race): the token is never handed out.
-            return AuthResult(reason=Reason.SESSION_NOT_FOUND, detail="session is gone", claims=r)
+            return _gone(r)
         return AuthResult(user=_user(a), new_access_token=token, claims=a)
+
+    # -- rotation ------------------------------------------------------------------------------
+
+    def _rotate(
+        self, session: Session, r: Claims, now: float, ip: str | None, user_agent: str | None
+    ) -> AuthResult:
+        """Rotate on the live token (one compare-and-set); anything else is decided on the row
+        as it is after that."""
+        gen = r.gen or 0  # a token minted before rotation (or with it off) is generation 0
+        if gen == session.generation and r.jti == session.refresh_jti:
+            cap = self.policy.cap
+            rotation = Rotation(
+                generation=gen,
+                presented_jti=r.jti,
+                access_jti=new_id(),
+                access_exp=float(int(cap(now + self.access_ttl, session.created_at))),
+                refresh_jti=new_id(),
+                refresh_exp=float(int(cap(now + self.refresh_ttl, session.created_at))),
+                at=now,
+                ip=ip,
+                user_agent=user_agent[:512] if user_agent else user_agent,
+            )
+            if self.store.rotate_refresh(session.id, rotation):
+                return self._successor(session, rotation)
+            # Another request rotated first (or the session ended): read the row as it is now.
+            fresh = self.store.get_session(session.id)
+            if fresh is None:
+                return _gone(r)
+            session = fresh
+        return self._not_live(session, r, gen, now, ip, user_agent)
+
+    def _not_live(
+        self,
+        session: Session,
+        r: Claims,
+        gen: int,
+        now: float,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> AuthResult:
+        live = session.generation
+        if gen == live and r.jti == session.refresh_jti:  # the compare-and-set did not apply
+            return AuthResult(reason=Reason.REVOKED, detail="rotation did not apply", claims=r)
+        if gen > live:
+            return AuthResult(
+                reason=Reason.FUTURE_GENERATION,
+                detail=f"generation {gen} presented, the session is at {live}",
+                claims=r,
+            )
+        expected = {live: session.refresh_jti, live - 1: session.prev_refresh_jti}
+        if gen in expected and r.jti != expected[gen]:
+            return AuthResult(
+                reason=Reason.BAD_GENERATION,
+                detail=f"not the refresh token issued for generation {gen}",
+                claims=r,
+            )
+        if (
+            gen == live - 1
+            and session.rotated_at is not None
+            and now - session.rotated_at < self.policy.reuse_grace
+        ):
+            # A concurrent request (another tab) with the token just replaced: the same pair.
+            return self._successor(session, _rotation_of(session))
+        return self._reuse_detected(session, r, gen, now, ip, user_agent)
+
+    def _successor(self, session: Session, rotation: Rotation) -> AuthResult:
+        """Mint the successor pair ``rotation`` describes (the same claims every time)."""
+        access, a = self.codec.mint(
+            ACCESS,
+            sub=session.user_id,
+            sid=session.id,
+            ttl=self.access_ttl,
+            email=session.email,
+            name=session.name,
+            now=rotation.at,
+            exp=rotation.access_exp,
+            jti=rotation.access_jti,
+        )
+        refresh, _ = self.codec.mint(
+            REFRESH,
+            sub=session.user_id,
+            sid=session.id,
+            ttl=self.refresh_ttl,
+            now=rotation.at,
+            exp=rotation.refresh_exp,
+            jti=rotation.refresh_jti,
+            gen=rotation.generation + 1,
+        )
+        return AuthResult(
+            user=_user(a),
+            new_access_token=access,
+            claims=a,
+            new_refresh_token=refresh,
+            refresh_exp=rotation.refresh_exp,
+        )
+
+    def _reuse_detected(
+        self,
+        session: Session,
+        r: Claims,
+        gen: int,
+        now: float,
+        ip: str | None,
+        user_agent: str | None,
+    ) -> AuthResult:
+        """An old refresh token came back: revoke the whole family (blacklist first, then delete
+        the row and write ``reuse_detected``). Raises ``LogoutFailed`` when Redis did not take
+        the revocation (then nothing was deleted and the caller answers 503)."""
+        rotated = session.rotated_at is not None
+        detail = {
+            "presented_generation": gen,
+            "live_generation": session.generation,
+            "legitimate": {
+                "at": session.rotated_at if rotated else session.created_at,
+                "ip": session.rotated_ip if rotated else session.ip,
+                "user_agent": session.rotated_ua if rotated else session.user_agent,
+            },
+            "reuse": {"at": now, "ip": ip, "user_agent": user_agent[:512] if user_agent else None},
+        }
+        self._revoke_sessions(
+            [session.id],
+            REUSE_DETECTED,
+            SYSTEM_ACTOR,
+            Reason.REFRESH_REUSED.value,
+            extra=[r],
+            detail=detail,
+        )
+        return AuthResult(
+            reason=Reason.REFRESH_REUSED,
+            detail=f"refresh token of generation {gen} reused (live: {session.generation}); "
+            "session revoked",
+            claims=r,
+        )
+
+    def _end_by_policy(self, session: Session, ending: Ending, r: Claims) -> AuthResult:
+        """Idle or absolute timeout reached: revoke and delete the session, audited."""
+        self._revoke_sessions([session.id], SESSION_ENDED, SYSTEM_ACTOR, ending.value, extra=[r])
+        return AuthResult(
+            reason=_ENDING_REASONS[ending], detail=f"session ended ({ending.value})", claims=r
+        )
+
+    def _revoked(self, claims: Claims, detail: str) -> AuthResult:
+        """``revoked``, or ``refresh_reused`` when reuse detection revoked the session (one
+        more read, on this rejection path only; best effort)."""
+        reason = Reason.REVOKED
+        with contextlib.suppress(RedisUnavailable):
+            entries = self.blacklist.entries_for_session(claims.sid)
+            if any(e.kind == KIND_SESSION and e.reason == REUSE_REASON for e in entries):
+                reason = Reason.REFRESH_REUSED
+                detail = "session revoked: a refresh token was reused"
+        return AuthResult(reason=reason, detail=detail, claims=claims)
 
     def _maybe_touch(self, sid: str) -> None:
         """Update last_seen_at at most once per ``touch_interval`` per session (best effort)."""
@@ -358,6 +596,7 @@ class Auth:
         *,
         sessions: Sequence[Session] | None = None,
         extra: Sequence[Claims] = (),
+        detail: Mapping[str, Any] | None = None,
     ) -> LogoutResult:
         result = LogoutResult(action=action, requested=list(session_ids))
         if sessions is None:
@@ -375,23 +614,7 @@ class Auth:
         requests: list[RevokeRequest] = []
         keys_by_session: dict[str, list[str]] = {}
         for s in sessions:
-            reqs = []
-            if s.access_jti and s.access_exp is not None:
-                reqs.append(
-                    RevokeRequest(KIND_ACCESS, s.id, s.access_exp, s.access_jti, s.user_id, s.email)
-                )
-            if s.refresh_jti and s.refresh_exp is not None:
-                reqs.append(
-                    RevokeRequest(
-                        KIND_REFRESH, s.id, s.refresh_exp, s.refresh_jti, s.user_id, s.email
-                    )
-                )
-            # The session key outlives every token of the session, including an access token a
-            # racing silent refresh may mint right now.
-            session_exp = max(
-                s.refresh_exp or now, s.access_exp or now, now + self.access_ttl + RACE_MARGIN
-            )
-            reqs.append(RevokeRequest(KIND_SESSION, s.id, session_exp, None, s.user_id, s.email))
+            reqs = self._revoke_requests(s, now)
             keys_by_session[s.id] = [self.blacklist.key_for(q) for q in reqs]
             requests += reqs
         for c in extra:
@@ -412,6 +635,7 @@ class Auth:
                 session_id=s.id,
                 user_id=s.user_id,
                 email=s.email,
+                detail=detail,
                 **outcome,
             )
 
@@ -438,6 +662,28 @@ class Auth:
             result.outcome = LogoutOutcome.PARTIAL if result.found else LogoutOutcome.NOT_FOUND
         return result
 
+    def _revoke_requests(self, s: Session, now: float) -> list[RevokeRequest]:
+        """What revoking session ``s`` blacklists: its live tokens and the session key."""
+        reqs = []
+        if s.access_jti and s.access_exp is not None:
+            reqs.append(
+                RevokeRequest(KIND_ACCESS, s.id, s.access_exp, s.access_jti, s.user_id, s.email)
+            )
+        if s.refresh_jti and s.refresh_exp is not None:
+            reqs.append(
+                RevokeRequest(KIND_REFRESH, s.id, s.refresh_exp, s.refresh_jti, s.user_id, s.email)
+            )
+        # The session key outlives every token of the session, including an access token a
+        # racing silent refresh may mint right now.
+        session_exp = max(
+            s.refresh_exp or now, s.access_exp or now, now + self.access_ttl + RACE_MARGIN
+        )
+        reqs.append(RevokeRequest(KIND_SESSION, s.id, session_exp, None, s.user_id, s.email))
+        return reqs
+
+    def _session_keys(self, s: Session, now: float) -> list[str]:
+        return [self.blacklist.key_for(q) for q in self._revoke_requests(s, now)]
+
     def _audit_not_found(
         self, session_ids: Sequence[str], action: str, actor: str, reason: str | None
     ) -> None:
@@ -460,6 +706,30 @@ class Auth:
         # The audit of a failure must not hide the failure itself.
         with contextlib.suppress(DatabaseError):
             self.store.write_audit(rows)
+
+
+REUSE_REASON = Reason.REFRESH_REUSED.value
+
+
+def _gone(r: Claims) -> AuthResult:
+    return AuthResult(reason=Reason.SESSION_NOT_FOUND, detail="session is gone", claims=r)
+
+
+def _rotation_of(session: Session) -> Rotation:
+    """The last rotation of ``session``, as its row records it (the live pair)."""
+    assert session.rotated_at is not None
+    assert session.access_jti and session.refresh_jti and session.prev_refresh_jti
+    return Rotation(
+        generation=session.generation - 1,
+        presented_jti=session.prev_refresh_jti,
+        access_jti=session.access_jti,
+        access_exp=float(session.access_exp or 0),
+        refresh_jti=session.refresh_jti,
+        refresh_exp=float(session.refresh_exp or 0),
+        at=session.rotated_at,
+        ip=session.rotated_ip,
+        user_agent=session.rotated_ua,
+    )
 
 
 def _user(c: Claims) -> User:

@@ -37,3 +37,13 @@ class RedisUnavailable(SessionmonError):
 
 class DatabaseUnavailable(DatabaseError):
     """The database server did not answer or refused the connection."""
+
+
+class TooManySessions(SessionmonError):
+    """A login was refused: the user is at ``--max-sessions-per-user`` (``--on-max-sessions
+    deny``). Nothing was created."""
+
+    def __init__(self, user_id: str, limit: int) -> None:
+        super().__init__(f"user {user_id} already has {limit} live sessions (the limit)")
+        self.user_id = user_id
+        self.limit = limit

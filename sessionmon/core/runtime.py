@@ -16,6 +16,7 @@ from sessionmon.core.blacklist import Blacklist, connect
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.embedded import EmbeddedRedis
 from sessionmon.core.keys import load_keys
+from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore, open_store
 from sessionmon.core.tokens import TokenCodec
@@ -76,6 +77,7 @@ class Runtime:
     @property
     def auth(self) -> Auth:
         if self._auth is None:
+            options = {"policy": SessionPolicy.from_settings(self.settings), **self.auth_options}
             self._auth = Auth(
                 self.store,
                 self.blacklist,
@@ -83,7 +85,7 @@ class Runtime:
                 access_ttl=self.settings.access_ttl,
                 refresh_ttl=self.settings.refresh_ttl,
                 clock=self.clock,
-                **self.auth_options,
+                **options,
             )
         return self._auth
 

@@ -15,6 +15,7 @@ from typing import Any
 from sessionmon.core.durations import parse_duration
 from sessionmon.core.errors import ConfigError
 from sessionmon.core.keys import ALGORITHMS, ENV_PREFIX
+from sessionmon.core.policy import DEFAULT_REUSE_GRACE, OnMaxSessions, SessionPolicy
 from sessionmon.core.store.base import Backend
 from sessionmon.core.store.url import DatabaseUrl
 from sessionmon.core.urls import mask_url
@@ -85,6 +86,13 @@ class Settings:
     private_key_file: Path | None = None
     public_key_file: Path | None = None
     config: Path | None = None
+    # Refresh-token rotation and session lifetime policies (see core.policy).
+    rotate_refresh: bool = True
+    reuse_grace: float = DEFAULT_REUSE_GRACE
+    idle_timeout: float | None = None
+    absolute_timeout: float | None = None
+    max_sessions_per_user: int | None = None
+    on_max_sessions: OnMaxSessions = OnMaxSessions.DENY
     # The settings that a flag, an env var or the config file set (the rest are defaults).
     explicit: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
 
@@ -123,7 +131,32 @@ _CONVERTERS: dict[str, Any] = {
     "secret_file": lambda v: Path(str(v)).expanduser(),
     "private_key_file": lambda v: Path(str(v)).expanduser(),
     "public_key_file": lambda v: Path(str(v)).expanduser(),
+    "rotate_refresh": parse_bool,
+    "reuse_grace": parse_duration,
+    "idle_timeout": lambda v: _optional(parse_duration, v),
+    "absolute_timeout": lambda v: _optional(parse_duration, v),
+    "max_sessions_per_user": lambda v: _optional(_positive_int, v),
+    "on_max_sessions": OnMaxSessions.parse,
 }
+
+
+def _optional(convert: Any, value: Any) -> Any:
+    """``convert(value)``, or None (no limit) for "", "0", "off", "none"."""
+    if str(value).strip().lower() in ("", "0", "off", "none"):
+        return None
+    return convert(value)
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"not a whole number: {value!r}")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise ConfigError(f"must be at least 1: {value!r}")
+    return number
 
 
 def _convert(name: str, value: Any, origin: str) -> Any:
@@ -192,4 +225,6 @@ def load_settings(
         raise ConfigError("--access-ttl and --refresh-ttl must be positive")
     if "interval" in values:
         values["interval"] = max(0.2, values["interval"])
-    return Settings(config=config_path, explicit=frozenset(values), **values)
+    settings = Settings(config=config_path, explicit=frozenset(values), **values)
+    SessionPolicy.from_settings(settings)  # one line for a policy that cannot work
+    return settings

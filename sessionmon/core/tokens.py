@@ -39,6 +39,14 @@ class Reason(StrEnum):
     TOO_LARGE = "too_large"
     NOT_YET_VALID = "not_yet_valid"
     NO_TOKEN = "no_token"  # a request that presented no token at all (not a token rejection)
+    # Refresh-token rotation (see core.auth): an old refresh token came back (the family is
+    # revoked); a generation claim that is not one this session issued; one it has not reached.
+    REFRESH_REUSED = "refresh_reused"
+    BAD_GENERATION = "bad_generation"
+    FUTURE_GENERATION = "future_generation"
+    # Session lifetime policies ended the session at this refresh.
+    IDLE_TIMEOUT = "idle_timeout"
+    ABSOLUTE_TIMEOUT = "absolute_timeout"
 
 
 class TokenRejected(Exception):
@@ -67,6 +75,7 @@ class Claims:
     email: str | None = None
     name: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    gen: int | None = None  # a refresh token's generation (None: absent or not an integer >= 0)
 
     def public(self) -> dict[str, Any]:
         """The claims as decoded (safe to print: no signature, no token)."""
@@ -150,8 +159,13 @@ class TokenCodec:
         name: str | None = None,
         now: float | None = None,
         exp: float | None = None,
+        jti: str | None = None,
+        gen: int | None = None,
     ) -> tuple[str, Claims]:
-        """Sign a token of type ``typ``; returns the token and its claims."""
+        """Sign a token of type ``typ``; returns the token and its claims.
+
+        ``jti``, ``now`` and ``exp`` given: the same claims as a token minted before with them
+        (a rotation's successor pair minted again). ``gen``: the refresh token's generation."""
         if self.keys.signing_key is None:
             from sessionmon.core.errors import ConfigError
 
@@ -164,7 +178,7 @@ class TokenCodec:
         payload: dict[str, Any] = {
             "sub": sub,
             "sid": sid,
-            "jti": new_id(),
+            "jti": jti or new_id(),
             "iat": iat,
             "exp": expires,
             "typ": typ,
@@ -172,6 +186,8 @@ class TokenCodec:
         if typ == ACCESS:
             payload["email"] = email
             payload["name"] = name
+        if gen is not None:
+            payload["gen"] = gen
         if self.issuer:
             payload["iss"] = self.issuer
         if self.audience:
@@ -291,6 +307,7 @@ class TokenCodec:
         sid = payload.get("sid", payload.get("sessionId"))
         sub = payload.get("sub")
         iat = payload.get("iat")
+        gen = payload.get("gen")
         return Claims(
             sid=str(sid),
             jti=jti,
@@ -301,6 +318,7 @@ class TokenCodec:
             email=payload.get("email") if isinstance(payload.get("email"), str) else None,
             name=payload.get("name") if isinstance(payload.get("name"), str) else None,
             raw=payload,
+            gen=gen if type(gen) is int and gen >= 0 else None,
         )
 
 

@@ -4,8 +4,9 @@ For every HTTP request it reads the access and refresh tokens (cookies, or ``Aut
 Bearer <access>``), asks :meth:`sessionmon.core.auth.Auth.authenticate` (in a worker thread: the
 core is synchronous and a slow Redis must not block the event loop) and records the outcome in
 ``scope["state"]`` (see :mod:`sessionmon.web.guards`). After a silent refresh the response gets a
-new access-token cookie. Requests without a user are passed on, never rejected here: routes decide
-with :func:`sessionmon.web.require_user`.
+new access-token cookie, and a new refresh-token cookie when the refresh token was rotated.
+Requests without a user are passed on, never rejected here: routes decide with
+:func:`sessionmon.web.require_user`.
 
 The one exception is an unreachable Redis (or an unusable database) while a request carries tokens:
 the blacklist cannot be checked, so by default the request is answered ``503`` with ``Retry-After``
@@ -108,8 +109,15 @@ class SessionMiddleware:
             return
 
         auth = self.auth
+        client = scope.get("client")
+        ip = str(client[0]) if client else None
+        user_agent = _header(scope, b"user-agent")
+
+        def authenticate() -> AuthResult:
+            return auth.authenticate(access, refresh, ip=ip, user_agent=user_agent)
+
         try:
-            result = await _in_thread(auth.authenticate, access, refresh)
+            result = await _in_thread(authenticate)
         except RedisUnavailable as exc:
             await self._unavailable(scope, receive, send, REDIS_UNAVAILABLE, str(exc))
             return
@@ -135,17 +143,28 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        cookie = self.cookies.set_header(
-            self.cookies.access_name, result.new_access_token, auth.access_ttl
-        ).encode("latin-1")
+        cookies = {
+            self.cookies.access_name: self.cookies.set_header(
+                self.cookies.access_name, result.new_access_token, auth.access_ttl
+            ).encode("latin-1")
+        }
+        if result.new_refresh_token is not None and result.refresh_exp is not None:
+            cookies[self.cookies.refresh_name] = self.cookies.set_header(
+                self.cookies.refresh_name,
+                result.new_refresh_token,
+                result.refresh_exp - auth.clock.now(),
+            ).encode("latin-1")
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                # A response that sets or clears the cookie itself (login, logout) wins.
-                if self.cookies.access_name not in set_cookie_names(headers):
-                    headers.append((b"set-cookie", cookie))
-                    message = {**message, "headers": headers}
+                # A response that sets or clears a cookie itself (login, logout) wins for that
+                # cookie; the other is still sent (a client left with the replaced refresh token
+                # would present it again after the grace window: reuse).
+                own = set_cookie_names(headers)
+                added = [(b"set-cookie", v) for name, v in cookies.items() if name not in own]
+                if added:
+                    message = {**message, "headers": headers + added}
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
@@ -185,3 +204,11 @@ class SessionMiddleware:
             {"error": "unavailable", "reason": reason},
             {"Retry-After": str(self.retry_after)},
         )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of request header ``name`` (lower case), or None."""
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None

@@ -8,6 +8,7 @@ import redis
 from sessionmon.core.auth import Auth, LogoutOutcome, LogoutResult
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import FrozenClock
+from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.store import SqliteStore
 from sessionmon.core.tokens import ACCESS, REFRESH, Reason, TokenCodec
 
@@ -87,9 +88,10 @@ def test_authenticate_touches_last_seen_at_most_once_per_interval(
     assert store.get_session(session.id).last_seen_at == t0 + 10 + auth.touch_interval  # type: ignore[union-attr]
 
 
-def test_silent_refresh_updates_the_session(
+def test_silent_refresh_updates_the_session_without_rotation(
     auth: Auth, store: SqliteStore, clock: FrozenClock
 ) -> None:
+    auth.policy = SessionPolicy(rotate_refresh=False)  # the original design (--no-rotate-refresh)
     session, access, refresh = auth.login("u1", "ann@example.com", "Ann")
     expire_access(auth, clock)
     assert auth.authenticate(access).reason is Reason.EXPIRED  # no refresh token: no refresh
@@ -108,6 +110,7 @@ def test_silent_refresh_updates_the_session(
         1,
     )
     assert row.refresh_jti == session.refresh_jti  # the refresh token is not rotated
+    assert result.new_refresh_token is None and row.generation == 0
 
     # The new access token works on its own; the next expiry refreshes again.
     assert auth.authenticate(result.new_access_token).ok
@@ -148,7 +151,10 @@ def test_tampered_access_token_is_not_refreshed(auth: Auth) -> None:
     assert result.reason is Reason.BAD_SIGNATURE and not result.refreshed
 
 
-def test_refresh_rejections(auth: Auth, store: SqliteStore, clock: FrozenClock) -> None:
+def test_refresh_rejections_without_rotation(
+    auth: Auth, store: SqliteStore, clock: FrozenClock
+) -> None:
+    auth.policy = SessionPolicy(rotate_refresh=False)
     session, access, refresh = auth.login("u1", "ann@example.com", "Ann")
     # A second refresh token for the same session (not the one on record): replaced.
     other, _ = auth.codec.mint(REFRESH, sub="u1", sid=session.id, ttl=3600)

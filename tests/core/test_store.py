@@ -12,6 +12,7 @@ from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import DatabaseError, DatabaseMissing
 from sessionmon.core.store import (
     SCHEMA_VERSION,
+    SESSION_COLUMNS,
     SORTS,
     DatabaseUrl,
     Session,
@@ -95,10 +96,13 @@ def test_migrates_an_empty_file(db_path: Path) -> None:
         assert store.get_session("s00001") is not None
 
 
+# The sessions columns of schema versions 1 and 2 (version 3 added the rotation columns).
+V1_SESSION_COLUMNS = SESSION_COLUMNS[: SESSION_COLUMNS.index("generation")]
+
+
 def test_migration_v2_upgrades_a_v1_database_with_data(db_path: Path) -> None:
     import sqlite_utils
 
-    from sessionmon.core.store import SESSION_COLUMNS
     from sessionmon.core.store.sqlite_schema import MIGRATIONS, SEARCH_TABLE
 
     # A database written by schema v1, with rows.
@@ -107,14 +111,14 @@ def test_migration_v2_upgrades_a_v1_database_with_data(db_path: Path) -> None:
     MIGRATIONS[0](sqlite_utils.Database(conn))
     conn.execute("PRAGMA user_version = 1")
     conn.executemany(
-        f"INSERT INTO sessions ({', '.join(SESSION_COLUMNS)}) "
-        f"VALUES ({', '.join('?' for _ in SESSION_COLUMNS)})",
-        [tuple(getattr(s, c) for c in SESSION_COLUMNS) for s in v1_rows],
+        f"INSERT INTO sessions ({', '.join(V1_SESSION_COLUMNS)}) "
+        f"VALUES ({', '.join('?' for _ in V1_SESSION_COLUMNS)})",
+        [tuple(getattr(s, c) for c in V1_SESSION_COLUMNS) for s in v1_rows],
     )
     conn.commit()
     conn.close()
     with SqliteStore(db_path) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == SCHEMA_VERSION
         assert [s.id for s in store.list_sessions(include_expired=True, order="created_at")] == [
             s.id for s in sorted(v1_rows, key=lambda s: s.created_at)
         ]

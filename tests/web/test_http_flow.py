@@ -96,7 +96,11 @@ def test_login_me_then_silent_refresh_after_the_access_ttl(
     assert r.json()["refreshed"] is True
     attrs = set_cookies(r)["accessToken"].split("; ")
     assert {"HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=1"} <= set(attrs)
-    assert "refreshToken" not in set_cookies(r)  # the refresh token stays as it was
+    # Rotation: a new refresh token too, for what is left of the refresh life.
+    refresh_attrs = set_cookies(r)["refreshToken"].split("; ")
+    assert {"HttpOnly", "SameSite=Lax", "Path=/"} <= set(refresh_attrs)
+    assert 100 <= int(next(a for a in refresh_attrs if a.startswith("Max-Age="))[8:]) <= 120
+    assert r.cookies["refreshToken"] != refresh
 
     new_access = r.cookies["accessToken"]
     assert new_access != access
@@ -106,6 +110,11 @@ def test_login_me_then_silent_refresh_after_the_access_ttl(
     assert after.access_jti != before.access_jti and after.refresh_count >= 1
     claims = codec.verify(new_access, "access")
     assert claims.sid == sid and claims.jti == after.access_jti
+    new_refresh = codec.verify(r.cookies["refreshToken"], "refresh")
+    assert (new_refresh.jti, new_refresh.gen) == (after.refresh_jti, after.generation) == (
+        after.refresh_jti,
+        1,
+    )
     assert server.alive
 
 

@@ -88,16 +88,25 @@ async def test_silent_refresh_sets_the_configured_cookie(auth: Auth, clock: Froz
         r = await client.get("/optional", headers=both)
         body = r.json()
         assert body["user"]["session_id"] == session.id and body["refreshed"] is True
-        (header,) = r.headers.get_list("set-cookie")
+        header, refresh_header = r.headers.get_list("set-cookie")
         attrs = header.split("; ")
         assert attrs[0].startswith("at=") and attrs[0] != f"at={access}"
         assert {"HttpOnly", "SameSite=Lax", "Secure", "Path=/", "Max-Age=60"} <= set(attrs)
         row = auth.store.get_session(session.id)
-        assert row is not None and row.refresh_count == 1
+        assert row is not None and row.refresh_count == 1 and row.generation == 1
+        # The rotated refresh token, for what is left of its life.
+        refresh_attrs = refresh_header.split("; ")
+        assert refresh_attrs[0].startswith("rt=") and refresh_attrs[0] != f"rt={refresh}"
+        left = row.refresh_exp - clock.now()  # type: ignore[operator]
+        assert {"HttpOnly", "Secure", f"Max-Age={int(-(-left // 1))}"} <= set(refresh_attrs)
 
-        # A response that sets the access cookie itself wins: no second Set-Cookie for it.
+        # A response that sets the access cookie itself wins for it; the refresh cookie (the
+        # same successor: this request came within the grace window) is still sent.
         r = await client.get("/own-cookie", headers=both)
-        assert r.headers.get_list("set-cookie") == [names.set_header("at", "mine", 5)]
+        assert r.headers.get_list("set-cookie") == [
+            names.set_header("at", "mine", 5),
+            refresh_header,
+        ]
 
 
 async def test_bearer_header_wins_over_the_cookie(auth: Auth) -> None:

@@ -9,7 +9,7 @@ backend implements both; neither the TUI nor the web code ever sees SQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -45,6 +45,11 @@ class Session:
     refresh_exp: float | None
     refresh_count: int = 0
     source: str | None = None
+    generation: int = 0
+    prev_refresh_jti: str | None = None
+    rotated_at: float | None = None
+    rotated_ip: str | None = None
+    rotated_ua: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +76,7 @@ class AuditRow:
     reason: str | None = None
     revoked: Sequence[str] = ()
     outcome: str = "ok"
+    detail: Mapping[str, Any] | None = None
 
     @classmethod
     def coerce(cls, row: AuditRow | dict[str, Any]) -> AuditRow:
@@ -81,7 +87,7 @@ class AuditRow:
     def of_entry(cls, e: AuditEntry) -> AuditRow:
         """The row an existing entry was written from (to copy it elsewhere)."""
         return cls(e.at, e.actor, e.action, e.session_id, e.user_id, e.email, e.reason,
-                   e.revoked, e.outcome)  # fmt: skip
+                   e.revoked, e.outcome, e.detail)  # fmt: skip
 
     def params(self) -> tuple[Any, ...]:
         """Values in ``AUDIT_COLUMNS`` order without ``id`` (``revoked`` as a JSON list)."""
@@ -95,6 +101,7 @@ class AuditRow:
             self.reason,
             json.dumps(list(self.revoked)),
             self.outcome,
+            None if self.detail is None else json.dumps(dict(self.detail), sort_keys=True),
         )
 
 
@@ -112,6 +119,7 @@ class AuditEntry:
     reason: str | None
     revoked: list[str] = field(default_factory=list)
     outcome: str = "ok"
+    detail: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, r: Sequence[Any]) -> AuditEntry:
@@ -120,11 +128,49 @@ class AuditEntry:
             revoked = json.loads(r[8]) if r[8] else []
         except ValueError:
             revoked = []
+        detail: dict[str, Any] | None = None
+        if len(r) > 10 and r[10]:
+            try:
+                loaded = json.loads(r[10])
+            except ValueError:
+                loaded = None
+            detail = loaded if isinstance(loaded, dict) else None
         id_, at, actor, action, session_id, user_id, email, reason = r[:8]
-        return cls(id_, at, actor, action, session_id, user_id, email, reason, revoked, r[9])
+        return cls(
+            id_, at, actor, action, session_id, user_id, email, reason, revoked, r[9], detail
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A refresh-token rotation to record: the session moves from ``generation`` (whose refresh
+    token is ``presented_jti``) to ``generation + 1`` with the successor pair described here.
+
+    Tokens are never stored: the ids, expiries and ``at`` (the successor's ``iat``) are enough to
+    mint the same pair again for a request that presents the previous token within the grace
+    window."""
+
+    generation: int
+    presented_jti: str
+    access_jti: str
+    access_exp: float
+    refresh_jti: str
+    refresh_exp: float
+    at: float
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class LimitedInsert:
+    """What ``insert_session_limited`` did: inserted or not (denied), and whom it evicted."""
+
+    inserted: bool
+    evicted: list[Session] = field(default_factory=list)
+    live_before: int = 0
 
 
 class SessionStore(Protocol):
@@ -156,6 +202,26 @@ class SessionStore(Protocol):
         self, session_id: str, access_jti: str, access_exp: float, now: float
     ) -> bool:
         """Record a silent refresh; False when the session no longer exists."""
+        ...
+
+    def rotate_refresh(self, session_id: str, rotation: Rotation) -> bool:
+        """The rotation's compare-and-set: one ``UPDATE ... WHERE id AND generation AND
+        refresh_jti`` in one transaction. False when the session is gone or another request
+        rotated it first (then nothing changed)."""
+        ...
+
+    def insert_session_limited(
+        self,
+        session: Session,
+        *,
+        limit: int,
+        now: float,
+        evict: Callable[[list[Session]], Sequence[AuditRow]] | None,
+    ) -> LimitedInsert:
+        """Insert ``session`` unless its user already has ``limit`` live sessions, serialised
+        per user (exact under concurrency). When full: with ``evict`` the oldest sessions that
+        make room are passed to it (it revokes them and returns their audit rows; if it raises,
+        nothing changes) and deleted in the same transaction; without, nothing is inserted."""
         ...
 
     def touch(self, session_id: str, now: float) -> bool: ...

@@ -41,6 +41,7 @@ STATEMENT_TIMEOUT_MS = 30_000
 _COLS = ", ".join(SESSION_COLUMNS)
 _AUDIT_COLS = ", ".join(AUDIT_COLUMNS)
 _FETCH_CHUNK = 65_536
+_USER_LOCK_CLASS = 0x5E55  # pg_advisory_xact_lock(class, key): per-user login serialisation
 
 
 def _first_line(exc: BaseException) -> str:
@@ -174,6 +175,14 @@ class PostgresStore(SqlRepository):
             migrate(conn, self.display)
         finally:
             conn.close()
+
+    def _lock_user(self, conn: psycopg.Connection, user_id: str) -> None:
+        # A transaction-scoped advisory lock per (schema, user): the two-key form, a key space
+        # apart from the migration lock's one-key form.
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '/' || %s))",
+            (_USER_LOCK_CLASS, user_id),
+        )
 
     def _after_audit_copy(self, conn: psycopg.Connection) -> None:
         # Later audit rows written here get ids after the copied ones.

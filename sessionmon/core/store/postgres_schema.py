@@ -6,7 +6,8 @@ sort (``NULLS FIRST`` on every column, so NULLs order as on SQLite and a descend
 same index read backwards; ids and emails compare as bytes, ``COLLATE "C"``, as on SQLite).
 Version 2: the filter's ``pg_trgm`` GIN index over email, name, id and ip, and a statement
 trigger that sends ``NOTIFY sessionmon_changes`` (payload: the schema) on every write to
-``sessions``, so monitors reload within a poll of any process's commit.
+``sessions``, so monitors reload within a poll of any process's commit. Version 3: refresh-token
+rotation columns on ``sessions`` and ``audit.detail``.
 """
 
 from __future__ import annotations
@@ -116,7 +117,18 @@ def _v2(cur: psycopg.Cursor) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[psycopg.Cursor], None]] = [_v1, _v2]
+def _v3(cur: psycopg.Cursor) -> None:
+    """Refresh-token rotation: the live generation and the last rotation on the session row, and
+    a JSON ``detail`` on audit rows. Existing sessions start at generation 0."""
+    cur.execute(
+        "ALTER TABLE sessions ADD COLUMN generation integer NOT NULL DEFAULT 0, "
+        "ADD COLUMN prev_refresh_jti text, ADD COLUMN rotated_at double precision, "
+        "ADD COLUMN rotated_ip text, ADD COLUMN rotated_ua text"
+    )
+    cur.execute("ALTER TABLE audit ADD COLUMN detail text")
+
+
+MIGRATIONS: list[Callable[[psycopg.Cursor], None]] = [_v1, _v2, _v3]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -10,12 +10,12 @@ step after copied audit rows (``_after_audit_copy``). Ids go into ``IN`` lists o
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from sessionmon.core.clock import Clock
 from sessionmon.core.store import keyset
-from sessionmon.core.store.base import AuditEntry, AuditRow, Session
+from sessionmon.core.store.base import AuditEntry, AuditRow, LimitedInsert, Rotation, Session
 from sessionmon.core.store.schema import AUDIT_COLUMNS, SESSION_COLUMNS, SORTS
 
 CHUNK = 500
@@ -39,6 +39,10 @@ class SqlRepository:
 
     def _after_audit_copy(self, conn: Any) -> None:
         """Called in the transaction that copied audit rows with their ids."""
+
+    def _lock_user(self, conn: Any, user_id: str) -> None:
+        """Serialise this transaction with every other one that locks ``user_id`` (until it
+        ends). SQLite's ``BEGIN IMMEDIATE`` already serialises every writer: nothing to do."""
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -114,6 +118,70 @@ class SqlRepository:
                 (access_jti, access_exp, now, session_id),
             )
             return bool(cur.rowcount == 1)
+
+    def rotate_refresh(self, session_id: str, rotation: Rotation) -> bool:
+        """The rotation's compare-and-set (see ``SessionStore.rotate_refresh``)."""
+        m = self.dialect.mark
+        r = rotation
+        with self.transaction() as conn:
+            cur = conn.execute(
+                f"UPDATE sessions SET generation = {m}, prev_refresh_jti = refresh_jti, "
+                f"refresh_jti = {m}, refresh_exp = {m}, access_jti = {m}, access_exp = {m}, "
+                f"last_seen_at = {m}, rotated_at = {m}, rotated_ip = {m}, rotated_ua = {m}, "
+                "refresh_count = refresh_count + 1 "
+                f"WHERE id = {m} AND generation = {m} AND refresh_jti = {m}",
+                (
+                    r.generation + 1,
+                    r.refresh_jti,
+                    r.refresh_exp,
+                    r.access_jti,
+                    r.access_exp,
+                    r.at,
+                    r.at,
+                    r.ip,
+                    r.user_agent,
+                    session_id,
+                    r.generation,
+                    r.presented_jti,
+                ),
+            )
+            return bool(cur.rowcount == 1)
+
+    def insert_session_limited(
+        self,
+        session: Session,
+        *,
+        limit: int,
+        now: float,
+        evict: Callable[[list[Session]], Sequence[AuditRow]] | None,
+    ) -> LimitedInsert:
+        """Insert unless the user is at ``limit`` live sessions (see ``SessionStore``)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        m = self.dialect.mark
+        with self.transaction() as conn:
+            self._lock_user(conn, session.user_id)
+            rows = conn.execute(
+                f"SELECT {_COLS} FROM sessions WHERE user_id = {m} AND refresh_exp > {m} "
+                "ORDER BY created_at, id",
+                (session.user_id, now),
+            ).fetchall()
+            live = [Session(*r) for r in rows]
+            victims: list[Session] = []
+            if len(live) >= limit:
+                if evict is None:
+                    return LimitedInsert(False, [], len(live))
+                victims = live[: len(live) - limit + 1]
+                audit_rows = list(evict(victims))
+                for chunk in self._chunks([v.id for v in victims]):
+                    sql = f"DELETE FROM sessions WHERE id IN ({self._marks(len(chunk))})"
+                    conn.execute(sql, chunk)
+                self._insert_audit(conn, audit_rows)
+            conn.execute(
+                f"INSERT INTO sessions ({_COLS}) VALUES ({self._marks(len(SESSION_COLUMNS))})",
+                [getattr(session, c) for c in SESSION_COLUMNS],
+            )
+        return LimitedInsert(True, victims, len(live))
 
     def touch(self, session_id: str, now: float) -> bool:
         """Update ``last_seen_at``; False when the session no longer exists."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Both backends migrate to this version (their migration lists have this many steps).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SESSION_COLUMNS = (
     "id",
@@ -26,6 +26,15 @@ SESSION_COLUMNS = (
     "refresh_exp",
     "refresh_count",
     "source",
+    # Version 3: refresh-token rotation. ``generation`` is the live refresh token's generation
+    # (``refresh_jti`` its id); ``prev_refresh_jti`` the one it replaced (accepted again within the
+    # reuse-grace window, for the same successor pair); ``rotated_at`` / ``rotated_ip`` /
+    # ``rotated_ua``: when and from where the last rotation came (the successor's ``iat``).
+    "generation",
+    "prev_refresh_jti",
+    "rotated_at",
+    "rotated_ip",
+    "rotated_ua",
 )
 
 AUDIT_COLUMNS = (
@@ -39,6 +48,7 @@ AUDIT_COLUMNS = (
     "reason",
     "revoked",
     "outcome",
+    "detail",  # version 3: a JSON object with what else the action recorded (or NULL)
 )
 
 # The monitor's filter: a case-insensitive substring of any of these columns.

@@ -118,7 +118,27 @@ def _migrate_v2(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_v1, _migrate_v2]
+def _migrate_v3(db: sqlite_utils.Database) -> None:
+    """Refresh-token rotation: the live generation and the last rotation on the session row, and
+    a JSON ``detail`` on audit rows (what a reuse detection saw). Existing sessions start at
+    generation 0 with the refresh token they have."""
+    conn = db.conn
+    for ddl in (
+        "ALTER TABLE sessions ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN prev_refresh_jti TEXT",
+        "ALTER TABLE sessions ADD COLUMN rotated_at FLOAT",
+        "ALTER TABLE sessions ADD COLUMN rotated_ip TEXT",
+        "ALTER TABLE sessions ADD COLUMN rotated_ua TEXT",
+        "ALTER TABLE audit ADD COLUMN detail TEXT",
+    ):
+        conn.execute(ddl)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migrate_v1,
+    _migrate_v2,
+    _migrate_v3,
+]
 
 
 def translate(exc: sqlite3.Error, path: Path) -> DatabaseError:
