@@ -60,10 +60,13 @@ def fresh_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             # Connections a test left open (a killed process's) must not hold the drop forever.
+            # Only ones stuck for a while: a busy connection of a test running at the same time
+            # (another schema, another pytest) is idle in transaction for milliseconds at once.
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND application_name = 'sessionmon' AND state = 'idle in transaction'"
+                "AND application_name = 'sessionmon' AND state = 'idle in transaction' "
+                "AND state_change < now() - interval '2 seconds'"
             )
             conn.execute("SET lock_timeout = '10s'")
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

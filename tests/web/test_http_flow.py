@@ -111,9 +111,13 @@ def test_login_me_then_silent_refresh_after_the_access_ttl(
     claims = codec.verify(new_access, "access")
     assert claims.sid == sid and claims.jti == after.access_jti
     new_refresh = codec.verify(r.cookies["refreshToken"], "refresh")
-    assert (new_refresh.jti, new_refresh.gen) == (after.refresh_jti, after.generation) == (
-        after.refresh_jti,
-        1,
+    assert (
+        (new_refresh.jti, new_refresh.gen)
+        == (after.refresh_jti, after.generation)
+        == (
+            after.refresh_jti,
+            1,
+        )
     )
     assert server.alive
 
