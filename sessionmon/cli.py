@@ -28,6 +28,7 @@ from sessionmon.core.errors import (
     RedisUnavailable,
     SessionmonError,
 )
+from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -409,25 +410,40 @@ def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
         )
     finally:
         store.close()
+    policy = SessionPolicy.from_settings(settings)
     if args.json:
-        _json([{**s.to_dict(), "state": s.state(now)} for s in sessions])
-    elif sessions:
-        _table(
-            ("SESSION", "EMAIL", "NAME", "IP", "ACCESS", "REFRESH", "STATE", "LAST SEEN"),
+        _json(
             [
-                (
-                    s.id,
-                    _short(s.email, 32),
-                    _short(s.name, 20),
-                    s.ip or "-",
-                    countdown(s.access_exp, now),
-                    countdown(s.refresh_exp, now),
-                    s.state(now),
-                    format_duration(now - s.last_seen_at) + " ago",
-                )
+                {
+                    **s.to_dict(),
+                    "state": s.state(now),
+                    "idle_deadline": policy.idle_deadline(s),
+                    "absolute_deadline": policy.absolute_deadline(s),
+                }
                 for s in sessions
-            ],
+            ]
         )
+    elif sessions:
+        # The policy columns only when the policy is on (the deadlines follow the settings).
+        idle, absolute = policy.idle_timeout is not None, policy.absolute_timeout is not None
+        headers = ["SESSION", "EMAIL", "NAME", "IP", "ACCESS", "REFRESH", "GEN"]
+        headers += ["IDLE"] * idle + ["ABSOLUTE"] * absolute + ["STATE", "LAST SEEN"]
+        rows = []
+        for s in sessions:
+            row = [
+                s.id,
+                _short(s.email, 32),
+                _short(s.name, 20),
+                s.ip or "-",
+                countdown(s.access_exp, now),
+                countdown(s.refresh_exp, now),
+                str(s.generation),
+            ]
+            row += [countdown(policy.idle_deadline(s), now)] * idle
+            row += [countdown(policy.absolute_deadline(s), now)] * absolute
+            row += [s.state(now), format_duration(now - s.last_seen_at) + " ago"]
+            rows.append(row)
+        _table(headers, rows)
     else:
         sys.stderr.write("no sessions match\n" if (args.user or args.all) else "no live sessions\n")
     return EXIT_OK if sessions else EXIT_NO_MATCH
@@ -637,10 +653,13 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _json([r.to_dict() for r in rows])
     elif rows:
+        # A DETAIL column when a row recorded more (a reuse detection: generations, IPs, UAs).
+        detail = any(r.detail for r in rows)
+        headers = ["WHEN", "ACTOR", "ACTION", "SESSION", "EMAIL", "REASON", "KEYS", "OUTCOME"]
         _table(
-            ("WHEN", "ACTOR", "ACTION", "SESSION", "EMAIL", "REASON", "KEYS", "OUTCOME"),
+            headers + ["DETAIL"] * detail,
             [
-                (
+                [
                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.at)),
                     r.actor,
                     r.action,
@@ -649,7 +668,8 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
                     _short(r.reason, 24),
                     str(len(r.revoked)),
                     _short(r.outcome, 40),
-                )
+                ]
+                + [_short(r.detail_text(), 120) or "-"] * detail
                 for r in rows
             ],
         )

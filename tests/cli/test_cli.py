@@ -31,7 +31,14 @@ SESSION_FIELDS = {
     "refresh_exp",
     "refresh_count",
     "source",
+    "generation",
+    "prev_refresh_jti",
+    "rotated_at",
+    "rotated_ip",
+    "rotated_ua",
     "state",
+    "idle_deadline",
+    "absolute_deadline",
 }
 BLACKLIST_FIELDS = {
     "key",
@@ -57,6 +64,7 @@ AUDIT_FIELDS = {
     "reason",
     "revoked",
     "outcome",
+    "detail",
 }
 
 

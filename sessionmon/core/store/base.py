@@ -143,6 +143,23 @@ class AuditEntry:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def detail_text(self) -> str:
+        """One line for a human of what ``detail`` recorded ("" when nothing)."""
+        d = self.detail or {}
+        if "presented_generation" in d:
+
+            def where(side: Any) -> str:
+                side = side if isinstance(side, dict) else {}
+                agent = side.get("user_agent")
+                return f"{side.get('ip') or '?'}" + (f" ({agent})" if agent else "")
+
+            return (
+                f"generation {d.get('presented_generation')} presented, "
+                f"{d.get('live_generation')} live; legitimate {where(d.get('legitimate'))}, "
+                f"reuse {where(d.get('reuse'))}"
+            )
+        return ", ".join(f"{k}={v}" for k, v in sorted(d.items()))
+
 
 @dataclass(frozen=True)
 class Rotation:
