@@ -10,6 +10,12 @@ prefix, algorithm and keys, TTLs), plus two of its own:
 - ``SESSIONMON_COOKIE_SECURE=1``: mark the cookies ``Secure`` (serve over HTTPS then);
 - ``SESSIONMON_FAIL_OPEN=1``: serve requests without a user while Redis is down, instead of 503.
 
+Refresh tokens rotate on every silent refresh (``SESSIONMON_ROTATE_REFRESH``, on by default): the
+middleware sets both cookies, and a refresh token used again after ``SESSIONMON_REUSE_GRACE``
+revokes the session (``401 refresh_reused``). With rotation off (``SESSIONMON_ROTATE_REFRESH=0``)
+a copied refresh cookie keeps working until it expires and nothing detects it. A login over
+``SESSIONMON_MAX_SESSIONS_PER_USER`` (with ``SESSIONMON_ON_MAX_SESSIONS=deny``) gets 429.
+
 Endpoints: ``POST /login`` ``{"email": ..., "name": ...}``, ``GET /me``, ``POST /logout``.
 """
 
@@ -29,7 +35,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sessionmon.core.auth import Auth
-from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
+from sessionmon.core.errors import (
+    DatabaseError,
+    RedisUnavailable,
+    SessionmonError,
+    TooManySessions,
+)
 from sessionmon.core.runtime import Runtime, open_runtime
 from sessionmon.core.settings import Settings, load_settings, parse_bool
 from sessionmon.web import CookieSettings, SessionMiddleware, get_user, require_user
@@ -101,9 +112,12 @@ def create_app(
         name = (name or email.split("@", 1)[0])[:MAX_NAME]
         ip = request.client.host if request.client else None
         auth = backend.auth
-        session, access, refresh = await run_sync(
-            auth.login, email, email, name, ip, request.headers.get("user-agent")
-        )
+        try:
+            session, access, refresh = await run_sync(
+                auth.login, email, email, name, ip, request.headers.get("user-agent")
+            )
+        except TooManySessions as exc:  # --max-sessions-per-user with --on-max-sessions deny
+            return _error(429, "too_many_sessions", str(exc))
         user = {"session_id": session.id, "email": email, "name": name, "user_id": email}
         response = JSONResponse(
             {

@@ -150,6 +150,7 @@ class TrafficGenerator:
             clock=clock,
             touch_interval=auth.touch_interval,
             source=DEMO_SOURCE,
+            policy=auth.policy,
         )
         self.clock = clock
         self.rng = random.Random(seed)
@@ -267,6 +268,8 @@ class TrafficGenerator:
             return rng.uniform(3, 15)
         if result.new_access_token:
             user.access = result.new_access_token
+            if result.new_refresh_token:  # rotated: the browser keeps the new cookie
+                user.refresh = result.new_refresh_token
             self._emit("refresh", user, "silent refresh: new access token")
         else:
             self._emit("request", user, "GET /api/me 200")

@@ -109,3 +109,29 @@ def test_a_replay_while_redis_is_down_is_503_and_rotates_nothing(
         time.sleep(0.05)
     assert_401(r, "refresh_reused")
     assert store.get_session(sid) is None
+
+
+def test_without_rotation_a_copied_jar_keeps_working(
+    start_webapp: Start, store: SessionStore
+) -> None:
+    """What --no-rotate-refresh loses: the copy is never detected."""
+    server = start_webapp(access_ttl="1s", rotate_refresh="0", reuse_grace="0")
+    with httpx.Client(base_url=server.url) as laptop:
+        sid = laptop.post("/login", json={"email": "ann@example.com"}).json()["user"]["session_id"]
+        with httpx.Client(base_url=server.url, cookies=httpx.Cookies(laptop.cookies)) as copy:
+            refreshed = refresh_in(laptop)
+            assert "refreshToken" not in refreshed.cookies
+            wait_for_access_expiry(copy, 1)
+            r = copy.get("/me")
+            assert r.status_code == 200 and r.json()["refreshed"]
+    assert store.get_session(sid) is not None
+
+
+def test_a_login_over_the_session_limit_is_429(start_webapp: Start, store: SessionStore) -> None:
+    server = start_webapp(max_sessions_per_user="2", on_max_sessions="deny")
+    for _ in range(2):
+        login(server)
+    r = httpx.post(server.url + "/login", json={"email": "ann@example.com"})
+    assert r.status_code == 429, r.text
+    assert r.json()["error"] == "too_many_sessions" and "set-cookie" not in r.headers
+    assert len(store.sessions_for_user("ann@example.com")) == 2
