@@ -28,9 +28,11 @@ def fresh_sessions(store: SessionStore, n: int, user: str | None = None) -> list
     """Insert ``n`` new live sessions (for ``user`` if given); returns their ids."""
     rows = session_rows(n, time.time(), seed=random.randrange(1 << 30))
     if user is not None:
-        rows = [(r[0], user, f"{user}@example.com", *r[3:13], SCRATCH_SOURCE) for r in rows]
+        rows = [
+            (r[0], user, f"{user}@example.com", *r[3:13], SCRATCH_SOURCE, *r[14:]) for r in rows
+        ]
     else:
-        rows = [(*r[:13], SCRATCH_SOURCE) for r in rows]
+        rows = [(*r[:13], SCRATCH_SOURCE, *r[14:]) for r in rows]
     if isinstance(store, SqliteStore):
         insert_sessions(store, rows, rebuild=False)
     else:

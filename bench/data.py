@@ -52,6 +52,11 @@ def _rid(rng: random.Random) -> str:
     return f"{rng.getrandbits(128):032x}"[:22]
 
 
+# The rotation columns (schema v3) of a session that was never rotated: generation 0, no
+# previous refresh token, no rotation yet.
+_NOT_ROTATED: tuple[object, ...] = (0, None, None, None, None)
+
+
 def session_rows(n: int, now: float, seed: int = 1) -> list[tuple[object, ...]]:
     """``n`` session rows (in ``SESSION_COLUMNS`` order) with spread-out expiries."""
     return [row for chunk in session_chunks(n, now, seed) for row in chunk]
@@ -84,6 +89,7 @@ def session_chunks(
                 now + rng.uniform(3600, REFRESH_TTL),
                 rng.randrange(20),
                 SOURCE,
+                *_NOT_ROTATED,
             )
         )
         if len(rows) >= chunk:

@@ -387,7 +387,8 @@ class Auth:
                 access_jti=new_id(),
                 access_exp=float(int(cap(now + self.access_ttl, session.created_at))),
                 refresh_jti=new_id(),
-                refresh_exp=float(int(cap(now + self.refresh_ttl, session.created_at))),
+                # The family's expiry: rotation never extends a session's life (as without it).
+                refresh_exp=session.refresh_exp if session.refresh_exp is not None else r.exp,
                 at=now,
                 ip=ip,
                 user_agent=user_agent[:512] if user_agent else user_agent,

@@ -168,7 +168,7 @@ class Rotation:
 
     Tokens are never stored: the ids, expiries and ``at`` (the successor's ``iat``) are enough to
     mint the same pair again for a request that presents the previous token within the grace
-    window."""
+    window. ``refresh_exp`` is the family's: rotation does not extend a session's life."""
 
     generation: int
     presented_jti: str

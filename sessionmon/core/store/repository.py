@@ -120,20 +120,20 @@ class SqlRepository:
             return bool(cur.rowcount == 1)
 
     def rotate_refresh(self, session_id: str, rotation: Rotation) -> bool:
-        """The rotation's compare-and-set (see ``SessionStore.rotate_refresh``)."""
+        """The rotation's compare-and-set (see ``SessionStore.rotate_refresh``). The family's
+        refresh expiry does not move (every index of the monitor's sorts holds it)."""
         m = self.dialect.mark
         r = rotation
         with self.transaction() as conn:
             cur = conn.execute(
                 f"UPDATE sessions SET generation = {m}, prev_refresh_jti = refresh_jti, "
-                f"refresh_jti = {m}, refresh_exp = {m}, access_jti = {m}, access_exp = {m}, "
+                f"refresh_jti = {m}, access_jti = {m}, access_exp = {m}, "
                 f"last_seen_at = {m}, rotated_at = {m}, rotated_ip = {m}, rotated_ua = {m}, "
                 "refresh_count = refresh_count + 1 "
                 f"WHERE id = {m} AND generation = {m} AND refresh_jti = {m}",
                 (
                     r.generation + 1,
                     r.refresh_jti,
-                    r.refresh_exp,
                     r.access_jti,
                     r.access_exp,
                     r.at,
