@@ -39,7 +39,7 @@ from sessionmon.core.urls import mask_url
 from sessionmon.tui.actions import ACTIONS, works_in
 from sessionmon.tui.backend import MonitorBackend
 from sessionmon.tui.failures import log, report_failure
-from sessionmon.tui.format import plural
+from sessionmon.tui.format import alert_text, plural
 from sessionmon.tui.frame import FrameClock
 from sessionmon.tui.messages import (
     BlacklistSearched,
@@ -375,6 +375,8 @@ class SessionmonApp(App[int]):
             return
         try:
             self.main.apply_snapshot(snapshot)
+            for alert in snapshot.alerts:
+                self.notify(alert_text(alert), title="Refresh token reused", severity="error")
             self._maybe_start_redis(snapshot)
             if snapshot.blacklist is not None:
                 self._maybe_search()

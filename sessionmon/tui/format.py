@@ -11,6 +11,7 @@ import re
 import time
 
 from sessionmon.core.durations import format_duration
+from sessionmon.core.store import AuditEntry
 
 # Urgency of a countdown, by the fraction of the token's life that is left.
 PLENTY = "plenty"
@@ -119,3 +120,9 @@ def short_agent(agent: str | None) -> str:
 def plural(n: int, word: str, many: str | None = None) -> str:
     """``"1 session"``, ``"3 sessions"``."""
     return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def alert_text(entry: AuditEntry) -> str:
+    """The notification for a reuse detection: whose session, and what the core saw."""
+    who = entry.email or entry.user_id or "?"
+    return f"session {short_id(entry.session_id or '-')} of {who} revoked: {entry.detail_text()}"

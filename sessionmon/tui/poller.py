@@ -8,7 +8,10 @@ database cannot keep a core busy. Redis: a ping, the key count and one page of t
 around the blacklist view's scroll position; when Redis is down, attempts back off (doubling up to
 ``backoff_cap`` seconds) forever, and sessions are still served from SQLite. A database that cannot
 be opened (missing, corrupt, locked) is retried the same way (capped at ``db_backoff_cap``), and at
-once when the operator asks for a refresh. ``poll`` never raises: every failure is in the snapshot.
+once when the operator asks for a refresh. Audit rows the operator must hear of at once (a refresh
+token reused: the core revoked the session) come with the snapshot in which they were first seen
+(never the ones written before the monitor started). ``poll`` never raises: every failure is in the
+snapshot.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ import time
 from array import array
 from dataclasses import dataclass, field
 
+from sessionmon.core.auth import REUSE_DETECTED
 from sessionmon.core.blacklist import Blacklist, BlacklistEntry
 from sessionmon.core.clock import Clock
 from sessionmon.core.errors import DatabaseError, DatabaseMissing, RedisUnavailable
-from sessionmon.core.store import ReadModel, Session, ViewQuery, open_reader
+from sessionmon.core.store import AuditEntry, ReadModel, Session, ViewQuery, open_reader
 from sessionmon.core.store.url import DatabaseUrl
 from sessionmon.tui.failures import report_failure
 from sessionmon.tui.model import find_rowid
 
 REDIS_DOWN = "Redis unreachable: blacklist state unknown, force-logout disabled"
+# Audit actions that raise a notification in every open monitor.
+ALERT_ACTIONS = (REUSE_DETECTED,)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class Snapshot:
     db_retry_in: float | None = None  # seconds until the next attempt to open it
     live: int | None = None
     sessions_as_of: float | None = None  # clock time the sessions shown were last known current
+    alerts: tuple[AuditEntry, ...] = ()  # new audit rows of ``ALERT_ACTIONS``, oldest first
 
 
 class Poller:
@@ -127,6 +134,7 @@ class Poller:
         self._read_at: float | None = None  # clock time of the last good read
         self._db_backoff = backoff_start
         self._next_db = 0.0  # monotonic
+        self._audit_seen: int | None = None  # the newest audit id looked at for alerts
 
     def close(self) -> None:
         if self._reader is not None:
@@ -196,6 +204,22 @@ class Poller:
         self._live = live
         return SessionsResult(req.query, order, live, rows, tuple(keys))
 
+    def _alerts(self) -> tuple[AuditEntry, ...]:
+        """New alert rows since the last poll (none at the first: they are history)."""
+        reader = self._reader
+        if reader is None or self._db_error is not None:
+            return ()
+        try:
+            if self._audit_seen is None:
+                self._audit_seen = reader.last_audit_id()
+                return ()
+            found = reader.audit_after(self._audit_seen, ALERT_ACTIONS)
+        except DatabaseError:
+            return ()  # the next sessions read reports the database's trouble
+        if found:
+            self._audit_seen = found[-1].id
+        return tuple(found)
+
     # -- Redis ------------------------------------------------------------------------------
 
     def _redis_poll(self, req: PollRequest) -> BlacklistResult | None:
@@ -231,6 +255,7 @@ class Poller:
     def poll(self, req: PollRequest) -> Snapshot:
         """One poll; never raises: an unreachable Redis or a bad database is in the snapshot."""
         sessions = self._sessions(req)
+        alerts = self._alerts()
         blacklist = self._redis_poll(req)
         db_error = self._db_error
         db_retry = None
@@ -246,6 +271,7 @@ class Poller:
             db_retry_in=db_retry,
             live=self._live,
             sessions_as_of=self._read_at,
+            alerts=alerts,
         )
 
 

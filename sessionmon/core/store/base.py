@@ -325,4 +325,13 @@ class ReadModel(Protocol):
         """The sessions with these row keys that still exist, by key."""
         ...
 
+    def audit_after(self, after: int, actions: Sequence[str], limit: int = 50) -> list[AuditEntry]:
+        """Audit rows with an id greater than ``after`` and one of ``actions``, oldest first
+        (``after`` -1: none, only the newest id: see ``last_audit_id``)."""
+        ...
+
+    def last_audit_id(self) -> int:
+        """The newest audit row's id (0 when there is none)."""
+        ...
+
     def close(self) -> None: ...

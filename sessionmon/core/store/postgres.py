@@ -25,7 +25,7 @@ import psycopg_pool
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import DatabaseError, DatabaseUnavailable
 from sessionmon.core.store import keyset
-from sessionmon.core.store.base import Backend, Session
+from sessionmon.core.store.base import AuditEntry, Backend, Session
 from sessionmon.core.store.order import OrderReader, ViewQuery
 from sessionmon.core.store.postgres_schema import CHANNEL, SEARCH_EXPR, SEPARATOR, migrate
 from sessionmon.core.store.repository import SqlRepository
@@ -336,6 +336,21 @@ class PostgresReader(OrderReader):
     def _read_all(self, query: ViewQuery, now: float) -> array:
         sql, params = self.order_sql(query, now)
         return array("q", (r[0] for r in self._all(sql, params)))
+
+    def audit_after(self, after: int, actions: Sequence[str], limit: int = 50) -> list[AuditEntry]:
+        """Audit rows newer than id ``after`` with one of ``actions``, oldest first."""
+        if not actions:
+            return []
+        marks = ", ".join("%s" for _ in actions)
+        rows = self._all(
+            f"SELECT {_AUDIT_COLS} FROM audit WHERE id > %s AND action IN ({marks}) "
+            "ORDER BY id LIMIT %s",
+            (after, *actions, limit),
+        )
+        return [AuditEntry.from_row(r) for r in rows]
+
+    def last_audit_id(self) -> int:
+        return int(self._all("SELECT coalesce(max(id), 0) FROM audit")[0][0])
 
     def rows(self, keys: Iterable[int]) -> dict[int, Session]:
         ids = list(keys)

@@ -20,9 +20,9 @@ from typing import Any
 
 from sessionmon.core.errors import DatabaseError, DatabaseMissing
 from sessionmon.core.store import keyset
-from sessionmon.core.store.base import Session
+from sessionmon.core.store.base import AuditEntry, Session
 from sessionmon.core.store.order import OrderReader, ViewQuery
-from sessionmon.core.store.schema import SEARCH_COLUMNS, SESSION_COLUMNS, TRIGRAM
+from sessionmon.core.store.schema import AUDIT_COLUMNS, SEARCH_COLUMNS, SESSION_COLUMNS, TRIGRAM
 from sessionmon.core.store.sqlite_schema import SEARCH_TABLE, translate
 
 _FETCH_CHUNK = 65_536
@@ -69,6 +69,9 @@ class _Snapshot:
 
     def close(self) -> None:
         self.conn.close()
+
+
+_AUDIT_COLS = ", ".join(AUDIT_COLUMNS)
 
 
 class SqliteReader(OrderReader):
@@ -177,6 +180,21 @@ class SqliteReader(OrderReader):
             except sqlite3.Error as exc:
                 raise translate(exc, self.path) from None
         return out
+
+    def audit_after(self, after: int, actions: Sequence[str], limit: int = 50) -> list[AuditEntry]:
+        """Audit rows newer than id ``after`` with one of ``actions``, oldest first."""
+        if not actions:
+            return []
+        marks = ", ".join("?" for _ in actions)
+        rows = self._all(
+            f"SELECT {_AUDIT_COLS} FROM audit WHERE id > ? AND action IN ({marks}) "
+            "ORDER BY id LIMIT ?",
+            (after, *actions, limit),
+        )
+        return [AuditEntry.from_row(r) for r in rows]
+
+    def last_audit_id(self) -> int:
+        return int(self._all("SELECT coalesce(max(id), 0) FROM audit")[0][0])
 
     def rows(self, keys: Iterable[int]) -> dict[int, Session]:
         """The sessions with these row ids that still exist, by row id."""

@@ -1,5 +1,6 @@
-"""The detail pane: every field of the selected session, the claims its tokens carry (never a token
-or a signature), its blacklist keys and its audit history. Countdowns tick from stored values.
+"""The detail pane: every field of the selected session (with its refresh-token generation), the
+claims its tokens carry (never a token or a signature), its blacklist keys and its audit history
+(a reuse detection in the expired colour). Countdowns tick from stored values.
 
 Nothing wraps: a value too long for its column is cut with an ellipsis ("…"), and the token column
 is wide enough for a whole jti (22 characters), so an id copied from the pane is never a wrong one.
@@ -18,6 +19,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
+from sessionmon.core.auth import REUSE_DETECTED
 from sessionmon.core.blacklist import BlacklistEntry
 from sessionmon.core.clock import Clock
 from sessionmon.core.store import AuditEntry, Session
@@ -182,7 +184,10 @@ class DetailPane(Horizontal):
         t.add_row("agent", s.user_agent or "-")
         t.add_row("created", f"{date_time(s.created_at)} ({ago(s.created_at, now)})")
         t.add_row("last seen", f"{date_time(s.last_seen_at)} ({ago(s.last_seen_at, now)})")
-        t.add_row("refreshes", f"{s.refresh_count} · source {s.source or '-'}")
+        t.add_row(
+            "refreshes",
+            f"{s.refresh_count} · gen {s.generation} · source {s.source or '-'}",
+        )
         state = s.state(now)
         t.add_row("state", Text(state, style=self._style(STATE_CLASSES[state])))
         return t
@@ -231,8 +236,12 @@ class DetailPane(Horizontal):
             audit.add_column(overflow="ellipsis", no_wrap=True, ratio=2)
             audit.add_column(overflow="ellipsis", no_wrap=True, ratio=1)
             for a in d.audit[:4]:
+                # A reuse detection (theft of a refresh token) stands out.
+                style = self._style("countdown--expired") if a.action == REUSE_DETECTED else ""
                 audit.add_row(
-                    clock_time(a.at), f"{a.action} by {a.actor}: {a.outcome}", a.reason or ""
+                    Text(clock_time(a.at), style=style),
+                    Text(f"{a.action} by {a.actor}: {a.outcome}", style=style),
+                    Text(a.reason or "", style=style),
                 )
             parts.append(audit)
         return Group(*parts)
