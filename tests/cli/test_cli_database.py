@@ -16,7 +16,7 @@ import pytest
 from sessionmon.core.embedded import EmbeddedRedis
 from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.settings import Settings
-from sessionmon.core.store import Session, SqliteStore
+from sessionmon.core.store import SESSION_COLUMNS, Session, SqliteStore
 from sessionmon.core.tokens import TokenCodec
 from tests.cli.test_cli import assert_clean_error
 from tests.conftest import TEST_SECRET
@@ -90,7 +90,7 @@ def damaged_database(path: Path, n: int = 3000) -> None:
     with SqliteStore(path) as store:
         with store.transaction() as conn:
             conn.executemany(
-                f"INSERT INTO sessions VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO sessions VALUES ({', '.join('?' * len(SESSION_COLUMNS))})",
                 [tuple(s.to_dict().values()) for s in sessions],
             )
         store.write_audit([{"at": now, "actor": "t", "action": "logout", "outcome": "ok"}])

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sessionmon.cli import SETTING_FLAGS, build_parser, settings_from_args
+from sessionmon.core.policy import OnMaxSessions
 from sessionmon.core.store import DatabaseUrl, SqliteStore
 from tests.cli.test_cli import assert_clean_error
 
@@ -37,6 +38,16 @@ def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
         "actor": (["--actor", "alice"], "actor", "alice"),
         "interval": (["--interval", "2s"], "interval", 2.0),
         "read_only": (["--read-only"], "read_only", True),
+        "rotate_refresh": (["--no-rotate-refresh"], "rotate_refresh", False),
+        "reuse_grace": (["--reuse-grace", "0"], "reuse_grace", 0.0),
+        "idle_timeout": (["--idle-timeout", "30m"], "idle_timeout", 1800.0),
+        "absolute_timeout": (["--absolute-timeout", "1d"], "absolute_timeout", 86400.0),
+        "max_sessions_per_user": (["--max-sessions-per-user", "3"], "max_sessions_per_user", 3),
+        "on_max_sessions": (
+            ["--on-max-sessions", "evict-oldest"],
+            "on_max_sessions",
+            OnMaxSessions.EVICT_OLDEST,
+        ),
     }
 
 

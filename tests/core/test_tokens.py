@@ -228,6 +228,13 @@ def test_every_reason_is_covered() -> None:
         "too_large",
         "not_yet_valid",
         "no_token",  # a request without any token (auth-level, not a token rejection)
+        # Silent refresh with rotation and lifetime policies: tests/core/test_rotation.py and
+        # tests/core/test_policies.py.
+        "refresh_reused",
+        "bad_generation",
+        "future_generation",
+        "idle_timeout",
+        "absolute_timeout",
     }
     assert {r.value for r in Reason} == covered
 
