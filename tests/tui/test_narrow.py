@@ -92,11 +92,11 @@ async def test_resizing_from_200_to_80_and_back(make_app, auth: Auth, clock):
         text = header(app)
         assert all(title in text for title in ALWAYS), text
         assert "session" in text  # the session id goes last of the optional columns
-        for gone in ("user agent", "ip", "name", "age", "last seen"):
+        for gone in ("user agent", "ip", "name", "gen", "age", "last seen"):
             assert f" {gone} " not in f" {text} ", text
         assert row(app).split()[-3:] == ["1:00", "1h00m", "active"], row(app)
         assert table.border_subtitle == (
-            "hidden: name, ip, user agent, age, last seen · ← → scroll"
+            "hidden: name, ip, user agent, gen, age, last seen · ← → scroll"
         )
         status = status_text(app)
         assert len(status) <= 80 and "3 sess" in status and "bl" in status, status

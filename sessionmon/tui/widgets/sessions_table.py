@@ -25,8 +25,9 @@ from sessionmon.tui.widgets.levels import LEVEL_CLASSES, STATE_CLASSES, level_cs
 from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
 # On a narrow screen (80 columns) the countdowns and the state always stay; the others give way
-# by priority, lowest first: the user agent shrinks then goes, then the IP, the name, the age,
-# the last seen time; the email shrinks; the session id goes last. ``←`` / ``→`` scroll them back.
+# by priority, lowest first: the user agent shrinks then goes, then the IP, the name, the
+# generation, the age, the last seen time; the email shrinks; the session id goes last. ``←`` /
+# ``→`` scroll them back.
 COLUMNS = (
     Column("mark", "", 1),
     Column("email", "email", 20, flex=3, sort="email", priority=60, shrink=14),
@@ -34,6 +35,8 @@ COLUMNS = (
     Column("sid", "session", 8, priority=70, optional=True),
     Column("ip", "ip", 15, priority=20, optional=True),
     Column("agent", "user agent", 20, flex=1, priority=10, optional=True, shrink=12),
+    # The live refresh token's generation: how many times the session rotated it.
+    Column("gen", "gen", 4, right=True, priority=35, optional=True),
     Column("age", "age", 7, right=True, sort="created_at", priority=40, optional=True),
     Column("seen", "last seen", 11, right=True, sort="last_seen_at", priority=50, optional=True),
     Column("access", "access in", 11, right=True, sort="access_exp"),
@@ -207,7 +210,7 @@ class SessionsTable(LineTable):
         session = self.session_at(index)
         if session is None:
             if self.is_gone(index):
-                return [("", None), ("(ended)", "session--dim")] + [("", None)] * 9
+                return [("", None), ("(ended)", "session--dim")] + [("", None)] * (len(COLUMNS) - 2)
             return None
         access, access_level = countdown(session.access_exp, now, self.access_life)
         refresh_life = (session.refresh_exp or now) - session.created_at
@@ -221,6 +224,7 @@ class SessionsTable(LineTable):
             (short_id(session.id), "session--dim"),
             (session.ip or "-", None),
             (short_agent(session.user_agent), "session--dim"),
+            (str(session.generation), "session--dim"),
             (age(session.created_at, now), None),
             (ago(session.last_seen_at, now), None),
             (access, f"countdown--{access_level}"),
