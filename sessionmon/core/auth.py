@@ -324,6 +324,14 @@ class Auth:
         """An operator ends several sessions (one MULTI/EXEC, one SQLite transaction)."""
         return self._revoke_sessions(list(session_ids), "force_logout", actor, reason)
 
+    def end_sessions(
+        self, sessions: Sequence[Session], action: str, actor: str, reason: str | None = None
+    ) -> LogoutResult:
+        """An operator ends exactly these sessions, as just read from the store (revoke by
+        query): one blacklist write, one delete with the audit rows."""
+        ids = [s.id for s in sessions]
+        return self._revoke_sessions(ids, action, actor, reason, sessions=sessions)
+
     def force_logout_user(self, user: str, actor: str, reason: str | None = None) -> LogoutResult:
         """An operator ends every session of a user (by user id or email)."""
         sessions = self.store.sessions_for_user(user)
