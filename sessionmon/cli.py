@@ -497,7 +497,14 @@ def _logout_where(args: argparse.Namespace, settings: Settings) -> int:
                 sys.stderr.write(f"\r{state.done:,}/{state.total:,} ({share}%)   ")
                 sys.stderr.flush()
 
-        report = job.run(rt.auth, batch=args.batch, progress=show)
+        try:
+            report = job.run(rt.auth, batch=args.batch, progress=show)
+        except KeyboardInterrupt:
+            sys.stderr.write(
+                f"\nsessionmon: interrupted after {st.done:,} of {st.total:,}; "
+                f"finish with: sessionmon logout --resume {st.job}\n"
+            )
+            return 130
         if tty:
             sys.stderr.write("\n")
     st = report.state

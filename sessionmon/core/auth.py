@@ -93,6 +93,7 @@ class LogoutOutcome(Enum):
     PARTIAL = "partial"  # some of the sessions asked for did not exist; the rest are done
     REDIS_UNAVAILABLE = "failed: redis unavailable"  # nothing revoked, nothing deleted
     REVOKED_NOT_DELETED = "revoked_not_deleted"  # tokens blacklisted, rows not deleted
+    DATABASE_UNAVAILABLE = "failed: database unavailable"  # nothing read, nothing revoked
 
 
 @dataclass

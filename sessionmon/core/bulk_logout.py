@@ -18,7 +18,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -29,7 +29,7 @@ from sessionmon.core.session_query import SessionQuery, matching_sessions
 from sessionmon.core.store import AuditRow, SessionStore
 
 if TYPE_CHECKING:
-    from sessionmon.core.auth import Auth
+    from sessionmon.core.auth import Auth, LogoutResult
     from sessionmon.core.store.url import DatabaseUrl
 
 ACTION = "force_logout_query"
@@ -78,6 +78,45 @@ class JobReport:
 
 
 Progress = Callable[[JobState], None]
+
+
+def end_in_batches(
+    auth: Auth,
+    session_ids: Sequence[str],
+    actor: str,
+    reason: str | None,
+    *,
+    batch: int = DEFAULT_BATCH,
+    progress: Callable[[int, int], None] | None = None,
+) -> LogoutResult:
+    """Force-logout exactly ``session_ids``, ``batch`` at a time, as one result. A failure stops
+    it: ``error`` says how far it got (what was done before stays done and is in the result)."""
+    from sessionmon.core.auth import LogoutFailed, LogoutOutcome, LogoutResult
+
+    total = LogoutResult(action="force_logout", requested=list(session_ids))
+    for start in range(0, len(session_ids), batch):
+        chunk = session_ids[start : start + batch]
+        done = f"stopped after {start:,} of {len(session_ids):,}"
+        try:
+            part = auth.force_logout_many(chunk, actor, reason)
+        except LogoutFailed as exc:  # Redis: nothing of this batch was revoked or deleted
+            total.outcome, total.error = exc.result.outcome, f"{done}: {exc}"
+            return total
+        except DatabaseError as exc:  # this batch's sessions could not be read
+            total.outcome, total.error = LogoutOutcome.DATABASE_UNAVAILABLE, f"{done}: {exc}"
+            return total
+        total.found += part.found
+        total.missing += part.missing
+        total.revoked.update(part.revoked)
+        total.deleted += part.deleted
+        if not part.ok:
+            total.outcome, total.error = part.outcome, f"{done}: {part.error}"
+            return total
+        if progress is not None:
+            progress(start + len(chunk), len(session_ids))
+    if total.missing:
+        total.outcome = LogoutOutcome.PARTIAL if total.found else LogoutOutcome.NOT_FOUND
+    return total
 
 
 def jobs_dir_for(db: DatabaseUrl) -> Path:

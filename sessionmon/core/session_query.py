@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sessionmon.core.durations import format_duration, parse_duration
 from sessionmon.core.errors import ConfigError
-from sessionmon.core.store import Session, SessionStore
+from sessionmon.core.store import SEARCH_COLUMNS, Session, SessionStore
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCAN_BATCH = 5000
@@ -47,6 +47,7 @@ class SessionQuery:
     """Live sessions matching every filter given (``None``: no filter on that field)."""
 
     user: str | None = None  # user id or email, exactly (an email case-insensitively)
+    text: str | None = None  # the monitor's filter: in the email, name, session id or IP
     ip: IpNetwork | None = None
     user_agent: str | None = None  # a substring, case-insensitive
     issued_before: float | None = None  # logged in before this instant
@@ -56,7 +57,14 @@ class SessionQuery:
     def empty(self) -> bool:
         return all(
             v is None
-            for v in (self.user, self.ip, self.user_agent, self.issued_before, self.idle_for)
+            for v in (
+                self.user,
+                self.text,
+                self.ip,
+                self.user_agent,
+                self.issued_before,
+                self.idle_for,
+            )
         )
 
     def describe(self) -> str:
@@ -64,6 +72,8 @@ class SessionQuery:
         parts = []
         if self.user is not None:
             parts.append(f"user {self.user}")
+        if self.text is not None:
+            parts.append(f"matching {self.text!r}")
         if self.ip is not None:
             parts.append(f"ip in {self.ip}")
         if self.user_agent is not None:
@@ -79,6 +89,8 @@ class SessionQuery:
         if s.refresh_exp is None or s.refresh_exp <= now:
             return False  # ended already: nothing of it is usable
         if self.user is not None and not _same_user(s, self.user):
+            return False
+        if self.text is not None and not _contains(s, self.text):
             return False
         if self.ip is not None and not _in_network(s.ip, self.ip):
             return False
@@ -106,6 +118,12 @@ def matching_sessions(
 def _same_user(s: Session, user: str) -> bool:
     # As the store's sessions_for_user: the id, or the email as given or lower-cased.
     return s.user_id == user or (s.email is not None and s.email in (user, user.lower()))
+
+
+def _contains(s: Session, text: str) -> bool:
+    # As the read model's filter: a case-insensitive substring of one of the search columns.
+    needle = text.casefold()
+    return any(needle in (getattr(s, c) or "").casefold() for c in SEARCH_COLUMNS)
 
 
 def _in_network(ip: str | None, network: IpNetwork) -> bool:

@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from sessionmon.core.auth import Auth
+from sessionmon.core.auth import Auth, LogoutOutcome
 from sessionmon.core.blacklist import Blacklist, connect
-from sessionmon.core.bulk_logout import ACTION, JOB_ACTION, JobOutcome, JobState, LogoutJob
+from sessionmon.core.bulk_logout import (
+    ACTION,
+    JOB_ACTION,
+    JobOutcome,
+    JobState,
+    LogoutJob,
+    end_in_batches,
+)
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import ConfigError, RedisUnavailable
 from sessionmon.core.session_query import SessionQuery, matching_sessions, parse_cidr, parse_time
@@ -172,3 +179,38 @@ def test_one_process_at_a_time(auth: Auth, clock: FrozenClock, tmp_path: Path) -
         LogoutJob.load(tmp_path, "20990101-000000-abcdef")
     with pytest.raises(ConfigError, match="not a job id"):
         LogoutJob.load(tmp_path, "../etc")
+
+
+def test_end_in_batches_reports_how_far_it_got(
+    store: SessionStore, codec: TokenCodec, clock: FrozenClock, tmp_path: Path, prefix: str
+) -> None:
+    """The monitor's "log out matching": batches with progress; Redis lost after the first
+    batch stops it, and the result keeps what was done and says where it stopped."""
+    server = RedisProcess(tmp_path / "redis").start()
+    try:
+        bl = Blacklist(connect(server.url, timeout=0.5), prefix=prefix, leeway=10, clock=clock)
+        auth = Auth(store, bl, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
+        ids = [auth.login(f"u{i}", None, None)[0].id for i in range(5)]
+        seen: list[tuple[int, int]] = []
+
+        def progress(done: int, total: int) -> None:
+            seen.append((done, total))
+            if done == 2:
+                server.stop()
+
+        result = end_in_batches(auth, ids, "ops", "why", batch=2, progress=progress)
+        assert seen == [(2, 5)]
+        assert result.found == ids[:2] and result.deleted == 2
+        assert len(result.revoked) == 6
+        assert result.outcome is LogoutOutcome.REDIS_UNAVAILABLE
+        assert result.error is not None and result.error.startswith("stopped after 2 of 5: ")
+        assert not result.ok
+        assert store.get_sessions(ids) != [] and len(store.get_sessions(ids)) == 3
+
+        server.start()
+        rest = end_in_batches(auth, [*ids, "no-such-session"], "ops", None, batch=2)
+        assert rest.ok and rest.found == ids[2:] and rest.deleted == 3
+        assert rest.missing == [*ids[:2], "no-such-session"]
+        assert rest.outcome is LogoutOutcome.PARTIAL
+    finally:
+        server.stop()
