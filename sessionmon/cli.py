@@ -28,6 +28,7 @@ from sessionmon.core.errors import (
     RedisUnavailable,
     SessionmonError,
 )
+from sessionmon.core.events import Event, EventKind
 from sessionmon.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -200,6 +201,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--batch", type=int, default=1000, help="sessions per batch (default 1000)")
     where.add_argument("--resume", metavar="JOB", help="finish a revoke-by-query job that stopped")
+
+    events = sub.add_parser(
+        "events", parents=[common], help="the activity feed (logins, refreshes, rejections, ...)"
+    )
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.add_argument(
+        "--since", metavar="DURATION|TIME", help="from this long ago (10m) or this time (ISO 8601)"
+    )
+    events.add_argument(
+        "--kind",
+        action="append",
+        metavar="KIND",
+        help="only this kind (repeatable): " + ", ".join(k.value for k in EventKind),
+    )
+    events.add_argument("--user", metavar="EMAIL", help="only events of this user (email or id)")
+    events.add_argument(
+        "--limit", type=int, default=50, help="without --since: the last N events (default 50)"
+    )
 
     bl = sub.add_parser("blacklist", parents=[common], help="list blacklist keys by expiry")
     bl.add_argument("--json", action="store_true", help="print a JSON array")
@@ -636,6 +656,103 @@ def _blacklisted(settings: Settings, jti: str, sid: str) -> bool:
         return bl.is_revoked(jti, sid)
 
 
+FOLLOW_BLOCK_MS = 1000
+RECONNECT_PAUSE = 1.0
+
+
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the feed (``--since`` or the last ``--limit``), then with ``--follow`` new events as
+    they come, resuming after the last id printed when Redis comes back."""
+    import time
+
+    from sessionmon.core.event_stream import StreamReader
+    from sessionmon.core.session_query import parse_time
+
+    kinds = _event_kinds(args.kind)
+    if args.limit < 1:
+        raise CliError("--limit must be at least 1")
+    try:
+        since = parse_time(args.since, time.time()) if args.since else None
+    except ConfigError as exc:
+        raise CliError(f"--since: {exc}") from None
+    shown = 0
+
+    def show(batch: Sequence[Event]) -> None:
+        nonlocal shown
+        for e in batch:
+            if _event_matches(e, kinds, args.user):
+                shown += 1
+                _flush_out(json.dumps(e.to_dict()) if args.json else _event_line(e))
+
+    with _blacklist(settings) as bl:
+        reader = StreamReader(bl.client, settings.prefix)
+        if since is not None:
+            batch = reader.since(since)
+            show(batch)
+            while len(batch) == 1000:  # more than one page since then
+                batch = reader.after(batch[-1].id, count=1000)
+                show(batch)
+            last = batch[-1].id if batch else reader.last_id()
+        else:
+            recent = reader.latest(args.limit if not (kinds or args.user) else 10_000)
+            if kinds or args.user:
+                recent = [e for e in recent if _event_matches(e, kinds, args.user)][-args.limit :]
+            show(recent)
+            last = recent[-1].id if recent else reader.last_id()
+        if not args.follow:
+            if not shown:
+                sys.stderr.write("no events match\n" if (kinds or args.user) else "no events\n")
+            return EXIT_OK if shown else EXIT_NO_MATCH
+        down = False
+        while True:
+            try:
+                batch = reader.after(last, block_ms=FOLLOW_BLOCK_MS)
+            except RedisUnavailable as exc:
+                if not down:
+                    sys.stderr.write(f"sessionmon: {exc}; retrying\n")
+                    down = True
+                time.sleep(RECONNECT_PAUSE)
+                continue
+            if down:
+                sys.stderr.write("sessionmon: Redis is back; following from the last event shown\n")
+                down = False
+            show(batch)
+            if batch:
+                last = batch[-1].id
+
+
+def _event_kinds(values: Sequence[str] | None) -> frozenset[EventKind]:
+    kinds = set()
+    for value in values or ():
+        for name in value.split(","):
+            try:
+                kinds.add(EventKind(name.strip()))
+            except ValueError:
+                known = ", ".join(k.value for k in EventKind)
+                raise CliError(f"--kind: no such kind {name.strip()!r} (one of {known})") from None
+    return frozenset(kinds)
+
+
+def _event_matches(e: Event, kinds: frozenset[EventKind], user: str | None) -> bool:
+    if kinds and e.kind not in kinds:
+        return False
+    return user is None or user in (e.user_id, e.email) or user.lower() == e.email
+
+
+def _event_line(e: Event) -> str:
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
+    who = e.email or e.user_id or "-"
+    parts = [when, e.kind.value.ljust(14), _short(who, 32).ljust(32), e.session_id or "-"]
+    if e.count != 1:
+        parts.append(f"x{e.count}")
+    for label, value in (("reason", e.reason), ("by", e.actor), ("ip", e.ip)):
+        if value:
+            parts.append(f"{label} {value}")
+    return "  ".join(parts)
+
+
 def cmd_blacklist(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
@@ -883,6 +1000,7 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace, Settings], int]] = {
     "ls": cmd_ls,
     "logout": cmd_logout,
     "blacklist": cmd_blacklist,
+    "events": cmd_events,
     "check": cmd_check,
     "audit": cmd_audit,
     "migrate": cmd_migrate,
