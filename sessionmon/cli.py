@@ -799,7 +799,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
     if sys.stdin.isatty():
         sys.stderr.write("paste one token, then press Ctrl-D\n")
-    token = sys.stdin.read().strip()
+    # Bytes, whatever the locale: invalid UTF-8 must be a rejection (malformed), never a crash.
+    token = sys.stdin.buffer.read().strip().decode("utf-8", "surrogateescape")
     typ = REFRESH if args.refresh else ACCESS
     from sessionmon.core.runtime import make_codec
     from sessionmon.core.settings import may_create_db
