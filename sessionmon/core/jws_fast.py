@@ -110,13 +110,11 @@ class HmacFastPath:
             header = json.loads(data)
         except (ValueError, RecursionError):
             return False
-        if (
-            not isinstance(header, dict)
-            or header.get("alg") != self.algorithm
-            or not header.keys() <= _HEADER_KEYS
-        ):
-            return False
-        return True
+        return (
+            isinstance(header, dict)
+            and header.get("alg") == self.algorithm
+            and header.keys() <= _HEADER_KEYS
+        )
 
     def accept(self, token: str) -> dict[str, Any] | None:
         """The payload if ``token`` certainly verifies; None means "ask PyJWT"."""

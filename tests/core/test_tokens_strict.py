@@ -1,5 +1,5 @@
-"""Issue 11's token checks: aud, null / float NumericDates, non-ASCII input, the segment a tampered
-token is rejected for, and the fast path's header cache. Each was accepted (or misreported) before."""
+"""Issue 11's token checks: aud, null / float NumericDates, non-ASCII input, the segment a
+tampered token is rejected for, the fast path's header cache. Each was accepted (or misreported)."""
 
 from __future__ import annotations
 
