@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
+import jwt.api_jwt
 import pytest
 
 from sessionmon.core.clock import FrozenClock
@@ -18,7 +20,7 @@ from tests.core.forge import b64url, b64url_json
 
 SECRET = b"strict-checks-secret-" + b"s" * 40
 KEYS = KeyMaterial("HS256", SECRET, SECRET, "test")
-T0 = float(int(time.time()))
+T0 = float(int(time.time())) - 3600  # well in the past: PyJWT must be pinned to it too
 
 
 def codec(*, audience: str | None = None, fast_path: bool = True, leeway: float = 10) -> TokenCodec:
@@ -50,12 +52,20 @@ def reason(c: TokenCodec, token: Any) -> tuple[Reason, str]:
     return info.value.reason, info.value.detail
 
 
+class _AtT0(datetime):
+    @classmethod
+    def now(cls, tz: Any = None) -> _AtT0:  # type: ignore[override]
+        return cls.fromtimestamp(T0, tz or UTC)
+
+
 def pyjwt_accepts(token: str, *, audience: str | None = None, leeway: float = 10) -> bool:
-    """Plain ``jwt.decode``, every check on, at the real time (the tokens here are not near it)."""
-    try:
-        jwt.decode(token, SECRET, algorithms=["HS256"], audience=audience, leeway=leeway)
-    except jwt.InvalidTokenError:
-        return False
+    """Plain ``jwt.decode``, every check on, with PyJWT's clock at ``T0`` as the codecs' is."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jwt.api_jwt, "datetime", _AtT0)
+        try:
+            jwt.decode(token, SECRET, algorithms=["HS256"], audience=audience, leeway=leeway)
+        except jwt.InvalidTokenError:
+            return False
     return True
 
 
