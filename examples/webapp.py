@@ -73,7 +73,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        runtime = await run_sync(open_runtime, settings)
+        # web=True: Redis commands time out after 1 s unless SESSIONMON_REDIS_TIMEOUT says
+        # otherwise; a dead embedded Redis is restarted by the first request that finds it gone.
+        runtime = await run_sync(lambda: open_runtime(settings, web=True))
         try:
             runtime.auth  # noqa: B018 - load the keys now: a missing secret fails at startup
         except SessionmonError as exc:

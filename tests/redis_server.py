@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -20,12 +23,17 @@ def free_port() -> int:
 
 
 class RedisProcess:
-    """A redis-server on 127.0.0.1 and a free port, which a test can kill and restart."""
+    """A redis-server on 127.0.0.1 and a free port, which a test can kill, restart, pause.
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    ``args``: more redis-server options (they win over the defaults: ``--appendonly no``).
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
 
     @property
     def url(self) -> str:
@@ -48,6 +56,7 @@ class RedisProcess:
                 "yes",
                 "--appendfsync",
                 "always",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -64,8 +73,25 @@ class RedisProcess:
             client.close()
         raise RuntimeError(f"redis-server on port {self.port} did not start")
 
+    def client(self, **kwargs: object) -> redis.Redis:
+        """A plain redis-py client of this server (the test closes it)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **kwargs)  # type: ignore[arg-type]
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (connections are accepted by the kernel, never answered)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self.proc is not None and self.paused:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
     def stop(self) -> None:
         """Kill the server (SIGKILL: like a crash, nothing is flushed that wasn't already)."""
+        self.resume()
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(timeout=10)
