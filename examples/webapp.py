@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionmon.core.auth import Auth
+from sessionmon.core.auth import Auth, LogoutOutcome
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
 from sessionmon.core.runtime import Runtime, open_runtime
 from sessionmon.core.settings import Settings, load_settings, parse_bool
@@ -127,6 +127,15 @@ def create_app(
         payload: dict[str, Any] = {"logged_out": False}
         if user is not None:
             result = await run_sync(backend.auth.logout, user.session_id, "user", "logout")
+            if result.outcome is LogoutOutcome.NOT_DURABLE:
+                # Written on the master only: not logged out yet; the client keeps its cookies
+                # and retries (the same logout completes once the replicas answer).
+                log.warning("logout of %s: %s", user.session_id, result.error)
+                return JSONResponse(
+                    {"error": "unavailable", "reason": "not_durable"},
+                    status_code=503,
+                    headers={"Retry-After": str(RETRY_AFTER)},
+                )
             payload = {
                 "logged_out": True,
                 "session_id": user.session_id,

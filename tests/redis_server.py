@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import redis
@@ -100,3 +100,64 @@ class RedisProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+# Servers with the faults a blacklist must notice (options for ``RedisProcess(args=...)``).
+EVICTING = ("--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru")
+FULL = ("--maxmemory", "2mb", "--maxmemory-policy", "noeviction", "--appendonly", "no")
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
+
+StartRedis = Callable[..., RedisProcess]
+
+
+@contextlib.contextmanager
+def memory_full(proc: RedisProcess) -> Iterator[None]:
+    """Write filler keys (no TTL, another prefix) until Redis refuses them (OOM), then keep it
+    full: idle clients' buffers are freed by the server's cron, which would leave room for a few
+    small keys again, so maxmemory is lowered 256 KB under what the server now uses."""
+    client = proc.client()
+    n = 0
+    try:
+        for size in (64 * 1024, 4096):
+            blob = b"x" * size
+            for _ in range(100_000):
+                n += 1
+                try:
+                    client.set(f"filler:{n}", blob)
+                except redis.exceptions.OutOfMemoryError:
+                    break
+            else:
+                raise AssertionError("Redis never ran out of memory")
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", str(used - 256 * 1024))
+        with contextlib.suppress(redis.exceptions.OutOfMemoryError):
+            client.set("filler:check", b"x")
+            raise AssertionError("Redis still takes writes")
+        yield
+    finally:
+        client.close()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_replica(start_redis: StartRedis, master: RedisProcess) -> RedisProcess:
+    replica = start_redis("--replicaof", "127.0.0.1", str(master.port))
+    client = master.client()
+    try:
+        wait_for(
+            lambda: (
+                client.info("replication").get("connected_slaves") == 1
+                and "online" in str(client.info("replication").get("slave0", ""))
+            ),
+            "the replica to be online",
+        )
+    finally:
+        client.close()
+    return replica

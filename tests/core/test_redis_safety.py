@@ -3,7 +3,6 @@ with replicas that do not acknowledge: real redis-server processes with those se
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,29 +19,18 @@ from sessionmon.core.runtime import connect_for, make_blacklist
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore
 from sessionmon.core.tokens import Reason, TokenCodec
-from tests.redis_server import RedisProcess
+from tests.redis_server import (
+    EVICTING,
+    FULL,
+    NO_PERSISTENCE,
+    RedisProcess,
+    StartRedis,
+    memory_full,
+    start_replica,
+    wait_for,
+)
 
-EVICTING = ("--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru")
-FULL = ("--maxmemory", "2mb", "--maxmemory-policy", "noeviction", "--appendonly", "no")
-NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
-
-StartRedis = Callable[..., RedisProcess]
 AuthOn = Callable[..., Auth]
-
-
-@pytest.fixture
-def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
-    """Start a private redis-server with extra options; all are stopped (SIGCONT first)."""
-    started: list[RedisProcess] = []
-
-    def start(*args: str) -> RedisProcess:
-        proc = RedisProcess(tmp_path / f"redis-{len(started)}", args=args).start()
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.stop()
 
 
 @pytest.fixture
@@ -182,33 +170,6 @@ def test_config_not_permitted_falls_back_to_info(start_redis: StartRedis) -> Non
 # -- out of memory ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def memory_full(proc: RedisProcess) -> Iterator[None]:
-    """Write filler keys (no TTL, another prefix) until Redis refuses even the smallest value
-    20 times in a row; the filling client stays connected meanwhile (closing it would free its
-    buffers, and so room for a few more keys)."""
-    client = proc.client()
-    n = 0
-    try:
-        for size in (64 * 1024, 4096, 256, 16):
-            blob = b"x" * size
-            refused = 0
-            for _ in range(100_000):
-                n += 1
-                try:
-                    client.set(f"filler:{n}", blob)
-                    refused = 0
-                except redis.exceptions.OutOfMemoryError:
-                    refused += 1
-                    if size > 16 or refused >= 20:
-                        break
-            else:
-                raise AssertionError("Redis never ran out of memory")
-        yield
-    finally:
-        client.close()
-
-
 def test_out_of_memory_under_noeviction_is_redis_unavailable(
     start_redis: StartRedis, auth_on: AuthOn, store: SessionStore, prefix: str
 ) -> None:
@@ -254,29 +215,6 @@ def test_rdb_save_points_alone_are_persistence(start_redis: StartRedis) -> None:
 
 
 # -- replicas ---------------------------------------------------------------------------------
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def start_replica(start_redis: StartRedis, master: RedisProcess) -> RedisProcess:
-    replica = start_redis("--replicaof", "127.0.0.1", str(master.port))
-    client = master.client()
-    try:
-        wait_for(
-            lambda: client.info("replication").get("connected_slaves") == 1
-            and "online" in str(client.info("replication").get("slave0", "")),
-            "the replica to be online",
-        )
-    finally:
-        client.close()
-    return replica
 
 
 def test_wait_replicas_a_revoke_is_done_once_the_replica_holds_it(
