@@ -13,6 +13,7 @@ import redis
 from sessionmon.core.auth import OK_MAY_EVICT, Auth, LogoutFailed, LogoutOutcome
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.embedded import EmbeddedRedis
+from sessionmon.core.errors import RedisUnavailable
 from sessionmon.core.redis_client import connect
 from sessionmon.core.redis_health import Severity, findings, read_server_settings
 from sessionmon.core.runtime import connect_for, make_blacklist
@@ -254,3 +255,30 @@ def test_wait_replicas_with_the_replica_stopped_is_not_durable(
         "the logout to be durable",
     )
     assert store.get_session(session.id) is None
+
+
+# -- timeouts ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("connected", [True, False], ids=["pooled", "new-connection"])
+def test_a_hung_redis_costs_one_timeout_not_one_per_retry(
+    redis_process: RedisProcess, auth_on: AuthOn, connected: bool
+) -> None:
+    auth = auth_on(redis_process.url, redis_timeout=0.5)
+    session, access, _ = auth.login("u1", "ann@example.com", "Ann")
+    if connected:
+        assert auth.authenticate(access).ok
+    redis_process.pause()
+    try:
+        for call in (
+            lambda: auth.authenticate(access),
+            lambda: auth.force_logout(session.id, actor="ops"),
+        ):
+            started = time.monotonic()
+            with pytest.raises(RedisUnavailable, match="Timeout"):
+                call()
+            took = time.monotonic() - started
+            assert 0.4 < took < 0.5 + 0.4, f"{took:.2f}s"
+    finally:
+        redis_process.resume()
+    assert auth.authenticate(access).ok  # and it reconnects at once when the server is back
