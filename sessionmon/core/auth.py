@@ -479,7 +479,7 @@ class Auth:
         return result
 
     def _eviction_note(self) -> str | None:
-        guard = getattr(self.blacklist, "guard", None)
+        guard = self.blacklist.guard
         return guard.eviction_note() if guard is not None else None
 
     def _audit_not_found(
