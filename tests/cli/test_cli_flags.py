@@ -37,6 +37,9 @@ def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
         "actor": (["--actor", "alice"], "actor", "alice"),
         "interval": (["--interval", "2s"], "interval", 2.0),
         "read_only": (["--read-only"], "read_only", True),
+        "redis_timeout": (["--redis-timeout", "500ms"], "redis_timeout", 0.5),
+        "allow_evicting_redis": (["--allow-evicting-redis"], "allow_evicting_redis", True),
+        "redis_wait_replicas": (["--redis-wait-replicas", "2"], "redis_wait_replicas", 2),
     }
 
 
