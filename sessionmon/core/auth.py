@@ -11,7 +11,7 @@ token is theft: the whole family is revoked (``reuse_detected`` in the audit) an
 ``refresh_reused``, as does every later request with a token of that session.
 
 Composes the token codec, the SQLite store and the Redis blacklist. Logout order is always:
-blacklist every known token and the session id in one MULTI/EXEC (TTLs read back), then delete the
+blacklist every known token and the session id in one EVAL (TTLs read back), then delete the
 session rows and write the audit rows in one SQLite transaction. A Redis failure deletes nothing;
 a SQLite failure after the blacklist leaves the tokens revoked and is reported as a partial outcome.
 """
@@ -34,7 +34,13 @@ from sessionmon.core.blacklist import (
     RevokeRequest,
 )
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.errors import DatabaseError, RedisUnavailable, TooManySessions
+from sessionmon.core.errors import (
+    DatabaseError,
+    RedisMayEvict,
+    RedisUnavailable,
+    RevocationNotDurable,
+    TooManySessions,
+)
 from sessionmon.core.policy import Ending, OnMaxSessions, SessionPolicy
 from sessionmon.core.revocation_cache import RevocationCheck
 from sessionmon.core.store import AuditRow, Session, SessionStore
@@ -113,7 +119,17 @@ class LogoutOutcome(Enum):
     NOT_FOUND = "not_found"  # nothing to do: no such session (or user)
     PARTIAL = "partial"  # some of the sessions asked for did not exist; the rest are done
     REDIS_UNAVAILABLE = "failed: redis unavailable"  # nothing revoked, nothing deleted
+    REDIS_MAY_EVICT = "failed: redis may evict"  # refused: nothing revoked, nothing deleted
+    NOT_DURABLE = "failed: not durable"  # written on the master only; nothing deleted
     REVOKED_NOT_DELETED = "revoked_not_deleted"  # tokens blacklisted, rows not deleted
+    DATABASE_UNAVAILABLE = "failed: database unavailable"  # nothing read, nothing revoked
+    # A user logout whose session row was already gone: the presented tokens and the session id
+    # are blacklisted all the same (there was no row to delete).
+    NO_ROW = "revoked_no_row"
+
+
+# The audit outcome of a revoke done on a Redis that may evict it (--allow-evicting-redis).
+OK_MAY_EVICT = "ok: redis may evict (allowed)"
 
 
 @dataclass
@@ -128,6 +144,9 @@ class LogoutResult:
     deleted: int = 0
     outcome: LogoutOutcome = LogoutOutcome.OK
     error: str | None = None
+    # NOT_DURABLE: the keys written on the master that too few replicas acknowledged.
+    not_durable: dict[str, int] = field(default_factory=dict)
+    warning: str | None = None  # e.g. the revocation may be evicted (allowed by the operator)
 
     @property
     def ok(self) -> bool:
@@ -143,6 +162,8 @@ class LogoutResult:
             "deleted": self.deleted,
             "outcome": self.outcome.value,
             "error": self.error,
+            "not_durable": [{"key": k, "ttl": t} for k, t in self.not_durable.items()],
+            "warning": self.warning,
         }
 
 
@@ -550,8 +571,27 @@ class Auth:
         *,
         tokens: Sequence[Claims] = (),
     ) -> LogoutResult:
-        """The user logs out: blacklist the session's tokens (and ``tokens``), delete it."""
+        """The user logs out: blacklist the session's tokens, delete it.
+
+        ``tokens`` are the verified claims of the tokens presented with the request (see
+        :meth:`presented_claims`). They are blacklisted whatever the session store says, and so
+        is the session id when one of them names it: a row that is gone (purged, or a store
+        restored from an older backup) must not leave the presented tokens working.
+        """
         return self._revoke_sessions([session_id], "logout", actor, reason, extra=tokens)
+
+    def presented_claims(self, access_token: str | None, refresh_token: str | None) -> list[Claims]:
+        """The claims of the presented tokens whose signature verifies and that have not expired
+        (revoked or not: a logout blacklists them again). Never raises for a bad token."""
+        out: list[Claims] = []
+        for token, typ in ((access_token, ACCESS), (refresh_token, REFRESH)):
+            if not token:
+                continue
+            try:
+                out.append(self.codec.verify(token, typ))
+            except TokenRejected:
+                continue  # not ours, or expired: nothing a blacklist entry would add
+        return out
 
     def force_logout(self, session_id: str, actor: str, reason: str | None = None) -> LogoutResult:
         """An operator ends one session."""
@@ -560,8 +600,16 @@ class Auth:
     def force_logout_many(
         self, session_ids: Sequence[str], actor: str, reason: str | None = None
     ) -> LogoutResult:
-        """An operator ends several sessions (one MULTI/EXEC, one SQLite transaction)."""
+        """An operator ends several sessions (one EVAL, one SQLite transaction)."""
         return self._revoke_sessions(list(session_ids), "force_logout", actor, reason)
+
+    def end_sessions(
+        self, sessions: Sequence[Session], action: str, actor: str, reason: str | None = None
+    ) -> LogoutResult:
+        """An operator ends exactly these sessions, as just read from the store (revoke by
+        query): one blacklist write, one delete with the audit rows."""
+        ids = [s.id for s in sessions]
+        return self._revoke_sessions(ids, action, actor, reason, sessions=sessions)
 
     def force_logout_user(self, user: str, actor: str, reason: str | None = None) -> LogoutResult:
         """An operator ends every session of a user (by user id or email)."""
@@ -625,6 +673,20 @@ class Auth:
                 RevokeRequest(kind, c.sid, c.exp, c.jti, c.sub, owner.email if owner else c.email)
             )
             keys_by_session.setdefault(c.sid, []).append(self.blacklist.token_key(c.jti))
+        # A requested session whose row is gone but whose own token was presented (so its id is
+        # authentic): blacklist the session id too, for as long as any token of it can live.
+        vouched: dict[str, Claims] = {}
+        for c in extra:  # the access token's claims carry the email: prefer them
+            if c.sid not in vouched or (c.email and not vouched[c.sid].email):
+                vouched[c.sid] = c
+        unrecorded = [sid for sid in result.missing if sid in vouched]
+        for sid in unrecorded:
+            c = vouched[sid]
+            session_exp = max(
+                [x.exp for x in extra if x.sid == sid] + [now + self.refresh_ttl + RACE_MARGIN]
+            )
+            requests.append(RevokeRequest(KIND_SESSION, sid, session_exp, None, c.sub, c.email))
+            keys_by_session[sid].append(self.blacklist.sid_key(sid))
 
         def audit_row(s: Session, **outcome: Any) -> AuditRow:
             """The audit row of session ``s`` in this logout."""
@@ -640,17 +702,58 @@ class Auth:
                 **outcome,
             )
 
+        def keys_of(s: Session, written: dict[str, int]) -> list[str]:
+            return [k for k in keys_by_session.get(s.id, []) if k in written]
+
         try:
             result.revoked = self.blacklist.revoke(requests, reason=reason, actor=actor)
+        except RevocationNotDurable as exc:
+            # On the master only: a failover may lose it. Never reported revoked; the rows stay,
+            # so the same logout can be run again once the replicas are back.
+            result.outcome = LogoutOutcome.NOT_DURABLE
+            result.not_durable = exc.ttls
+            result.error = f"the revocation is {exc}; sessions NOT deleted (run it again)"
+            self._audit_safely(
+                [
+                    audit_row(
+                        s,
+                        revoked=keys_of(s, exc.ttls),
+                        outcome=f"{result.outcome.value} ({exc.acked}/{exc.wanted} replicas)",
+                    )
+                    for s in sessions
+                ]
+            )
+            return result
         except RedisUnavailable as exc:
-            result.outcome = LogoutOutcome.REDIS_UNAVAILABLE
+            may_evict = isinstance(exc, RedisMayEvict)
+            result.outcome = (
+                LogoutOutcome.REDIS_MAY_EVICT if may_evict else LogoutOutcome.REDIS_UNAVAILABLE
+            )
             result.error = f"nothing was revoked or deleted: {exc}"
             self._audit_safely([audit_row(s, outcome=result.outcome.value) for s in sessions])
             raise LogoutFailed(result) from None
 
-        audit_rows = [
-            audit_row(s, revoked=[k for k in keys_by_session.get(s.id, []) if k in result.revoked])
-            for s in sessions
+        result.warning = self._eviction_note()
+        ok = OK_MAY_EVICT if result.warning else LogoutOutcome.OK.value
+
+        def revoked_of(sid: str) -> list[str]:
+            return [k for k in keys_by_session.get(sid, []) if k in result.revoked]
+
+        audit_rows = [audit_row(s, revoked=revoked_of(s.id), outcome=ok) for s in sessions]
+        done_without_row = [sid for sid in unrecorded if revoked_of(sid)]
+        audit_rows += [
+            AuditRow(
+                at=now,
+                action=action,
+                actor=actor,
+                reason=reason,
+                session_id=sid,
+                user_id=vouched[sid].sub,
+                email=vouched[sid].email,
+                revoked=revoked_of(sid),
+                outcome=LogoutOutcome.NO_ROW.value,
+            )
+            for sid in done_without_row
         ]
         try:
             result.deleted = self.store.delete_sessions_with_audit(result.found, audit_rows)
@@ -658,9 +761,13 @@ class Auth:
             result.outcome = LogoutOutcome.REVOKED_NOT_DELETED
             result.error = f"tokens are revoked but the session rows were not deleted: {exc}"
             return result
-        if result.missing:
-            self._audit_not_found(result.missing, action, actor, reason)
-            result.outcome = LogoutOutcome.PARTIAL if result.found else LogoutOutcome.NOT_FOUND
+        not_found = [sid for sid in result.missing if sid not in done_without_row]
+        if not_found:
+            self._audit_not_found(not_found, action, actor, reason)
+            done = result.found or done_without_row
+            result.outcome = LogoutOutcome.PARTIAL if done else LogoutOutcome.NOT_FOUND
+        elif done_without_row:
+            result.outcome = LogoutOutcome.NO_ROW
         return result
 
     def _revoke_requests(self, s: Session, now: float) -> list[RevokeRequest]:
@@ -684,6 +791,10 @@ class Auth:
 
     def _session_keys(self, s: Session, now: float) -> list[str]:
         return [self.blacklist.key_for(q) for q in self._revoke_requests(s, now)]
+
+    def _eviction_note(self) -> str | None:
+        guard = self.blacklist.guard
+        return guard.eviction_note() if guard is not None else None
 
     def _audit_not_found(
         self, session_ids: Sequence[str], action: str, actor: str, reason: str | None

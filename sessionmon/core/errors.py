@@ -47,3 +47,28 @@ class TooManySessions(SessionmonError):
         super().__init__(f"user {user_id} already has {limit} live sessions (the limit)")
         self.user_id = user_id
         self.limit = limit
+
+
+class RedisMayEvict(RedisUnavailable):
+    """Redis may evict blacklist keys (a ``maxmemory-policy`` other than ``noeviction`` with a
+    ``maxmemory`` limit) and the operator did not allow it: revocations are refused (exit 3)."""
+
+
+class NotDurable(SessionmonError):
+    """A revocation is on the Redis master only: fewer replicas than asked hold it (exit 4)."""
+
+
+class RevocationNotDurable(NotDurable):
+    """The keys were written on the master but fewer replicas than asked acknowledged them.
+
+    ``ttls`` are the keys written (key -> TTL), ``acked`` / ``wanted`` the replica counts.
+    """
+
+    def __init__(self, ttls: dict[str, int], acked: int, wanted: int) -> None:
+        super().__init__(
+            f"not durable: {acked} of {wanted} replica{'s' if wanted != 1 else ''} "
+            f"acknowledged the revocation in time"
+        )
+        self.ttls = ttls
+        self.acked = acked
+        self.wanted = wanted

@@ -26,17 +26,20 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
-from sessionmon.core.auth import Auth, LogoutResult
+from sessionmon.core.auth import Auth, LogoutOutcome, LogoutResult
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.blacklist_search import SearchResult, search
+from sessionmon.core.bulk_logout import end_in_batches
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.durations import format_duration
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
+from sessionmon.core.redis_health import Severity
+from sessionmon.core.session_query import SessionQuery, matching_sessions
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import ReadModel, Session, SessionStore, ViewQuery, open_reader
 from sessionmon.core.store.url import DatabaseUrl
 from sessionmon.core.urls import mask_url
-from sessionmon.tui.actions import ACTIONS, works_in
+from sessionmon.tui.actions import ACTIONS, DESTRUCTIVE, works_in
 from sessionmon.tui.backend import MonitorBackend
 from sessionmon.tui.failures import log, report_failure
 from sessionmon.tui.format import alert_text, plural
@@ -45,6 +48,7 @@ from sessionmon.tui.messages import (
     BlacklistSearched,
     DetailLoaded,
     LogoutDone,
+    MatchingSessionsFound,
     Notice,
     PollDone,
     RedisStarted,
@@ -134,6 +138,7 @@ class SessionmonApp(App[int]):
         self._redis_backoff = self.poller.backoff_start
         self._next_redis_start = time.monotonic() + self._redis_backoff
         self._signals: list[int] = []
+        self._told: set[str] = set()  # Redis warnings already notified
         self._searching = False
         self._search_again = False  # search again as soon as the running search ends
         self._next_search = 0.0  # monotonic: the earliest repeat of the last search
@@ -304,6 +309,7 @@ class SessionmonApp(App[int]):
             db_ok=not (snap and snap.db_error),
             paused=self.paused,
             read_only=self.settings.read_only,
+            redis_warnings=redis_badges(snap.redis) if snap and snap.redis.ok else (),
         )
 
     # -- polling ----------------------------------------------------------------------------
@@ -378,6 +384,7 @@ class SessionmonApp(App[int]):
             for alert in snapshot.alerts:
                 self.notify(alert_text(alert), title="Refresh token reused", severity="error")
             self._maybe_start_redis(snapshot)
+            self._tell_redis_warnings(snapshot)
             if snapshot.blacklist is not None:
                 self._maybe_search()
         except Exception as exc:  # a bug in drawing must not stop the poll loop
@@ -392,6 +399,16 @@ class SessionmonApp(App[int]):
     def _scheduled_poll(self) -> None:
         self._next_poll = None
         self.request_poll()
+
+    def _tell_redis_warnings(self, snapshot: Snapshot) -> None:
+        """A warning about the server (no persistence, ...) is told once in full; its badge stays
+        on the status bar."""
+        if not snapshot.redis.ok:
+            return
+        for finding in snapshot.redis.findings:
+            if finding.severity is Severity.WARNING and finding.message not in self._told:
+                self._told.add(finding.message)
+                self.notify(finding.message, title="Redis", severity="warning", timeout=10)
 
     # -- the embedded Redis -----------------------------------------------------------------
 
@@ -608,6 +625,38 @@ class SessionmonApp(App[int]):
         )
         self.main.confirm(target)
 
+    def find_matching_sessions(self, text: str) -> None:
+        """For ``A``: read every live session the filter ``text`` matches in a worker, then ask
+        to confirm with exactly that set."""
+        self._find_matching_sessions(text)
+
+    @work(thread=True, group="user-lookup", exclusive=True, exit_on_error=False)
+    def _find_matching_sessions(self, text: str) -> None:
+        try:
+            found = list(
+                matching_sessions(self.backend.store(), SessionQuery(text=text), self.clock.now())
+            )
+        except Exception as exc:  # DatabaseError, or a bug (logged)
+            error = report_failure("reading the matching sessions", exc).detail
+            self.post_message(MatchingSessionsFound(text, (), (), error))
+            return
+        ids = tuple(s.id for s in found)
+        emails = tuple(s.email or s.user_id for s in found)
+        self.post_message(MatchingSessionsFound(text, ids, emails, None))
+
+    @on(MatchingSessionsFound)
+    def _matching_sessions_found(self, message: MatchingSessionsFound) -> None:
+        if not self.main_ready:
+            return
+        if message.error is not None:
+            self.notify(message.error, title="Cannot read the sessions", severity="error")
+            return
+        if not message.ids:
+            self.notify(f"No live session matches {message.text!r}", severity="warning")
+            return
+        target = LogoutTarget(LogoutKind.MATCHING, message.ids, message.emails, query=message.text)
+        self.main.confirm(target)
+
     def start_logout(self, target: LogoutTarget, reason: str | None) -> None:
         """Force-logout ``target`` in a worker thread (never on the UI thread)."""
         self.notify(f"Logging out {plural(target.count, 'session')}…", timeout=2)
@@ -620,6 +669,10 @@ class SessionmonApp(App[int]):
             auth = self.backend.auth()
             if target.kind is LogoutKind.USER and target.user_id:
                 result = auth.force_logout_user(target.user_id, actor, reason)
+            elif target.kind is LogoutKind.MATCHING:
+                result = end_in_batches(
+                    auth, target.session_ids, actor, reason, progress=self._logout_progress
+                )
             elif len(target.session_ids) == 1:
                 result = auth.force_logout(target.session_ids[0], actor, reason)
             else:
@@ -634,6 +687,9 @@ class SessionmonApp(App[int]):
             return
         self.post_message(LogoutDone(target, result, None))
 
+    def _logout_progress(self, done: int, total: int) -> None:
+        self.post_message(Notice(f"{done:,} of {total:,} logged out…", "Force-logout"))
+
     @on(LogoutDone)
     def _logout_done(self, message: LogoutDone) -> None:
         target, result = message.target, message.result
@@ -641,7 +697,7 @@ class SessionmonApp(App[int]):
             self.notify(message.error or "failed", title="Force-logout failed", severity="error")
         else:
             self.model.unmark(result.found)
-            if target.kind is LogoutKind.MARKED:
+            if target.kind in (LogoutKind.MARKED, LogoutKind.MATCHING):
                 self.model.unmark(result.missing)
             title, text, severity = describe_logout(target, result)
             self.notify(text, title=title, severity=severity, timeout=6)
@@ -671,12 +727,29 @@ class SessionmonApp(App[int]):
             label = next(a.label for a in ACTIONS if a.action == action)
             self.notify(f"{label} works in the sessions view (tab switches)", severity="warning")
             return
-        if action in ("force_logout", "force_logout_user"):
+        if action in DESTRUCTIVE:
             why = main.refusal()
             if why:
                 self.notify(why, title="Refused", severity="warning")
                 return
         self.call_later(self.run_action, action, main)
+
+
+# Status bar badges (long, short) for what is wrong with the Redis server; errors are in the banner.
+REDIS_BADGES = {
+    "may_evict": ("MAY EVICT", "EVICT"),
+    "no_persistence": ("NO PERSISTENCE", "NOPERS"),
+    "persistence_unknown": ("PERSISTENCE?", "PERS?"),
+}
+
+
+def redis_badges(status: RedisStatus) -> tuple[tuple[str, str], ...]:
+    """The badges of the warnings about the server (the banner shows its errors)."""
+    return tuple(
+        REDIS_BADGES[f.code]
+        for f in status.findings
+        if f.severity is Severity.WARNING and f.code in REDIS_BADGES
+    )
 
 
 def describe_logout(target: LogoutTarget, result: LogoutResult) -> tuple[str, str, SeverityLevel]:
@@ -704,8 +777,13 @@ def describe_logout(target: LogoutTarget, result: LogoutResult) -> tuple[str, st
         text += f", keys live up to {format_duration(longest)}"
     if result.missing and target.kind is not LogoutKind.USER:
         text += f"; {plural(len(result.missing), 'session')} already gone"
+    if result.outcome is LogoutOutcome.NOT_DURABLE:
+        # Written on the master only: never reported as revoked.
+        return "Force-logout NOT durable", f"{who}: {result.error}", "error"
     if not result.ok:
         return "Force-logout incomplete", f"{text}. {result.error}", "error"
+    if result.warning:
+        return "Force-logout done (Redis may evict it)", f"{text}. {result.warning}", "warning"
     if not result.found:
         return "Nothing to log out", "The sessions had already ended.", "warning"
     return "Force-logout done", text, "information"

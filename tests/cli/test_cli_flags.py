@@ -48,6 +48,9 @@ def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
             "on_max_sessions",
             OnMaxSessions.EVICT_OLDEST,
         ),
+        "redis_timeout": (["--redis-timeout", "500ms"], "redis_timeout", 0.5),
+        "allow_evicting_redis": (["--allow-evicting-redis"], "allow_evicting_redis", True),
+        "redis_wait_replicas": (["--redis-wait-replicas", "2"], "redis_wait_replicas", 2),
     }
 
 

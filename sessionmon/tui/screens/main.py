@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import ContentSwitcher, Input
 
+from sessionmon.core.redis_health import Severity
 from sessionmon.core.store import ViewQuery
 from sessionmon.tui.actions import BLACKLIST, DESTRUCTIVE, SESSIONS, bindings, works_in
 from sessionmon.tui.format import ago
@@ -173,6 +174,8 @@ class MainScreen(Screen[None]):
             detail = self.app.redis_start_error or without_address(snap.redis.error or "")
             when = f" · retrying in {retry:.0f}s" if retry and retry >= 1 else " · retrying"
             problems.append(f"{REDIS_DOWN}{when} ({detail})" if detail else REDIS_DOWN + when)
+        if snap.redis.ok:  # a Redis that may evict keys: force-logout is refused, say why
+            problems += [f.message for f in snap.redis.findings if f.severity is Severity.ERROR]
         if snap.db_error:
             problems.append(database_problem(snap, self.app.model.loaded))
         self._banner.show_problems(problems)
@@ -257,7 +260,7 @@ class MainScreen(Screen[None]):
         return True
 
     def on_key(self, event: events.Key) -> None:
-        if event.key in ("l", "L") and self.on_sessions:
+        if event.key in ("l", "L", "A") and self.on_sessions:
             why = self.refusal()
             if why:
                 event.stop()
@@ -317,6 +320,21 @@ class MainScreen(Screen[None]):
 
     def action_force_logout_user(self) -> None:
         self._confirm(whole_user=True)
+
+    def action_force_logout_matching(self) -> None:
+        why = self.refusal()
+        if why:
+            self.notify(why, title="Refused", severity="warning")
+            return
+        text = self.app.model.query.text
+        if not text:
+            self.notify(
+                "Filter first (/): A logs out every session the filter matches",
+                title="No filter",
+                severity="warning",
+            )
+            return
+        self.app.find_matching_sessions(text)
 
     def action_toggle_mark(self) -> None:
         session = self.sessions.selected
