@@ -37,6 +37,7 @@ from starlette.routing import Route
 from sessionmon.core.auth import Auth, LogoutOutcome
 from sessionmon.core.errors import (
     DatabaseError,
+    NotDurable,
     RedisUnavailable,
     SessionmonError,
     TooManySessions,
@@ -122,6 +123,13 @@ def create_app(
             )
         except TooManySessions as exc:  # --max-sessions-per-user with --on-max-sessions deny
             return JSONResponse({"error": "too_many_sessions", "detail": str(exc)}, status_code=429)
+        except NotDurable as exc:  # evict-oldest: the eviction reached too few replicas
+            log.warning("login of %s: %s", email, exc)
+            return JSONResponse(
+                {"error": "unavailable", "reason": "not_durable"},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )
         user = {"session_id": session.id, "email": email, "name": name, "user_id": email}
         response = JSONResponse(
             {

@@ -13,12 +13,13 @@ import redis
 from sessionmon.core.auth import SESSION_ENDED, Auth
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.errors import ConfigError, RedisUnavailable, TooManySessions
+from sessionmon.core.errors import ConfigError, NotDurable, RedisUnavailable, TooManySessions
 from sessionmon.core.policy import OnMaxSessions, SessionPolicy
-from sessionmon.core.settings import load_settings
+from sessionmon.core.runtime import connect_for, make_blacklist
+from sessionmon.core.settings import Settings, load_settings
 from sessionmon.core.store import DatabaseUrl, Session, SessionStore, open_store
 from sessionmon.core.tokens import Reason, TokenCodec
-from tests.redis_server import RedisProcess
+from tests.redis_server import RedisProcess, StartRedis, start_replica
 
 
 def live_keys(blacklist: Blacklist, s: Session) -> set[str]:
@@ -248,3 +249,29 @@ def test_policy_settings() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             load_settings(flags, env={})
+
+
+def test_an_eviction_that_is_not_durable_evicts_and_creates_nothing(
+    start_redis: StartRedis, store: SessionStore, codec: TokenCodec, clock: FrozenClock, prefix: str
+) -> None:
+    """--redis-wait-replicas: the evicted sessions' revocation reached too few replicas, so the
+    login fails (exit 4 / 503) and nothing was evicted or created."""
+    master = start_redis()
+    replica = start_replica(start_redis, master)
+    s = Settings(redis_url=master.url, prefix=prefix, redis_wait_replicas=1, redis_timeout=1.0)
+    client = connect_for(s, master.url)
+    policy = SessionPolicy(max_sessions_per_user=1, on_max_sessions=OnMaxSessions.EVICT_OLDEST)
+    auth = Auth(store, make_blacklist(s, client, clock), codec, clock=clock, policy=policy)
+    try:
+        first, _, _ = auth.login("u1", "ann@example.com", "Ann")
+        replica.pause()
+        with pytest.raises(NotDurable, match="not durable: 0 of 1 replica"):
+            auth.login("u1", "ann@example.com", "Ann")
+        assert [s.id for s in store.sessions_for_user("u1")] == [first.id]
+        assert ended_rows(store, first.id) == []
+        replica.resume()
+        second, _, _ = auth.login("u1", "ann@example.com", "Ann")
+        assert [s.id for s in store.sessions_for_user("u1")] == [second.id]
+        assert ended_rows(store, first.id) == [("system", "evicted", "ok")]
+    finally:
+        client.close()

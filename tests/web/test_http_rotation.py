@@ -8,7 +8,7 @@ import httpx
 
 from sessionmon.core.auth import REUSE_DETECTED
 from sessionmon.core.store import SessionStore
-from tests.redis_server import RedisProcess
+from tests.redis_server import RedisProcess, StartRedis, start_replica
 from tests.web.test_http_flow import Start, assert_401, get_me, login
 
 UA_LAPTOP = "Laptop/1.0"
@@ -135,3 +135,24 @@ def test_a_login_over_the_session_limit_is_429(start_webapp: Start, store: Sessi
     assert r.status_code == 429, r.text
     assert r.json()["error"] == "too_many_sessions" and "set-cookie" not in r.headers
     assert len(store.sessions_for_user("ann@example.com")) == 2
+
+
+def test_a_login_whose_eviction_is_not_durable_is_503(
+    start_webapp: Start, start_redis: StartRedis, store: SessionStore
+) -> None:
+    master = start_redis()
+    replica = start_replica(start_redis, master)
+    server = start_webapp(
+        redis_url=master.url,
+        redis_wait_replicas="1",
+        max_sessions_per_user="1",
+        on_max_sessions="evict-oldest",
+    )
+    first, _, _ = login(server)
+    replica.pause()
+    r = httpx.post(server.url + "/login", json={"email": "ann@example.com"}, timeout=30)
+    assert r.status_code == 503, r.text
+    assert r.json() == {"error": "unavailable", "reason": "not_durable"}
+    assert "set-cookie" not in r.headers
+    assert [s.id for s in store.sessions_for_user("ann@example.com")] == [first]
+    replica.resume()
