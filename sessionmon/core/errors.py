@@ -37,3 +37,8 @@ class RedisUnavailable(SessionmonError):
 
 class DatabaseUnavailable(DatabaseError):
     """The database server did not answer or refused the connection."""
+
+
+class KeySetError(ConfigError):
+    """A key-set operation that cannot be done: an unknown kid, retiring the current key,
+    rotating a key that comes from the configuration (exit code 2)."""

@@ -84,6 +84,8 @@ class Settings:
     secret_file: Path | None = None
     private_key_file: Path | None = None
     public_key_file: Path | None = None
+    key_dir: Path | None = None
+    allow_weak_secret: bool = False
     config: Path | None = None
     # The settings that a flag, an env var or the config file set (the rest are defaults).
     explicit: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
@@ -123,6 +125,8 @@ _CONVERTERS: dict[str, Any] = {
     "secret_file": lambda v: Path(str(v)).expanduser(),
     "private_key_file": lambda v: Path(str(v)).expanduser(),
     "public_key_file": lambda v: Path(str(v)).expanduser(),
+    "key_dir": lambda v: Path(str(v)).expanduser(),
+    "allow_weak_secret": parse_bool,
 }
 
 
