@@ -171,7 +171,7 @@ class KeyDirectory:
                     material = key_from_bytes(r.algorithm, data, path, r.kid)
                     cache[r.kid] = material
             entries.append(KeyEntry(r.kid, r.algorithm, r.state, r.created_at, r.since, material))
-        entries.sort(key=lambda e: (_STATE_ORDER[e.state], -e.since))
+        entries.sort(key=lambda e: (_STATE_ORDER[e.state], -(e.since or 0.0)))
         return KeyRing(self.algorithm, tuple(entries), managed=True, where=str(self.path))
 
     # -- writing -----------------------------------------------------------------------------
@@ -217,11 +217,13 @@ class KeyDirectory:
 
     def _write_state(self, records: list[Record]) -> None:
         doc = {"version": FORMAT_VERSION, "keys": [r.to_json() for r in records]}
-        # The public set first: a verifier reading jwks.json never misses a key that signs.
+        # The public set first: a verifier reading jwks.json never misses a key that signs. It
+        # holds the public keys of every algorithm kept here.
         jwks: dict[str, list[Any]] = {"keys": []}
-        ring_records = [r for r in records if r.algorithm == self.algorithm]
-        if any(r.state is KeyState.CURRENT for r in ring_records):
-            jwks = self._ring(records, {}).jwks()
+        for alg in sorted({r.algorithm for r in records}):
+            if any(r.algorithm == alg and r.state is KeyState.CURRENT for r in records):
+                other = KeyDirectory(self.path, alg, self.clock)
+                jwks["keys"] += other._ring(records, {}).jwks()["keys"]
         self._write_file(self.path / JWKS_FILE, json.dumps(jwks, indent=2).encode(), 0o644)
         self._write_file(self.state_path, json.dumps(doc, indent=2).encode(), 0o600)
         dir_fd = os.open(self.path, os.O_RDONLY)
@@ -255,9 +257,10 @@ class KeyDirectory:
         generated; ``previous`` keys whose overlap is over are retired."""
         now = self.clock.now()
         with self._locked() as records:
-            (current,) = self._mine(records, KeyState.CURRENT) or [None]
-            if current is None:
+            currents = self._mine(records, KeyState.CURRENT)
+            if len(currents) != 1:
                 raise KeySetError(f"no current {self.algorithm} key in {self.path}")
+            current = currents[0]
             changes: list[tuple[str, str, str]] = []
             for r in self._mine(records, KeyState.PREVIOUS):
                 if r.since + overlap + PROPAGATION <= now:
@@ -284,7 +287,9 @@ class KeyDirectory:
         with self._locked() as records:
             matches = [r for r in records if r.algorithm == self.algorithm and r.kid == kid]
             if not matches:
-                raise KeySetError(f"no {self.algorithm} key with kid {kid!r} (see sessionmon keys ls)")
+                raise KeySetError(
+                    f"no {self.algorithm} key with kid {kid!r} (see sessionmon keys ls)"
+                )
             (record,) = matches
             if record.state is KeyState.CURRENT:
                 raise KeySetError(

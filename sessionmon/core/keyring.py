@@ -35,21 +35,25 @@ VERIFYING = frozenset({KeyState.NEXT, KeyState.CURRENT, KeyState.PREVIOUS})
 
 @dataclass(frozen=True)
 class KeyEntry:
-    """One key of the set. ``since``: when it entered ``state``. ``material`` is None for a
-    retired key (its file is deleted)."""
+    """One key of the set. ``since``: when it entered ``state`` (``created_at`` and ``since`` are
+    None for a configured key: its age is not known). ``material`` is None for a retired key
+    (its file is deleted)."""
 
     kid: str
     algorithm: str
     state: KeyState
-    created_at: float
-    since: float
+    created_at: float | None
+    since: float | None
     material: KeyMaterial | None = field(default=None, repr=False, compare=False)
 
     def can_go_at(self, overlap: float) -> float | None:
         """For a ``previous`` key: when no token it signed can still be valid."""
-        if self.state is not KeyState.PREVIOUS:
+        if self.state is not KeyState.PREVIOUS or self.since is None:
             return None
         return self.since + overlap + PROPAGATION
+
+    def age(self, now: float) -> float | None:
+        return None if self.created_at is None else max(0.0, now - self.created_at)
 
     def to_dict(self, now: float, overlap: float) -> dict[str, Any]:
         can_go = self.can_go_at(overlap)
@@ -59,7 +63,7 @@ class KeyEntry:
             "state": self.state.value,
             "created_at": self.created_at,
             "since": self.since,
-            "age": round(max(0.0, now - self.created_at), 3),
+            "age": None if (age := self.age(now)) is None else round(age, 3),
             "can_go_at": can_go,
             "can_go_in": None if can_go is None else round(max(0.0, can_go - now), 3),
         }
@@ -93,12 +97,10 @@ class KeyRing:
         object.__setattr__(self, "_current", current[0])
 
     @classmethod
-    def single(cls, material: KeyMaterial, created_at: float = 0.0) -> KeyRing:
+    def single(cls, material: KeyMaterial) -> KeyRing:
         """The key set of one configured key: it is ``current``, with its derived kid."""
         material = material.with_kid()
-        entry = KeyEntry(
-            material.kid, material.algorithm, KeyState.CURRENT, created_at, created_at, material
-        )
+        entry = KeyEntry(material.kid, material.algorithm, KeyState.CURRENT, None, None, material)
         return cls(material.algorithm, (entry,), managed=False, where=material.source)
 
     @property

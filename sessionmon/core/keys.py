@@ -180,7 +180,9 @@ def check_key_type(key: Any, algorithm: str, what: str) -> None:
     try:
         jwt.get_algorithm_by_name(algorithm).prepare_key(key)
     except (jwt.InvalidKeyError, TypeError, ValueError):
-        raise ConfigError(f"{what} holds a {type(key).__name__}, not a key for {algorithm}") from None
+        raise ConfigError(
+            f"{what} holds a {type(key).__name__}, not a key for {algorithm}"
+        ) from None
 
 
 def generate_key(algorithm: str, source: str = "generated") -> KeyMaterial:
@@ -241,4 +243,6 @@ def load_keys(
     """The current signing key of the configured algorithm (see ``keysource.open_keys``)."""
     from sessionmon.core.keysource import open_keys
 
-    return open_keys(settings, env, may_generate=may_generate).ring().current.material
+    material = open_keys(settings, env, may_generate=may_generate).ring().current.material
+    assert material is not None  # a KeyRing's current key always has its material
+    return material

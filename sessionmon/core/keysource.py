@@ -155,4 +155,3 @@ def open_keys(
             )
         directory.ensure(adopt=_legacy_secret(settings))
     return LiveKeys(directory)
-
