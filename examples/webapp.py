@@ -10,7 +10,9 @@ prefix, algorithm and keys, TTLs), plus two of its own:
 - ``SESSIONMON_COOKIE_SECURE=1``: mark the cookies ``Secure`` (serve over HTTPS then);
 - ``SESSIONMON_FAIL_OPEN=1``: serve requests without a user while Redis is down, instead of 503.
 
-Endpoints: ``POST /login`` ``{"email": ..., "name": ...}``, ``GET /me``, ``POST /logout``.
+Endpoints: ``POST /login`` ``{"email": ..., "name": ...}``, ``GET /me``, ``POST /logout``,
+``GET /.well-known/jwks.json`` (the public keys of the next, current and previous signing keys;
+``{"keys": []}`` for HMAC).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from starlette.routing import Route
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
+from sessionmon.core.keysource import KeySource
 from sessionmon.core.runtime import Runtime, open_runtime
 from sessionmon.core.settings import Settings, load_settings, parse_bool
 from sessionmon.web import CookieSettings, SessionMiddleware, get_user, require_user
@@ -41,6 +44,9 @@ log = logging.getLogger("sessionmon.webapp")
 MAX_EMAIL = 254
 MAX_NAME = 100
 RETRY_AFTER = 5
+# Verifiers may cache the key set this long: the next key is published a rotation ahead, so a
+# rotation never needs a refetch; a retired key may be trusted elsewhere this long after.
+JWKS_MAX_AGE = 60
 
 
 class Backend:
@@ -55,6 +61,12 @@ class Backend:
         if self.runtime is None:
             raise RuntimeError("the app has not started (lifespan not run)")
         return self.runtime.auth
+
+    @property
+    def keys(self) -> KeySource:
+        if self.runtime is None:
+            raise RuntimeError("the app has not started (lifespan not run)")
+        return self.runtime.keys
 
 
 def create_app(
@@ -137,6 +149,12 @@ def create_app(
             response.headers.append("set-cookie", header)
         return response
 
+    async def jwks(request: Request) -> Response:
+        ring = await run_sync(backend.keys.ring)  # may re-read the key set (file I/O)
+        return JSONResponse(
+            ring.jwks(), headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"}
+        )
+
     async def index(request: Request) -> Response:
         return JSONResponse(
             {
@@ -160,6 +178,7 @@ def create_app(
             Route("/login", login, methods=["POST"]),
             Route("/me", me),
             Route("/logout", logout, methods=["POST"]),
+            Route("/.well-known/jwks.json", jwks),
         ],
         middleware=[
             Middleware(
