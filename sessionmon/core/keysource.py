@@ -78,9 +78,13 @@ class LiveKeys:
         with self._lock:
             self._checked = time.monotonic()
             if self.directory.signature() != self._sig:
-                # A damaged or vanished set raises ConfigError: fail closed, never keep
-                # trusting keys that may have been retired.
-                self._sig, self._ring = self.directory.load(self._cache)
+                # A damaged or vanished set raises ConfigError: fail closed (every call raises
+                # until it is readable again), never keep trusting keys that may be retired.
+                try:
+                    self._sig, self._ring = self.directory.load(self._cache)
+                except Exception:
+                    self._checked = float("-inf")
+                    raise
             return self._ring
 
 

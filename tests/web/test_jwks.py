@@ -51,9 +51,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -
 def test_jwks_verifies_access_tokens_across_a_rotation_and_a_retirement(
     start_webapp: Start, tmp_path: Path
 ) -> None:
-    server = start_webapp(
-        workers=2, secret="", algorithm="ES256", key_dir=str(tmp_path / "keys")
-    )
+    server = start_webapp(workers=2, secret="", algorithm="ES256", key_dir=str(tmp_path / "keys"))
     url = server.url + "/.well-known/jwks.json"
     r = httpx.get(url)
     assert r.status_code == 200 and "max-age=" in r.headers["cache-control"]
