@@ -20,7 +20,7 @@ import jwt
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.jws_fast import HmacFastPath
-from sessionmon.core.keyring import KeyEntry, KeyRing
+from sessionmon.core.keyring import KeyRing
 from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.keysource import KeySource, StaticKeys
 
@@ -178,7 +178,7 @@ class TokenCodec:
         kid = header.get("kid")
         ring = self.key_source.ring()
         if kid is None:
-            return self._usable(ring.current)
+            return self.keys.verifying_key
         material = ring.verifying(kid)
         if material is None and ring.get(kid) is None:
             # Maybe another process rotated since we last looked: look again, now.
@@ -190,11 +190,6 @@ class TokenCodec:
                 Reason.UNKNOWN_KEY, "the key that signed it is retired" if known else "unknown kid"
             )
         return material.verifying_key
-
-    @staticmethod
-    def _usable(entry: KeyEntry) -> Any:
-        assert entry.material is not None
-        return entry.material.verifying_key
 
     # -- minting -------------------------------------------------------------------------------
 
