@@ -131,3 +131,22 @@ def test_check_names_an_unknown_key(run_cli: Run, tmp_path: Path) -> None:
     )
     proc = run_cli("check", input=token, env_extra=env)
     assert proc.returncode == 1 and "rejected: unknown_key" in proc.stdout
+
+
+def test_es256_with_nothing_configured_just_works(run_cli: Run, tmp_path: Path) -> None:
+    """A fresh machine, the embedded default, only SESSIONMON_ALGORITHM=ES256: the key set is
+    generated beside the default database on first use, and rotates."""
+    env = {
+        "SESSIONMON_DB": "",
+        "SESSIONMON_REDIS_URL": "",
+        "SESSIONMON_SECRET": "",
+        "SESSIONMON_ALGORITHM": "ES256",
+    }
+    listed = json.loads(run_cli("keys", "ls", "--json", env_extra=env).stdout)
+    default_dir = tmp_path / "xdg-data" / "sessionmon" / "sessions.db.keys"
+    assert listed["where"] == str(default_dir) and listed["algorithm"] == "ES256"
+    assert run_cli("keys", "rotate", env_extra=env).returncode == 0
+    assert len(json.loads(run_cli("keys", "export-jwks", env_extra=env).stdout)["keys"]) == 3
+    for args in (("keys", "--help"), ("keys", "ls", "--help"), ("keys", "retire", "--help")):
+        proc = run_cli(*args)
+        assert proc.returncode == 0 and "--db" in proc.stdout, args
