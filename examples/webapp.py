@@ -87,7 +87,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime = await run_sync(open_runtime, settings)
         try:
-            runtime.auth  # noqa: B018 - load the keys now: a missing secret fails at startup
+            runtime.auth  # noqa: B018
+            runtime.keys  # noqa: B018 - load the keys now: a missing or weak secret fails here
         except SessionmonError as exc:
             runtime.close()
             log.error("cannot start: %s", exc)

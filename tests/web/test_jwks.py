@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import jwt
+import pytest
 
 from tests.web.conftest import WebServer
 from tests.web.test_http_flow import assert_401, get_me, login
@@ -105,3 +106,29 @@ def test_jwks_of_an_hmac_key_set_is_empty(start_webapp: Start) -> None:
     proc = cli(server, "keys", "export-jwks")
     assert proc.returncode == 2 and "no public keys" in proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stdout == ""
+
+
+def test_a_weak_secret_stops_the_app_at_startup(
+    db_path: Path, redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import anyio
+
+    from examples.webapp import create_app
+    from sessionmon.core.errors import ConfigError
+    from sessionmon.core.settings import Settings
+
+    settings = Settings(db=db_path, redis_url=redis_url, prefix=prefix)
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        pytest.raises(ConfigError, match="SESSIONMON_SECRET is 8 bytes"),
+    ):
+        mp.setenv("SESSIONMON_SECRET", "changeme")
+        app = create_app(settings)
+
+        async def start() -> None:
+            async with app.router.lifespan_context(app):
+                pass
+
+        anyio.run(start)
+    assert "cannot start: SESSIONMON_SECRET is 8 bytes" in caplog.text
+    assert "changeme" not in caplog.text
