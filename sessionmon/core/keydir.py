@@ -207,12 +207,11 @@ class KeyDirectory:
     def _write_file(self, path: Path, data: bytes, mode: int) -> None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(fd, mode)
-            os.write(fd, data)
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fd, mode)  # whatever the umask
+            fh.write(data)
+            fh.flush()
             os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(tmp, path)
 
     def _write_state(self, records: list[Record]) -> None:

@@ -157,5 +157,8 @@ def open_keys(
                 f"database not found: {settings.db} (no key is configured, and the generated "
                 f"key set lives beside the database)"
             )
-        directory.ensure(adopt=_legacy_secret(settings))
+        legacy = _legacy_secret(settings)
+        if directory.ensure(adopt=legacy) and legacy is not None:
+            # The secret now lives in the key directory only: retiring it there retires it.
+            secret_path_for(settings.db.anchor).unlink(missing_ok=True)
     return LiveKeys(directory)

@@ -294,6 +294,8 @@ def test_legacy_generated_secret_is_adopted_and_its_tokens_keep_working(tmp_path
     assert codec.keys.signing_key == secret
     assert codec.verify(old_token).sid == "s"
     assert (key_dir_for(db) / "state.json").exists()
+    assert not (tmp_path / "sessions.db.secret").exists()  # one copy of the secret, not two
+    assert TokenCodec(open_keys(Settings(db=db), env={})).verify(old_token).sid == "s"
 
 
 def test_embedded_default_generates_any_algorithm_and_postgres_uses_its_anchor(
