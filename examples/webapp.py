@@ -5,21 +5,21 @@ operator can watch real browser or curl sessions appear, refresh and be force-lo
 ``sessionmon`` monitor. Never expose it.
 
 It reads the same ``SESSIONMON_*`` settings as the CLI (database, Redis URL or the embedded server,
-prefix, algorithm and keys, TTLs), plus two of its own:
-
-- ``SESSIONMON_COOKIE_SECURE=1``: mark the cookies ``Secure`` (serve over HTTPS then);
-- ``SESSIONMON_FAIL_OPEN=1``: serve requests without a user while Redis is down, instead of 503.
+prefix, algorithm and keys, TTLs), plus the web layer's own (cookie attributes, trusted proxy,
+allowed origins, body cap, fail-open: see :mod:`sessionmon.web.config`).
 
 Endpoints: ``POST /login`` ``{"email": ..., "name": ...}``, ``GET /me``, ``POST /logout``,
 ``GET /.well-known/jwks.json`` (the public keys of the next, current and previous signing keys;
 ``{"keys": []}`` for HMAC).
+``POST`` routes refuse cross-site requests (403), bodies that are not ``application/json`` (415),
+over the cap (413, read incrementally) or not the expected JSON (400), each with a JSON reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,9 +34,13 @@ from sessionmon.core.auth import Auth
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
 from sessionmon.core.keysource import KeySource
 from sessionmon.core.runtime import Runtime, open_runtime
-from sessionmon.core.settings import Settings, load_settings, parse_bool
-from sessionmon.web import CookieSettings, SessionMiddleware, get_user, require_user
+from sessionmon.core.settings import Settings, load_settings
+from sessionmon.web import CookieSettings, SessionMiddleware, auth_reason, get_user, require_user
+from sessionmon.web.body import BadBody, bad_request, read_json
+from sessionmon.web.config import WebSettings, load_web_settings
 from sessionmon.web.guards import DATABASE_UNAVAILABLE, REDIS_UNAVAILABLE
+from sessionmon.web.middleware import request_tokens
+from sessionmon.web.origin import CrossSiteGuard
 from sessionmon.web.starlette_support import EXCEPTION_HANDLERS
 
 log = logging.getLogger("sessionmon.webapp")
@@ -74,13 +78,16 @@ def create_app(
     *,
     cookies: CookieSettings | None = None,
     fail_open: bool | None = None,
+    web: WebSettings | None = None,
 ) -> Starlette:
-    """Build the demo app; settings default to the ``SESSIONMON_*`` environment, as for the CLI."""
+    """Build the demo app; settings default to the ``SESSIONMON_*`` environment, as for the CLI
+    (``cookies`` and ``fail_open`` override what ``web`` says)."""
     settings = settings or load_settings({})
+    web = web or load_web_settings()
     if cookies is None:
-        cookies = CookieSettings(secure=parse_bool(os.environ.get("SESSIONMON_COOKIE_SECURE", "")))
+        cookies = web.cookies()
     if fail_open is None:
-        fail_open = parse_bool(os.environ.get("SESSIONMON_FAIL_OPEN", ""))
+        fail_open = web.fail_open
     backend = Backend(settings)
 
     @contextlib.asynccontextmanager
@@ -103,15 +110,10 @@ def create_app(
 
     async def login(request: Request) -> Response:
         try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        email = body.get("email") if isinstance(body, dict) else None
-        if not isinstance(email, str) or "@" not in email or len(email) > MAX_EMAIL:
-            return _error(400, "bad_request", 'send JSON {"email": "you@example.com"}')
-        email = email.strip().lower()
-        name = body.get("name") if isinstance(body.get("name"), str) else None
-        name = (name or email.split("@", 1)[0])[:MAX_NAME]
+            body = await read_json(request.headers.raw, request.stream(), limit=web.max_body)
+            email, name = _login_fields(body)
+        except BadBody as exc:
+            return JSONResponse(exc.body, status_code=exc.status_code)
         ip = request.client.host if request.client else None
         auth = backend.auth
         session, access, refresh = await run_sync(
@@ -125,7 +127,10 @@ def create_app(
                 "refresh_expires_at": session.refresh_exp,
             }
         )
-        for header in cookies.login_headers(access, refresh, auth.access_ttl, auth.refresh_ttl):
+        https = cookies.over_https(request.scope)
+        for header in cookies.login_headers(
+            access, refresh, auth.access_ttl, auth.refresh_ttl, https=https
+        ):
             response.headers.append("set-cookie", header)
         return response
 
@@ -134,19 +139,33 @@ def create_app(
         return JSONResponse({"user": user.to_dict(), "refreshed": request.state.auth_refreshed})
 
     async def logout(request: Request) -> Response:
+        # Every token presented is blacklisted, whatever the session store says (its row may be
+        # gone): the session id comes from the user, or else from a presented token.
+        auth = backend.auth
         user = get_user(request)
-        payload: dict[str, Any] = {"logged_out": False}
-        if user is not None:
-            result = await run_sync(backend.auth.logout, user.session_id, "user", "logout")
+        access, refresh = request_tokens(request.scope, cookies)
+        presented = await run_sync(auth.presented_claims, access, refresh)
+        sid = user.session_id if user is not None else next((c.sid for c in presented), None)
+        payload: dict[str, Any] = {
+            "logged_out": False,
+            "reason": auth_reason(request) or "no_token",
+        }
+        if sid is not None:
+            result = await run_sync(
+                functools.partial(auth.logout, sid, "user", "logout", tokens=presented)
+            )
+            # Never claim a logout that revoked nothing.
             payload = {
-                "logged_out": True,
-                "session_id": user.session_id,
+                "logged_out": bool(result.revoked),
+                "session_id": sid,
                 "revoked": len(result.revoked),
                 "deleted": result.deleted,
                 "outcome": result.outcome.value,
             }
+            if not result.revoked:
+                payload["reason"] = "nothing_revoked"
         response = JSONResponse(payload)
-        for header in cookies.logout_headers():
+        for header in cookies.logout_headers(https=cookies.over_https(request.scope)):
             response.headers.append("set-cookie", header)
         return response
 
@@ -182,13 +201,15 @@ def create_app(
             Route("/.well-known/jwks.json", jwks),
         ],
         middleware=[
+            # Outermost: a cross-site POST is refused before any token is looked at.
+            Middleware(CrossSiteGuard, allowed_origins=web.allowed_origins),
             Middleware(
                 SessionMiddleware,
                 auth=lambda: backend.auth,
                 cookies=cookies,
                 fail_open=fail_open,
                 retry_after=RETRY_AFTER,
-            )
+            ),
         ],
         exception_handlers={
             **EXCEPTION_HANDLERS,
@@ -199,8 +220,16 @@ def create_app(
     )
 
 
-def _error(status: int, error: str, detail: str) -> Response:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+def _login_fields(body: Any) -> tuple[str, str]:
+    """The email and display name of a login body; ``BadBody`` (400) for any other shape."""
+    email = body.get("email") if isinstance(body, dict) else None
+    if not isinstance(email, str) or "@" not in email or len(email) > MAX_EMAIL:
+        raise bad_request("bad_shape", 'send JSON {"email": "you@example.com"}')
+    email = email.strip().lower()
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise bad_request("bad_shape", '"name" must be a string')
+    return email, (name or email.split("@", 1)[0])[:MAX_NAME]
 
 
 app = create_app()

@@ -28,11 +28,14 @@ from sessionmon.core.errors import (
     RedisUnavailable,
     SessionmonError,
 )
+from sessionmon.core.events import Event, EventKind
 from sessionmon.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from sessionmon.core.blacklist import Blacklist
-    from sessionmon.core.store import SessionStore
+    from sessionmon.core.bulk_logout import JobState
+    from sessionmon.core.session_query import SessionQuery
+    from sessionmon.core.store import Session, SessionStore
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
 
@@ -193,6 +196,42 @@ def build_parser() -> argparse.ArgumentParser:
     logout.add_argument("--user", metavar="EMAIL", help="every session of this user (email or id)")
     logout.add_argument("--reason", default=None, help="recorded in the audit table")
     logout.add_argument("--json", action="store_true", help="print the result as JSON")
+    where = logout.add_argument_group(
+        "revoke by query",
+        "--where ends every live session matching all the filters given (--user among them), "
+        "in batches; --dry-run first shows how many and a sample",
+    )
+    where.add_argument("--where", action="store_true", help="select sessions by the filters")
+    where.add_argument("--ip", metavar="CIDR", help="client IP in this range (or this address)")
+    where.add_argument("--user-agent", metavar="TEXT", help="user agent contains TEXT")
+    where.add_argument(
+        "--issued-before", metavar="TIME", help="logged in before TIME (ISO 8601, or 2h = ago)"
+    )
+    where.add_argument("--idle-for", metavar="DURATION", help="no request for at least this")
+    where.add_argument(
+        "--dry-run", action="store_true", help="print the count and a sample, change nothing"
+    )
+    where.add_argument("--batch", type=int, default=1000, help="sessions per batch (default 1000)")
+    where.add_argument("--resume", metavar="JOB", help="finish a revoke-by-query job that stopped")
+
+    events = sub.add_parser(
+        "events", parents=[common], help="the activity feed (logins, refreshes, rejections, ...)"
+    )
+    events.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.add_argument(
+        "--since", metavar="DURATION|TIME", help="from this long ago (10m) or this time (ISO 8601)"
+    )
+    events.add_argument(
+        "--kind",
+        action="append",
+        metavar="KIND",
+        help="only this kind (repeatable): " + ", ".join(k.value for k in EventKind),
+    )
+    events.add_argument("--user", metavar="EMAIL", help="only events of this user (email or id)")
+    events.add_argument(
+        "--limit", type=int, default=50, help="without --since: the last N events (default 50)"
+    )
 
     bl = sub.add_parser("blacklist", parents=[common], help="list blacklist keys by expiry")
     bl.add_argument("--json", action="store_true", help="print a JSON array")
@@ -457,6 +496,12 @@ def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
     from sessionmon.core.runtime import open_runtime
 
+    if args.where or args.resume:
+        return _logout_where(args, settings)
+    query_only = [f for f in ("ip", "user_agent", "issued_before", "idle_for") if getattr(args, f)]
+    if query_only or args.dry_run:
+        flag = "--" + (query_only[0].replace("_", "-") if query_only else "dry-run")
+        raise CliError(f"{flag} selects sessions by query: add --where")
     if bool(args.session_ids) == bool(args.user):
         raise CliError("give SESSION_ID... or --user EMAIL (one of the two)")
     with open_runtime(settings, create_db=_may_initialise(settings, True)) as rt:
@@ -479,6 +524,160 @@ def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_USAGE
     # A partial result (some sessions not found) is not a success: a script must notice.
     return EXIT_OK if result.found and not result.missing else EXIT_NO_MATCH
+
+
+def _logout_where(args: argparse.Namespace, settings: Settings) -> int:
+    """``logout --where``: plan the matched set as a job (or resume one), then end it."""
+    from sessionmon.core.bulk_logout import LogoutJob, jobs_dir_for
+    from sessionmon.core.runtime import open_runtime
+
+    if args.session_ids:
+        raise CliError("--where selects sessions by filters: give no SESSION_ID")
+    if args.batch < 1:
+        raise CliError("--batch must be at least 1")
+    root = jobs_dir_for(settings.db)
+    if args.resume:
+        if args.where or _query_given(args):
+            raise CliError("--resume JOB finishes the job's own query: give no filters")
+        job = LogoutJob.load(root, args.resume)
+    else:
+        query = _session_query(args)
+        if args.dry_run:
+            return _logout_dry_run(args, settings, query)
+    with open_runtime(settings, create_db=False) as rt:
+        if not args.resume:
+            now = rt.auth.clock.now()
+            job = LogoutJob.plan(
+                root, rt.store, query, actor=settings.actor, reason=args.reason, now=now
+            )
+            if job.state.total == 0:
+                job.discard()
+                sys.stderr.write(f"no live sessions match ({query.describe()})\n")
+                return EXIT_NO_MATCH
+        st = job.state
+        if st.finished:
+            sys.stderr.write(f"logout job {st.job} is already complete\n")
+        elif not args.json:
+            sys.stderr.write(f"job {st.job}: {st.total:,} sessions ({st.query})\n")
+        tty = sys.stderr.isatty() and not args.json
+
+        def show(state: JobState) -> None:
+            if tty:
+                share = 100 * state.done // state.total if state.total else 100
+                sys.stderr.write(f"\r{state.done:,}/{state.total:,} ({share}%)   ")
+                sys.stderr.flush()
+
+        try:
+            report = job.run(rt.auth, batch=args.batch, progress=show)
+        except KeyboardInterrupt:
+            sys.stderr.write(
+                f"\nsessionmon: interrupted after {st.done:,} of {st.total:,}; "
+                f"finish with: sessionmon logout --resume {st.job}\n"
+            )
+            return 130
+        if tty:
+            sys.stderr.write("\n")
+    st = report.state
+    if args.json:
+        _json(report.to_dict())
+    else:
+        _out(
+            f"ended {st.ended:,} sessions ({st.keys:,} blacklist keys); "
+            f"{st.gone:,} had already ended; {st.done:,} of {st.total:,} planned"
+        )
+    if report.failure is not None:
+        sys.stderr.write(
+            f"sessionmon: stopped after {st.done:,} of {st.total:,}: {report.failure}; "
+            f"finish with: sessionmon logout --resume {st.job}\n"
+        )
+        return exit_code_for(report.failure)
+    return EXIT_OK
+
+
+def _query_given(args: argparse.Namespace) -> bool:
+    return any(getattr(args, f) for f in ("user", "ip", "user_agent", "issued_before", "idle_for"))
+
+
+def _session_query(args: argparse.Namespace) -> SessionQuery:
+    """The ``SessionQuery`` of ``logout --where``'s filters (at least one)."""
+    import time
+
+    from sessionmon.core.durations import parse_duration
+    from sessionmon.core.session_query import SessionQuery, parse_cidr, parse_time
+
+    if not _query_given(args):
+        raise CliError(
+            "--where needs at least one filter: --user, --ip, --user-agent, --issued-before, "
+            "--idle-for"
+        )
+    try:
+        idle = parse_duration(args.idle_for) if args.idle_for else None
+    except ConfigError as exc:
+        raise CliError(f"--idle-for: {exc}") from None
+    try:
+        before = parse_time(args.issued_before, time.time()) if args.issued_before else None
+    except ConfigError as exc:
+        raise CliError(f"--issued-before: {exc}") from None
+    try:
+        ip = parse_cidr(args.ip) if args.ip else None
+    except ConfigError as exc:
+        raise CliError(f"--ip: {exc}") from None
+    return SessionQuery(
+        user=args.user,
+        ip=ip,
+        user_agent=args.user_agent or None,
+        issued_before=before,
+        idle_for=idle,
+    )
+
+
+DRY_RUN_SAMPLE = 10
+
+
+def _logout_dry_run(args: argparse.Namespace, settings: Settings, query: SessionQuery) -> int:
+    import time
+
+    from sessionmon.core.session_query import matching_sessions
+
+    store = _open_store(settings)
+    try:
+        now = time.time()
+        count = 0
+        sample: list[Session] = []
+        for s in matching_sessions(store, query, now):
+            count += 1
+            if len(sample) < DRY_RUN_SAMPLE:
+                sample.append(s)
+    finally:
+        store.close()
+    if args.json:
+        _json(
+            {
+                "dry_run": True,
+                "query": query.describe(),
+                "would_end": count,
+                "sample": [s.to_dict() for s in sample],
+            }
+        )
+    else:
+        _out(f"would end {count:,} live session{'s' if count != 1 else ''} ({query.describe()})")
+        if sample:
+            _table(
+                ("SESSION", "EMAIL", "IP", "LOGGED IN", "IDLE"),
+                [
+                    (
+                        s.id,
+                        _short(s.email, 28),
+                        s.ip or "-",
+                        time.strftime("%Y-%m-%d %H:%M", time.localtime(s.created_at)),
+                        format_duration(now - s.last_seen_at),
+                    )
+                    for s in sample
+                ],
+            )
+            if count > len(sample):
+                _out(f"... and {count - len(sample):,} more")
+    return EXIT_OK if count else EXIT_NO_MATCH
 
 
 @contextlib.contextmanager
@@ -505,6 +704,103 @@ def _blacklist(settings: Settings) -> Iterator[Blacklist]:
 def _blacklisted(settings: Settings, jti: str, sid: str) -> bool:
     with _blacklist(settings) as bl:
         return bl.is_revoked(jti, sid)
+
+
+FOLLOW_BLOCK_MS = 1000
+RECONNECT_PAUSE = 1.0
+
+
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the feed (``--since`` or the last ``--limit``), then with ``--follow`` new events as
+    they come, resuming after the last id printed when Redis comes back."""
+    import time
+
+    from sessionmon.core.event_stream import StreamReader
+    from sessionmon.core.session_query import parse_time
+
+    kinds = _event_kinds(args.kind)
+    if args.limit < 1:
+        raise CliError("--limit must be at least 1")
+    try:
+        since = parse_time(args.since, time.time()) if args.since else None
+    except ConfigError as exc:
+        raise CliError(f"--since: {exc}") from None
+    shown = 0
+
+    def show(batch: Sequence[Event]) -> None:
+        nonlocal shown
+        for e in batch:
+            if _event_matches(e, kinds, args.user):
+                shown += 1
+                _flush_out(json.dumps(e.to_dict()) if args.json else _event_line(e))
+
+    with _blacklist(settings) as bl:
+        reader = StreamReader(bl.client, settings.prefix)
+        if since is not None:
+            batch = reader.since(since)
+            show(batch)
+            while len(batch) == 1000:  # more than one page since then
+                batch = reader.after(batch[-1].id, count=1000)
+                show(batch)
+            last = batch[-1].id if batch else reader.last_id()
+        else:
+            recent = reader.latest(args.limit if not (kinds or args.user) else 10_000)
+            if kinds or args.user:
+                recent = [e for e in recent if _event_matches(e, kinds, args.user)][-args.limit :]
+            show(recent)
+            last = recent[-1].id if recent else reader.last_id()
+        if not args.follow:
+            if not shown:
+                sys.stderr.write("no events match\n" if (kinds or args.user) else "no events\n")
+            return EXIT_OK if shown else EXIT_NO_MATCH
+        down = False
+        while True:
+            try:
+                batch = reader.after(last, block_ms=FOLLOW_BLOCK_MS)
+            except RedisUnavailable as exc:
+                if not down:
+                    sys.stderr.write(f"sessionmon: {exc}; retrying\n")
+                    down = True
+                time.sleep(RECONNECT_PAUSE)
+                continue
+            if down:
+                sys.stderr.write("sessionmon: Redis is back; following from the last event shown\n")
+                down = False
+            show(batch)
+            if batch:
+                last = batch[-1].id
+
+
+def _event_kinds(values: Sequence[str] | None) -> frozenset[EventKind]:
+    kinds = set()
+    for value in values or ():
+        for name in value.split(","):
+            try:
+                kinds.add(EventKind(name.strip()))
+            except ValueError:
+                known = ", ".join(k.value for k in EventKind)
+                raise CliError(f"--kind: no such kind {name.strip()!r} (one of {known})") from None
+    return frozenset(kinds)
+
+
+def _event_matches(e: Event, kinds: frozenset[EventKind], user: str | None) -> bool:
+    if kinds and e.kind not in kinds:
+        return False
+    return user is None or user in (e.user_id, e.email) or user.lower() == e.email
+
+
+def _event_line(e: Event) -> str:
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
+    who = e.email or e.user_id or "-"
+    parts = [when, e.kind.value.ljust(14), _short(who, 32).ljust(32), e.session_id or "-"]
+    if e.count != 1:
+        parts.append(f"x{e.count}")
+    for label, value in (("reason", e.reason), ("by", e.actor), ("ip", e.ip)):
+        if value:
+            parts.append(f"{label} {value}")
+    return "  ".join(parts)
 
 
 def cmd_blacklist(args: argparse.Namespace, settings: Settings) -> int:
@@ -553,7 +849,8 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
     if sys.stdin.isatty():
         sys.stderr.write("paste one token, then press Ctrl-D\n")
-    token = sys.stdin.read().strip()
+    # Bytes, whatever the locale: invalid UTF-8 must be a rejection (malformed), never a crash.
+    token = sys.stdin.buffer.read().strip().decode("utf-8", "surrogateescape")
     typ = REFRESH if args.refresh else ACCESS
     from sessionmon.core.runtime import make_codec
     from sessionmon.core.settings import may_create_db
@@ -832,6 +1129,7 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace, Settings], int]] = {
     "ls": cmd_ls,
     "logout": cmd_logout,
     "blacklist": cmd_blacklist,
+    "events": cmd_events,
     "check": cmd_check,
     "audit": cmd_audit,
     "migrate": cmd_migrate,

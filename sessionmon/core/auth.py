@@ -93,6 +93,10 @@ class LogoutOutcome(Enum):
     PARTIAL = "partial"  # some of the sessions asked for did not exist; the rest are done
     REDIS_UNAVAILABLE = "failed: redis unavailable"  # nothing revoked, nothing deleted
     REVOKED_NOT_DELETED = "revoked_not_deleted"  # tokens blacklisted, rows not deleted
+    DATABASE_UNAVAILABLE = "failed: database unavailable"  # nothing read, nothing revoked
+    # A user logout whose session row was already gone: the presented tokens and the session id
+    # are blacklisted all the same (there was no row to delete).
+    NO_ROW = "revoked_no_row"
 
 
 @dataclass
@@ -311,8 +315,27 @@ class Auth:
         *,
         tokens: Sequence[Claims] = (),
     ) -> LogoutResult:
-        """The user logs out: blacklist the session's tokens (and ``tokens``), delete it."""
+        """The user logs out: blacklist the session's tokens, delete it.
+
+        ``tokens`` are the verified claims of the tokens presented with the request (see
+        :meth:`presented_claims`). They are blacklisted whatever the session store says, and so
+        is the session id when one of them names it: a row that is gone (purged, or a store
+        restored from an older backup) must not leave the presented tokens working.
+        """
         return self._revoke_sessions([session_id], "logout", actor, reason, extra=tokens)
+
+    def presented_claims(self, access_token: str | None, refresh_token: str | None) -> list[Claims]:
+        """The claims of the presented tokens whose signature verifies and that have not expired
+        (revoked or not: a logout blacklists them again). Never raises for a bad token."""
+        out: list[Claims] = []
+        for token, typ in ((access_token, ACCESS), (refresh_token, REFRESH)):
+            if not token:
+                continue
+            try:
+                out.append(self.codec.verify(token, typ))
+            except TokenRejected:
+                continue  # not ours, or expired: nothing a blacklist entry would add
+        return out
 
     def force_logout(self, session_id: str, actor: str, reason: str | None = None) -> LogoutResult:
         """An operator ends one session."""
@@ -323,6 +346,14 @@ class Auth:
     ) -> LogoutResult:
         """An operator ends several sessions (one MULTI/EXEC, one SQLite transaction)."""
         return self._revoke_sessions(list(session_ids), "force_logout", actor, reason)
+
+    def end_sessions(
+        self, sessions: Sequence[Session], action: str, actor: str, reason: str | None = None
+    ) -> LogoutResult:
+        """An operator ends exactly these sessions, as just read from the store (revoke by
+        query): one blacklist write, one delete with the audit rows."""
+        ids = [s.id for s in sessions]
+        return self._revoke_sessions(ids, action, actor, reason, sessions=sessions)
 
     def force_logout_user(self, user: str, actor: str, reason: str | None = None) -> LogoutResult:
         """An operator ends every session of a user (by user id or email)."""
@@ -401,6 +432,20 @@ class Auth:
                 RevokeRequest(kind, c.sid, c.exp, c.jti, c.sub, owner.email if owner else c.email)
             )
             keys_by_session.setdefault(c.sid, []).append(self.blacklist.token_key(c.jti))
+        # A requested session whose row is gone but whose own token was presented (so its id is
+        # authentic): blacklist the session id too, for as long as any token of it can live.
+        vouched: dict[str, Claims] = {}
+        for c in extra:  # the access token's claims carry the email: prefer them
+            if c.sid not in vouched or (c.email and not vouched[c.sid].email):
+                vouched[c.sid] = c
+        unrecorded = [sid for sid in result.missing if sid in vouched]
+        for sid in unrecorded:
+            c = vouched[sid]
+            session_exp = max(
+                [x.exp for x in extra if x.sid == sid] + [now + self.refresh_ttl + RACE_MARGIN]
+            )
+            requests.append(RevokeRequest(KIND_SESSION, sid, session_exp, None, c.sub, c.email))
+            keys_by_session[sid].append(self.blacklist.sid_key(sid))
 
         def audit_row(s: Session, **outcome: Any) -> AuditRow:
             """The audit row of session ``s`` in this logout."""
@@ -423,9 +468,24 @@ class Auth:
             self._audit_safely([audit_row(s, outcome=result.outcome.value) for s in sessions])
             raise LogoutFailed(result) from None
 
-        audit_rows = [
-            audit_row(s, revoked=[k for k in keys_by_session.get(s.id, []) if k in result.revoked])
-            for s in sessions
+        def revoked_of(sid: str) -> list[str]:
+            return [k for k in keys_by_session.get(sid, []) if k in result.revoked]
+
+        audit_rows = [audit_row(s, revoked=revoked_of(s.id)) for s in sessions]
+        done_without_row = [sid for sid in unrecorded if revoked_of(sid)]
+        audit_rows += [
+            AuditRow(
+                at=now,
+                action=action,
+                actor=actor,
+                reason=reason,
+                session_id=sid,
+                user_id=vouched[sid].sub,
+                email=vouched[sid].email,
+                revoked=revoked_of(sid),
+                outcome=LogoutOutcome.NO_ROW.value,
+            )
+            for sid in done_without_row
         ]
         try:
             result.deleted = self.store.delete_sessions_with_audit(result.found, audit_rows)
@@ -433,9 +493,13 @@ class Auth:
             result.outcome = LogoutOutcome.REVOKED_NOT_DELETED
             result.error = f"tokens are revoked but the session rows were not deleted: {exc}"
             return result
-        if result.missing:
-            self._audit_not_found(result.missing, action, actor, reason)
-            result.outcome = LogoutOutcome.PARTIAL if result.found else LogoutOutcome.NOT_FOUND
+        not_found = [sid for sid in result.missing if sid not in done_without_row]
+        if not_found:
+            self._audit_not_found(not_found, action, actor, reason)
+            done = result.found or done_without_row
+            result.outcome = LogoutOutcome.PARTIAL if done else LogoutOutcome.NOT_FOUND
+        elif done_without_row:
+            result.outcome = LogoutOutcome.NO_ROW
         return result
 
     def _audit_not_found(

@@ -19,7 +19,11 @@ from PyJWT. It accepts only when all of these hold:
 - the HMAC over the exact signing input (``header.payload`` as sent), with the key prepared once by
   PyJWT's own ``prepare_key``, equals the signature (``hmac.compare_digest``);
 - the payload is a JSON object whose ``sub`` and ``jti`` (when present) are strings, and whose
-  ``iss`` / ``aud`` match the configured issuer / audience in the plain forms PyJWT accepts.
+  ``iss`` / ``aud`` match the configured issuer / audience in the plain forms PyJWT accepts (with
+  no audience configured, a payload with any ``aud`` is left to PyJWT).
+
+The header cache (headers already seen to be acceptable) only learns a header from a token whose
+signature verified, so unauthenticated input cannot fill it.
 
 It is off when the key is shorter than PyJWT's recommended minimum (PyJWT then warns on every
 decode, and that behaviour is kept) or when PyJWT refuses the key.
@@ -116,16 +120,12 @@ class HmacFastPath:
             header = json.loads(data)
         except (ValueError, RecursionError):
             return False
-        if (
-            not isinstance(header, dict)
-            or header.get("alg") != self.algorithm
-            or not header.keys() <= _HEADER_KEYS
-            or ("kid" in header and (self.kid is None or header["kid"] != self.kid))
-        ):
-            return False
-        if len(self._known_headers) < _MAX_KNOWN_HEADERS:
-            self._known_headers.add(segment)
-        return True
+        return (
+            isinstance(header, dict)
+            and header.get("alg") == self.algorithm
+            and header.keys() <= _HEADER_KEYS
+            and ("kid" not in header or (self.kid is not None and header["kid"] == self.kid))
+        )
 
     def accept(self, token: str) -> dict[str, Any] | None:
         """The payload if ``token`` certainly verifies; None means "ask PyJWT"."""
@@ -142,6 +142,10 @@ class HmacFastPath:
         expected = hmac.new(self._key, signing_input, self._hash).digest()
         if not hmac.compare_digest(expected, signature):
             return None
+        # Only a header that came with a good signature is remembered: unauthenticated tokens
+        # must not be able to fill (or steer) the cache.
+        if header_seg not in self._known_headers and len(self._known_headers) < _MAX_KNOWN_HEADERS:
+            self._known_headers.add(header_seg)
         data = _b64(payload_seg)
         if data is None:
             return None
@@ -157,7 +161,10 @@ class HmacFastPath:
             return None
         if self.issuer is not None and payload.get("iss") != self.issuer:
             return None
-        if self.audience is not None:
+        if self.audience is None:
+            if "aud" in payload:
+                return None  # PyJWT decides (it rejects any non-empty audience)
+        else:
             aud = payload.get("aud")
             if not (
                 aud == self.audience

@@ -63,6 +63,9 @@ def _jwk_of(material: KeyMaterial) -> dict[str, Any]:
     if material.is_hmac:
         key = key if isinstance(key, bytes) else str(key).encode()
         return {"kty": "oct", "k": _b64(key)}
+    key = algorithm.prepare_key(key)  # PEM text or bytes -> a key object, as PyJWT reads it
+    if hasattr(key, "public_key"):  # a private key: only its public part
+        key = key.public_key()
     jwk = algorithm.to_jwk(key, as_dict=True)
     return dict(jwk)
 

@@ -8,6 +8,7 @@ and checks ``typ``. Minting signs with the current key and sets ``kid`` in the h
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -133,8 +134,11 @@ class TokenCodec:
             "verify_exp": False,  # checked below against the injectable clock
             "verify_nbf": False,
             "verify_iat": False,
-            "verify_aud": audience is not None,
+            # Always on: with no audience configured, PyJWT rejects a token that names one.
+            "verify_aud": True,
             "verify_iss": issuer is not None,
+            "verify_sub": True,
+            "verify_jti": True,
             "require": [],
         }
         # Accept-only shortcut for HMAC tokens (see jws_fast): anything it does not accept goes
@@ -243,7 +247,8 @@ class TokenCodec:
     # -- verification ----------------------------------------------------------------------------
 
     def decode(self, token: Any) -> dict[str, Any]:
-        """Check size, header and signature; return the raw payload (no time checks)."""
+        """Check size, header, signature, ``iss`` / ``aud`` / ``sub`` / ``jti``; return the raw
+        payload (no time checks)."""
         if isinstance(token, bytes):
             try:
                 token = token.decode("ascii")
@@ -253,6 +258,10 @@ class TokenCodec:
             raise TokenRejected(Reason.MALFORMED, "no token")
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenRejected(Reason.TOO_LARGE, f"token is over {MAX_TOKEN_BYTES} bytes")
+        # A compact JWS is base64url and dots. Anything else (a lone surrogate from invalid UTF-8
+        # on stdin, say) is malformed here, before a library tries to encode it.
+        if not token.isascii():
+            raise TokenRejected(Reason.MALFORMED, "token is not ASCII")
         if token.count(".") != 2:
             raise TokenRejected(Reason.MALFORMED, "not a JWS compact token")
         fast = self._fast
@@ -263,7 +272,8 @@ class TokenCodec:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
-            raise TokenRejected(Reason.MALFORMED, "unreadable header") from None
+            reason, detail = _unreadable(token)
+            raise TokenRejected(reason, detail) from None
         alg = header.get("alg") if isinstance(header, dict) else None
         if alg != self.algorithm:
             raise TokenRejected(Reason.BAD_SIGNATURE, "algorithm not accepted")
@@ -293,6 +303,10 @@ class TokenCodec:
             raise TokenRejected(Reason.BAD_SIGNATURE, f"not issued for us ({exc})") from None
         except jwt.InvalidKeyError:
             raise TokenRejected(Reason.BAD_SIGNATURE, "key not usable for this token") from None
+        except jwt.exceptions.InvalidSubjectError:
+            raise TokenRejected(Reason.MALFORMED, "sub is not a string") from None
+        except jwt.exceptions.InvalidJTIError:
+            raise TokenRejected(Reason.MALFORMED, "jti is not a string") from None
         except (jwt.InvalidTokenError, ValueError, TypeError, json.JSONDecodeError):
             raise TokenRejected(Reason.MALFORMED, "payload is not a JSON object") from None
         if not isinstance(payload, dict):
@@ -314,7 +328,8 @@ class TokenCodec:
         exp = payload.get("exp")
         if exp is None:
             raise TokenRejected(Reason.MISSING_CLAIM, "missing claim exp")
-        if _finite(exp) is None:
+        expires = _seconds(exp)
+        if expires is None:
             raise TokenRejected(Reason.MALFORMED, "exp is not a number")
         sid = payload.get("sid", payload.get("sessionId"))
         if sid is None or sid == "":
@@ -333,17 +348,18 @@ class TokenCodec:
                 Reason.WRONG_TYPE, f"expected {article} {expected_typ} token, got {typ!r}"
             )
 
+        # As PyJWT does: a present nbf / iat (even null) must be a number, compared as int().
         for claim in ("nbf", "iat"):
-            value = payload.get(claim)
-            if value is None:
+            if claim not in payload:
                 continue
-            if _finite(value) is None:
+            value = _seconds(payload[claim])
+            if value is None:
                 raise TokenRejected(Reason.MALFORMED, f"{claim} is not a number")
             if value > now + self.leeway:
                 raise TokenRejected(Reason.NOT_YET_VALID, f"{claim} is in the future")
 
         claims = self._claims(payload, token, typ)
-        if exp <= now - self.leeway:
+        if expires <= now - self.leeway:
             raise TokenRejected(Reason.EXPIRED, "token has expired", claims)
         return claims
 
@@ -376,3 +392,45 @@ def _finite(value: Any) -> float | None:
     except OverflowError:
         return None
     return number if math.isfinite(number) else None
+
+
+def _seconds(value: Any) -> int | None:
+    """A NumericDate claim as PyJWT compares it (``int(value)``, truncated), or None when it is not
+    a finite number (null, bool, string, NaN, infinite or too large)."""
+    number = _finite(value)
+    return None if number is None else int(value)
+
+
+_B64URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _segment(segment: str) -> bytes | None:
+    """A JWS segment decoded as PyJWT decodes it (base64url, at most 2 ``=``, canonical)."""
+    stripped = segment.rstrip("=")
+    padding = len(segment) - len(stripped)
+    raw = stripped.encode("ascii")
+    if padding > 2 or (padding and len(segment) % 4) or len(raw) % 4 == 1:
+        return None
+    if not _B64URL.issuperset(raw):
+        return None
+    data = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    if base64.urlsafe_b64encode(data).rstrip(b"=") != raw:
+        return None  # stray bits in the last character: not the canonical encoding
+    return data
+
+
+def _unreadable(token: str) -> tuple[Reason, str]:
+    """Why PyJWT could not read ``token`` (ASCII, two dots), naming the segment at fault."""
+    header_seg, payload_seg, signature_seg = token.split(".")
+    header_data = _segment(header_seg)
+    try:
+        header = json.loads(header_data) if header_data is not None else None
+    except (ValueError, RecursionError):
+        header = None
+    if not isinstance(header, dict):
+        return Reason.MALFORMED, "unreadable header"
+    if header.get("b64", True) is not False and _segment(payload_seg) is None:
+        return Reason.MALFORMED, "unreadable payload"
+    if _segment(signature_seg) is None:
+        return Reason.BAD_SIGNATURE, "signature is not valid base64url"
+    return Reason.MALFORMED, "unsupported header (kid, crit or b64)"

@@ -55,6 +55,17 @@ ACTIONS: tuple[ActionSpec, ...] = (
         short="User",
     ),
     ActionSpec(
+        "A",
+        "force_logout_matching",
+        "Log out matching",
+        "Force-logout every session the filter matches (the dialog names how many; confirming "
+        "ends exactly those)",
+        "A",
+        destructive=True,
+        views=frozenset({SESSIONS}),
+        show=False,
+    ),
+    ActionSpec(
         "space",
         "toggle_mark",
         "Mark",

@@ -29,14 +29,16 @@ from textual.worker import get_current_worker
 from sessionmon.core.auth import Auth, LogoutResult
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.blacklist_search import SearchResult, search
+from sessionmon.core.bulk_logout import end_in_batches
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.durations import format_duration
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
+from sessionmon.core.session_query import SessionQuery, matching_sessions
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import ReadModel, Session, SessionStore, ViewQuery, open_reader
 from sessionmon.core.store.url import DatabaseUrl
 from sessionmon.core.urls import mask_url
-from sessionmon.tui.actions import ACTIONS, works_in
+from sessionmon.tui.actions import ACTIONS, DESTRUCTIVE, works_in
 from sessionmon.tui.backend import MonitorBackend
 from sessionmon.tui.failures import log, report_failure
 from sessionmon.tui.format import plural
@@ -45,6 +47,7 @@ from sessionmon.tui.messages import (
     BlacklistSearched,
     DetailLoaded,
     LogoutDone,
+    MatchingSessionsFound,
     Notice,
     PollDone,
     RedisStarted,
@@ -606,6 +609,38 @@ class SessionmonApp(App[int]):
         )
         self.main.confirm(target)
 
+    def find_matching_sessions(self, text: str) -> None:
+        """For ``A``: read every live session the filter ``text`` matches in a worker, then ask
+        to confirm with exactly that set."""
+        self._find_matching_sessions(text)
+
+    @work(thread=True, group="user-lookup", exclusive=True, exit_on_error=False)
+    def _find_matching_sessions(self, text: str) -> None:
+        try:
+            found = list(
+                matching_sessions(self.backend.store(), SessionQuery(text=text), self.clock.now())
+            )
+        except Exception as exc:  # DatabaseError, or a bug (logged)
+            error = report_failure("reading the matching sessions", exc).detail
+            self.post_message(MatchingSessionsFound(text, (), (), error))
+            return
+        ids = tuple(s.id for s in found)
+        emails = tuple(s.email or s.user_id for s in found)
+        self.post_message(MatchingSessionsFound(text, ids, emails, None))
+
+    @on(MatchingSessionsFound)
+    def _matching_sessions_found(self, message: MatchingSessionsFound) -> None:
+        if not self.main_ready:
+            return
+        if message.error is not None:
+            self.notify(message.error, title="Cannot read the sessions", severity="error")
+            return
+        if not message.ids:
+            self.notify(f"No live session matches {message.text!r}", severity="warning")
+            return
+        target = LogoutTarget(LogoutKind.MATCHING, message.ids, message.emails, query=message.text)
+        self.main.confirm(target)
+
     def start_logout(self, target: LogoutTarget, reason: str | None) -> None:
         """Force-logout ``target`` in a worker thread (never on the UI thread)."""
         self.notify(f"Logging out {plural(target.count, 'session')}…", timeout=2)
@@ -618,6 +653,10 @@ class SessionmonApp(App[int]):
             auth = self.backend.auth()
             if target.kind is LogoutKind.USER and target.user_id:
                 result = auth.force_logout_user(target.user_id, actor, reason)
+            elif target.kind is LogoutKind.MATCHING:
+                result = end_in_batches(
+                    auth, target.session_ids, actor, reason, progress=self._logout_progress
+                )
             elif len(target.session_ids) == 1:
                 result = auth.force_logout(target.session_ids[0], actor, reason)
             else:
@@ -632,6 +671,9 @@ class SessionmonApp(App[int]):
             return
         self.post_message(LogoutDone(target, result, None))
 
+    def _logout_progress(self, done: int, total: int) -> None:
+        self.post_message(Notice(f"{done:,} of {total:,} logged out…", "Force-logout"))
+
     @on(LogoutDone)
     def _logout_done(self, message: LogoutDone) -> None:
         target, result = message.target, message.result
@@ -639,7 +681,7 @@ class SessionmonApp(App[int]):
             self.notify(message.error or "failed", title="Force-logout failed", severity="error")
         else:
             self.model.unmark(result.found)
-            if target.kind is LogoutKind.MARKED:
+            if target.kind in (LogoutKind.MARKED, LogoutKind.MATCHING):
                 self.model.unmark(result.missing)
             title, text, severity = describe_logout(target, result)
             self.notify(text, title=title, severity=severity, timeout=6)
@@ -669,7 +711,7 @@ class SessionmonApp(App[int]):
             label = next(a.label for a in ACTIONS if a.action == action)
             self.notify(f"{label} works in the sessions view (tab switches)", severity="warning")
             return
-        if action in ("force_logout", "force_logout_user"):
+        if action in DESTRUCTIVE:
             why = main.refusal()
             if why:
                 self.notify(why, title="Refused", severity="warning")

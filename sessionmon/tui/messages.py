@@ -2,9 +2,9 @@
 
 ``PollDone`` (a snapshot from the poll worker), ``RowsRead`` (rows the sessions view asked for),
 ``LogoutDone`` (the result of a force-logout worker), ``DetailLoaded``, ``UserSessionsFound`` (the
-sessions of a user, for ``L``), ``BlacklistSearched`` / ``SearchProgress`` (the blacklist filter's
-walk over the index), ``RedisStarted`` (an attempt to start the embedded Redis) and ``Notice`` (a
-notification).
+sessions of a user, for ``L``), ``MatchingSessionsFound`` (what the filter matched, for ``A``),
+``BlacklistSearched`` / ``SearchProgress`` (the blacklist filter's walk over the index),
+``RedisStarted`` (an attempt to start the embedded Redis) and ``Notice`` (a notification).
 """
 
 from __future__ import annotations
@@ -52,6 +52,20 @@ class UserSessionsFound(Message):
         super().__init__()
         self.session = session
         self.ids = ids
+        self.error = error
+
+
+class MatchingSessionsFound(Message):
+    """The live sessions the filter ``text`` matched when ``A`` was pressed (ids and emails;
+    ``error``: they could not be read)."""
+
+    def __init__(
+        self, text: str, ids: tuple[str, ...], emails: tuple[str, ...], error: str | None
+    ) -> None:
+        super().__init__()
+        self.text = text
+        self.ids = ids
+        self.emails = emails
         self.error = error
 
 

@@ -14,16 +14,19 @@ from sessionmon.web.guards import (
     get_user,
     require_user,
 )
-from sessionmon.web.middleware import SessionMiddleware
+from sessionmon.web.middleware import SessionMiddleware, request_tokens
+from sessionmon.web.origin import CrossSiteGuard
 
 __all__ = [
     "DATABASE_UNAVAILABLE",
     "REDIS_UNAVAILABLE",
     "AuthRequired",
     "CookieSettings",
+    "CrossSiteGuard",
     "SessionMiddleware",
     "User",
     "auth_reason",
     "get_user",
+    "request_tokens",
     "require_user",
 ]

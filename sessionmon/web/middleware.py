@@ -58,7 +58,8 @@ class SessionMiddleware:
     :param auth: an :class:`~sessionmon.core.auth.Auth`, or a zero-argument callable returning
         one (called per request, so an app can open its runtime in its lifespan).
     :param cookies: cookie names and attributes (default ``accessToken`` / ``refreshToken``,
-        HttpOnly, SameSite=Lax, not Secure: pass ``CookieSettings(secure=True)`` behind HTTPS).
+        HttpOnly, SameSite=Lax, Secure when the request came over HTTPS; see
+        :class:`~sessionmon.web.CookieSettings`).
     :param bearer: also accept ``Authorization: Bearer <access>`` (it wins over the cookie).
     :param fail_open: what to do when Redis (or the database) cannot be reached for a request
         that carries tokens. ``False`` (default, fail closed): answer ``503`` with
@@ -136,7 +137,10 @@ class SessionMiddleware:
             return
 
         cookie = self.cookies.set_header(
-            self.cookies.access_name, result.new_access_token, auth.access_ttl
+            self.cookies.access_name,
+            result.new_access_token,
+            auth.access_ttl,
+            https=self.cookies.over_https(scope),
         ).encode("latin-1")
 
         async def send_with_cookie(message: Message) -> None:
@@ -152,21 +156,7 @@ class SessionMiddleware:
 
     def tokens(self, scope: Scope) -> tuple[str | None, str | None]:
         """The access and refresh tokens the request carries (``None`` when absent)."""
-        cookie_parts: list[str] = []
-        authorization: str | None = None
-        for key, value in scope.get("headers", []):
-            if key == b"cookie":
-                cookie_parts.append(value.decode("latin-1"))
-            elif key == b"authorization" and authorization is None:
-                authorization = value.decode("latin-1")
-        cookies = parse_cookie_header("; ".join(cookie_parts)) if cookie_parts else {}
-        access = cookies.get(self.cookies.access_name) or None
-        refresh = cookies.get(self.cookies.refresh_name) or None
-        if self.bearer and authorization is not None:
-            scheme, _, credentials = authorization.strip().partition(" ")
-            if scheme.lower() == "bearer":
-                access = credentials.strip() or "-"  # an empty Bearer is a malformed token
-        return access, refresh
+        return request_tokens(scope, self.cookies, bearer=self.bearer)
 
     async def _unavailable(
         self, scope: Scope, receive: Receive, send: Send, reason: str, detail: str
@@ -185,3 +175,25 @@ class SessionMiddleware:
             {"error": "unavailable", "reason": reason},
             {"Retry-After": str(self.retry_after)},
         )
+
+
+def request_tokens(
+    scope: Scope, cookies: CookieSettings, *, bearer: bool = True
+) -> tuple[str | None, str | None]:
+    """The access and refresh tokens a request (an ASGI scope) carries (``None`` when absent):
+    the cookies, or ``Authorization: Bearer <access>`` (it wins over the cookie)."""
+    cookie_parts: list[str] = []
+    authorization: str | None = None
+    for key, value in scope.get("headers", []):
+        if key == b"cookie":
+            cookie_parts.append(value.decode("latin-1"))
+        elif key == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+    jar = parse_cookie_header("; ".join(cookie_parts)) if cookie_parts else {}
+    access = jar.get(cookies.access_name) or None
+    refresh = jar.get(cookies.refresh_name) or None
+    if bearer and authorization is not None:
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer":
+            access = credentials.strip() or "-"  # an empty Bearer is a malformed token
+    return access, refresh

@@ -173,6 +173,7 @@ async def test_read_only_refuses(make_app, auth: Auth, store: SessionStore, blac
         assert app.main.disabled_actions() == {
             "force_logout": "read-only",
             "force_logout_user": "read-only",
+            "force_logout_matching": "read-only",
         }
         assert "READ-ONLY" in str(app.main.query_one("#status").render())
         await app.workers.wait_for_complete()
@@ -260,3 +261,37 @@ async def test_a_sort_changed_while_a_poll_runs_is_not_undone_by_that_poll(
         shown = [table.session_at(i) for i in range(len(app.model))]
         keys = [getattr(s, wanted.sort) for s in shown]
         assert keys == sorted(keys, reverse=wanted.descending), (wanted, keys)
+
+
+async def test_log_out_every_session_the_filter_matches(
+    make_app, auth: Auth, store: SessionStore, blacklist: Blacklist
+):
+    """``A`` names how many sessions the filter matches and ends exactly those: one that starts
+    to match while the dialog is open is not touched; without a filter it refuses."""
+    corp = [auth.login(f"c{i}", f"c{i}@corp.example", f"Corp {i}")[0] for i in range(3)]
+    other = auth.login("h1", "h1@home.example", "Home")[0]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("A")
+        await wait_for(
+            pilot, lambda: any("Filter first" in n.message for n in app._notifications), "refusal"
+        )
+        assert not isinstance(app.screen, ConfirmLogout)
+
+        await pilot.press("slash", *"CORP.EX", "enter")
+        await wait_for(pilot, lambda: len(app.model) == 3, "the filter applied")
+        await pilot.press("A")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "dialog")
+        target = app.screen.target
+        assert target.count == 3 and set(target.session_ids) == {s.id for s in corp}
+        assert target.title == "Force-logout every session matching 'CORP.EX': 3?"
+        late = auth.login("c9", "c9@corp.example", "Late")[0]  # matches, but after the key press
+        await pilot.press("tab", *"phishing wave", "enter")
+        await wait_for(pilot, lambda: not store.get_sessions([s.id for s in corp]), "ended")
+    assert store.get_session(late.id) is not None and store.get_session(other.id) is not None
+    for s in corp:
+        assert blacklist.is_revoked(s.refresh_jti, s.id)
+    audit = store.audit()
+    assert sorted(a.session_id for a in audit) == sorted(s.id for s in corp)
+    assert {(a.action, a.reason) for a in audit} == {("force_logout", "phishing wave")}

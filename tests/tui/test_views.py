@@ -247,6 +247,7 @@ async def test_help_screen_and_command_palette_list_every_action(make_app, auth:
         assert app.screen.disabled_actions == {
             "force_logout": "read-only",
             "force_logout_user": "read-only",
+            "force_logout_matching": "read-only",
         }
         assert app.screen.disabled is False  # the list of refused keys did not disable the screen
         await pilot.press("escape")

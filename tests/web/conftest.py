@@ -20,10 +20,13 @@ START_TIMEOUT = 30.0
 class WebServer:
     """``python -m uvicorn examples.webapp:app`` in a subprocess, from the repo root."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 1) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, workers: int = 1, args: tuple[str, ...] = ()
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.workers = workers
+        self.args = args
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -48,6 +51,7 @@ class WebServer:
                         "--log-level",
                         "warning",
                         *(["--workers", str(self.workers)] if self.workers > 1 else []),
+                        *self.args,
                     ],
                     cwd=REPO,
                     env=self.env,
@@ -97,15 +101,15 @@ class WebServer:
 
 @pytest.fixture
 def start_webapp(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WebServer]]:
-    """Start the example app (``workers`` uvicorn worker processes); other keyword arguments
-    become ``SESSIONMON_<NAME>`` variables."""
+    """Start the example app (``workers`` uvicorn worker processes, extra uvicorn ``args``); other
+    keyword arguments become ``SESSIONMON_<NAME>`` variables."""
     servers: list[WebServer] = []
 
-    def start(workers: int = 1, **settings: str) -> WebServer:
+    def start(workers: int = 1, args: tuple[str, ...] = (), **settings: str) -> WebServer:
         env = dict(cli_env)
         env.update(SESSIONMON_LEEWAY="0", SESSIONMON_REFRESH_TTL="120s")
         env.update({f"SESSIONMON_{k.upper()}": v for k, v in settings.items()})
-        server = WebServer(env, tmp_path / f"webapp-{len(servers)}.log", workers)
+        server = WebServer(env, tmp_path / f"webapp-{len(servers)}.log", workers, args)
         servers.append(server)
         return server.start()
 

@@ -26,6 +26,7 @@ class LogoutKind(Enum):
     SESSION = "session"  # the session under the cursor (its id, captured at the key press)
     MARKED = "marked"  # the marked sessions (their ids, captured at the key press)
     USER = "user"  # every session of the user when the operator confirms
+    MATCHING = "matching"  # the sessions the filter matched at the key press (their ids)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class LogoutTarget:
     session_ids: tuple[str, ...]  # for USER: the user's sessions when the dialog opened
     emails: tuple[str, ...]
     user_id: str | None = None
+    query: str | None = None  # MATCHING: the filter text
 
     @property
     def count(self) -> int:
@@ -49,6 +51,8 @@ class LogoutTarget:
     def title(self) -> str:
         if self.kind is LogoutKind.USER:
             return f"Force-logout every session of {self.who}: {self.count} now?"
+        if self.kind is LogoutKind.MATCHING:
+            return f"Force-logout every session matching {self.query!r}: {self.count:,}?"
         return f"Force-logout {plural(self.count, 'session')}?"
 
     @property
@@ -107,6 +111,11 @@ class ConfirmLogout(ModalScreen[bool]):
             )
             if t.kind is LogoutKind.USER:
                 explain += " A session of this user that starts before you confirm is ended too."
+            elif t.kind is LogoutKind.MATCHING:
+                explain += (
+                    " Exactly the sessions listed, as the filter matched them when you pressed"
+                    " the key; one that starts to match later is not touched."
+                )
             yield Static(explain, id="explain")
             yield Input(placeholder="reason (optional, goes to the audit log)", id="reason")
             with Horizontal(id="buttons"):

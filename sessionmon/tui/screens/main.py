@@ -258,7 +258,7 @@ class MainScreen(Screen[None]):
         return True
 
     def on_key(self, event: events.Key) -> None:
-        if event.key in ("l", "L") and self.on_sessions:
+        if event.key in ("l", "L", "A") and self.on_sessions:
             why = self.refusal()
             if why:
                 event.stop()
@@ -318,6 +318,21 @@ class MainScreen(Screen[None]):
 
     def action_force_logout_user(self) -> None:
         self._confirm(whole_user=True)
+
+    def action_force_logout_matching(self) -> None:
+        why = self.refusal()
+        if why:
+            self.notify(why, title="Refused", severity="warning")
+            return
+        text = self.app.model.query.text
+        if not text:
+            self.notify(
+                "Filter first (/): A logs out every session the filter matches",
+                title="No filter",
+                severity="warning",
+            )
+            return
+        self.app.find_matching_sessions(text)
 
     def action_toggle_mark(self) -> None:
         session = self.sessions.selected

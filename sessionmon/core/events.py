@@ -1,0 +1,82 @@
+"""The activity feed's events: what the core does, as it happens, in every process.
+
+An event never carries a token: only ids, the user, the reason and the client's address. The core
+sends events to an ``EventSink``; ``sessionmon.core.event_stream`` writes them to a capped Redis
+Stream that every process appends to and the monitor and ``sessionmon events`` read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class EventKind(StrEnum):
+    """What happened."""
+
+    LOGIN = "login"
+    REFRESH = "refresh"  # a silent refresh issued a new access token
+    ROTATION = "rotation"  # a refresh token was rotated (a new generation)
+    LOGOUT = "logout"  # the user logged out
+    FORCE_LOGOUT = "force_logout"  # an operator ended sessions
+    REJECTION = "rejection"  # a token was refused (``reason`` says why)
+    REUSE_DETECTED = "reuse_detected"  # an old refresh token came back: the family is revoked
+    SESSION_ENDED = "session_ended"  # a lifetime policy ended a session (``reason``)
+    KEY_ROTATION = "key_rotation"
+    DOCTOR_REPAIR = "doctor_repair"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the feed. ``id`` is the stream id (empty until written and read back)."""
+
+    kind: EventKind
+    at: float
+    session_id: str | None = None
+    user_id: str | None = None
+    email: str | None = None
+    reason: str | None = None
+    actor: str | None = None
+    ip: str | None = None
+    count: int = 1  # how many sessions (or tokens) it was about
+    id: str = ""
+
+    def fields(self) -> dict[str, str]:
+        """The stream entry's fields (``None`` left out)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "id" or value is None or (f.name == "count" and value == 1):
+                continue
+            out[f.name] = str(value)
+        return out
+
+    @classmethod
+    def from_entry(cls, entry_id: str, data: Mapping[str, str]) -> Event | None:
+        """The event of a stream entry; ``None`` for an entry this version cannot read."""
+        try:
+            kind = EventKind(data["kind"])
+            at = float(data["at"])
+            count = int(data.get("count", "1"))
+        except (KeyError, ValueError):
+            return None
+        opt = {k: data.get(k) for k in ("session_id", "user_id", "email", "reason", "actor", "ip")}
+        return cls(kind, at, count=count, id=entry_id, **opt)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, **self.fields(), "count": self.count, "at": self.at}
+
+
+class EventSink(Protocol):
+    """Where the core sends its events."""
+
+    def emit(self, event: Event) -> None: ...
+
+
+class NullSink:
+    """No feed (events off, or no Redis to write to)."""
+
+    def emit(self, event: Event) -> None:
+        return None
