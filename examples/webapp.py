@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sessionmon.core.auth import Auth
+from sessionmon.core.auth import Auth, LogoutOutcome
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
 from sessionmon.core.keysource import KeySource
 from sessionmon.core.runtime import Runtime, open_runtime
@@ -92,7 +92,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        runtime = await run_sync(open_runtime, settings)
+        # web=True: Redis commands time out after 1 s unless SESSIONMON_REDIS_TIMEOUT says
+        # otherwise; a dead embedded Redis is restarted by the first request that finds it gone.
+        runtime = await run_sync(lambda: open_runtime(settings, web=True))
         try:
             runtime.auth  # noqa: B018
             runtime.keys  # noqa: B018 - load the keys now: a missing or weak secret fails here
@@ -154,6 +156,15 @@ def create_app(
             result = await run_sync(
                 functools.partial(auth.logout, sid, "user", "logout", tokens=presented)
             )
+            if result.outcome is LogoutOutcome.NOT_DURABLE:
+                # Written on the master only: not logged out yet; the client keeps its cookies
+                # and retries (the same logout completes once the replicas answer).
+                log.warning("logout of %s: %s", sid, result.error)
+                return JSONResponse(
+                    {"error": "unavailable", "reason": "not_durable"},
+                    status_code=503,
+                    headers={"Retry-After": str(RETRY_AFTER)},
+                )
             # Never claim a logout that revoked nothing.
             payload = {
                 "logged_out": bool(result.revoked),

@@ -1,7 +1,9 @@
 """The command line: parses, calls the core, maps errors to exit codes.
 
 Exit codes: 0 ok / token valid; 1 token rejected or nothing matched; 2 usage or configuration error
-(missing secret; missing, empty, unreadable or corrupt DB); 3 Redis unreachable. Errors are one
+(missing secret; missing, empty, unreadable or corrupt DB); 3 Redis unreachable, out of memory, or
+refused because it may evict revocations; 4 a revocation written but not durable (fewer replicas
+than ``--redis-wait-replicas`` acknowledged it). Errors are one
 line on stderr (``--debug`` shows the traceback); with ``--json`` also one JSON object with
 ``error`` on stdout.
 """
@@ -25,6 +27,7 @@ from sessionmon.core.durations import format_duration
 from sessionmon.core.errors import (
     ConfigError,
     DatabaseMissing,
+    NotDurable,
     RedisUnavailable,
     SessionmonError,
 )
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
     from sessionmon.core.session_query import SessionQuery
     from sessionmon.core.store import Session, SessionStore
 
-EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_REDIS = 0, 1, 2, 3
+EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_REDIS, EXIT_NOT_DURABLE = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,24 @@ SETTING_FLAGS = (
         "interval", "monitor poll interval (default 1s, floor 0.2s)", "DURATION", "duration"
     ),
     SettingFlag("read_only", "the monitor refuses destructive actions", kind="switch"),
+    SettingFlag(
+        "redis_timeout",
+        "how long a Redis command may take before Redis counts as unavailable "
+        "(default 3s; the web app: 1s)",
+        "DURATION",
+        "duration",
+    ),
+    SettingFlag(
+        "allow_evicting_redis",
+        "revoke even on a Redis whose maxmemory-policy may evict the keys (every revoke "
+        "then says so; default: refuse)",
+        kind="switch",
+    ),
+    SettingFlag(
+        "redis_wait_replicas",
+        "a revoke is done only once N replicas acknowledged it (WAIT; default 0)",
+        "N",
+    ),
 )
 # Flags whose value may start with "-" (a negative duration gets its own one-line error).
 DURATION_FLAGS = frozenset(
@@ -238,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--limit", type=int, default=200, help="at most N keys (default 200)")
     bl.add_argument(
         "--scan", action="store_true", help="also SCAN for keys written without the index"
+    )
+    bl.add_argument(
+        "--check",
+        action="store_true",
+        help="check the Redis server instead: eviction policy and persistence, one line per "
+        "finding (exit 0 nothing wrong, 1 warnings, 3 revocations refused or Redis unreachable)",
     )
 
     check = sub.add_parser(
@@ -494,6 +521,7 @@ def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
+    from sessionmon.core.auth import LogoutOutcome
     from sessionmon.core.runtime import open_runtime
 
     if args.where or args.resume:
@@ -515,12 +543,18 @@ def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for key, ttl in result.revoked.items():
             _out(f"revoked  {key}  ttl {format_duration(ttl)}")
+        for key, ttl in result.not_durable.items():
+            _out(f"NOT durable  {key}  ttl {format_duration(ttl)}")
         for sid in result.found:
             _out(f"deleted  session {sid}" if result.ok else f"NOT deleted  session {sid}")
         for missing in result.missing:
             sys.stderr.write(f"not found: {missing}\n")
+    if result.warning:
+        sys.stderr.write(f"sessionmon: warning: {result.warning}\n")
     if result.error:
         sys.stderr.write(f"sessionmon: {result.error}\n")
+        if result.outcome is LogoutOutcome.NOT_DURABLE:
+            return EXIT_NOT_DURABLE
         return EXIT_USAGE
     # A partial result (some sessions not found) is not a success: a script must notice.
     return EXIT_OK if result.found and not result.missing else EXIT_NO_MATCH
@@ -683,8 +717,7 @@ def _logout_dry_run(args: argparse.Namespace, settings: Settings, query: Session
 @contextlib.contextmanager
 def _blacklist(settings: Settings) -> Iterator[Blacklist]:
     """A Blacklist on the configured Redis (the embedded one needs its database to exist)."""
-    from sessionmon.core.blacklist import connect
-    from sessionmon.core.runtime import make_blacklist, redis_url_for
+    from sessionmon.core.runtime import connect_for, make_blacklist, redis_url_for
 
     if settings.embedded and not settings.db.exists():
         # The embedded Redis lives beside the database: no database, no blacklist.
@@ -692,7 +725,7 @@ def _blacklist(settings: Settings) -> Iterator[Blacklist]:
             f"database not found: {settings.db} (the embedded Redis lives beside it)"
         )
     url, embedded = redis_url_for(settings)
-    client = connect(url)
+    client = connect_for(settings, url)
     try:
         yield make_blacklist(settings, client)
     finally:
@@ -806,6 +839,8 @@ def _event_line(e: Event) -> str:
 def cmd_blacklist(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
+    if args.check:
+        return _check_redis(args, settings)
     with _blacklist(settings) as bl:
         entries = bl.page(0, args.limit)
         if args.scan:
@@ -840,6 +875,42 @@ def cmd_blacklist(args: argparse.Namespace, settings: Settings) -> int:
     else:
         sys.stderr.write("the blacklist is empty\n")
     return EXIT_OK if entries else EXIT_NO_MATCH
+
+
+def _check_redis(args: argparse.Namespace, settings: Settings) -> int:
+    """``blacklist --check``: what is wrong with the server for a blacklist, one line each."""
+    from sessionmon.core.redis_health import Severity, findings, read_server_settings
+
+    with _blacklist(settings) as bl:
+        server = read_server_settings(bl.client)
+    found = findings(server, allow_evicting=settings.allow_evicting_redis)
+    errors = [f for f in found if f.severity is Severity.ERROR]
+    if args.json:
+        _json(
+            {
+                "redis": settings.redis_display,
+                "maxmemory": server.maxmemory,
+                "maxmemory_policy": server.policy,
+                "appendonly": server.aof,
+                "save": server.save,
+                "source": server.source,
+                "findings": [
+                    {"severity": f.severity.value, "code": f.code, "message": f.message}
+                    for f in found
+                ],
+            }
+        )
+    else:
+        for f in found:
+            _out(str(f))
+        if not found:
+            _out(
+                f"ok: {settings.redis_display}: {server.eviction_text()}, persistence "
+                f"{'on' if server.persistent else 'unknown'}"
+            )
+    if errors:
+        return EXIT_REDIS
+    return EXIT_NO_MATCH if found else EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
@@ -1171,6 +1242,8 @@ def exit_code_for(exc: BaseException) -> int:
     empty or corrupt database too), 1 for a bug (reported as an internal error)."""
     if isinstance(exc, RedisUnavailable):
         return EXIT_REDIS
+    if isinstance(exc, NotDurable):
+        return EXIT_NOT_DURABLE
     if isinstance(exc, SessionmonError):  # ConfigError, DatabaseError, CliError, ...
         return EXIT_USAGE
     return EXIT_NO_MATCH

@@ -20,7 +20,7 @@ from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import Backend, DatabaseUrl, SessionStore, open_store
 from sessionmon.core.tokens import TokenCodec
-from tests.redis_server import RedisProcess
+from tests.redis_server import RedisProcess, StartRedis
 from tests.support import pg
 
 TEST_SECRET = "test-secret-" + secrets.token_hex(24)
@@ -150,3 +150,18 @@ def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
     proc = RedisProcess(tmp_path / "redis-proc").start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
+    """Start a private redis-server with extra options; all are stopped (SIGCONT first)."""
+    started: list[RedisProcess] = []
+
+    def start(*args: str) -> RedisProcess:
+        proc = RedisProcess(tmp_path / f"redis-{len(started)}", args=args).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()

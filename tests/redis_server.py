@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import redis
@@ -20,12 +23,17 @@ def free_port() -> int:
 
 
 class RedisProcess:
-    """A redis-server on 127.0.0.1 and a free port, which a test can kill and restart."""
+    """A redis-server on 127.0.0.1 and a free port, which a test can kill, restart, pause.
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    ``args``: more redis-server options (they win over the defaults: ``--appendonly no``).
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
 
     @property
     def url(self) -> str:
@@ -48,6 +56,7 @@ class RedisProcess:
                 "yes",
                 "--appendfsync",
                 "always",
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -64,8 +73,25 @@ class RedisProcess:
             client.close()
         raise RuntimeError(f"redis-server on port {self.port} did not start")
 
+    def client(self, **kwargs: object) -> redis.Redis:
+        """A plain redis-py client of this server (the test closes it)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **kwargs)  # type: ignore[arg-type]
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (connections are accepted by the kernel, never answered)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self.proc is not None and self.paused:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
     def stop(self) -> None:
         """Kill the server (SIGKILL: like a crash, nothing is flushed that wasn't already)."""
+        self.resume()
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(timeout=10)
@@ -74,3 +100,64 @@ class RedisProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+# Servers with the faults a blacklist must notice (options for ``RedisProcess(args=...)``).
+EVICTING = ("--maxmemory", "3mb", "--maxmemory-policy", "allkeys-lru")
+FULL = ("--maxmemory", "2mb", "--maxmemory-policy", "noeviction", "--appendonly", "no")
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
+
+StartRedis = Callable[..., RedisProcess]
+
+
+@contextlib.contextmanager
+def memory_full(proc: RedisProcess) -> Iterator[None]:
+    """Write filler keys (no TTL, another prefix) until Redis refuses them (OOM), then keep it
+    full: idle clients' buffers are freed by the server's cron, which would leave room for a few
+    small keys again, so maxmemory is lowered 256 KB under what the server now uses."""
+    client = proc.client()
+    n = 0
+    try:
+        for size in (64 * 1024, 4096):
+            blob = b"x" * size
+            for _ in range(100_000):
+                n += 1
+                try:
+                    client.set(f"filler:{n}", blob)
+                except redis.exceptions.OutOfMemoryError:
+                    break
+            else:
+                raise AssertionError("Redis never ran out of memory")
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", str(used - 256 * 1024))
+        with contextlib.suppress(redis.exceptions.OutOfMemoryError):
+            client.set("filler:check", b"x")
+            raise AssertionError("Redis still takes writes")
+        yield
+    finally:
+        client.close()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def start_replica(start_redis: StartRedis, master: RedisProcess) -> RedisProcess:
+    replica = start_redis("--replicaof", "127.0.0.1", str(master.port))
+    client = master.client()
+    try:
+        wait_for(
+            lambda: (
+                client.info("replication").get("connected_slaves") == 1
+                and "online" in str(client.info("replication").get("slave0", ""))
+            ),
+            "the replica to be online",
+        )
+    finally:
+        client.close()
+    return replica

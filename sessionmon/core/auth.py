@@ -1,7 +1,7 @@
 """The auth flow: login, authenticate (with silent refresh), logout and force-logout.
 
 Composes the token codec, the SQLite store and the Redis blacklist. Logout order is always:
-blacklist every known token and the session id in one MULTI/EXEC (TTLs read back), then delete the
+blacklist every known token and the session id in one EVAL (TTLs read back), then delete the
 session rows and write the audit rows in one SQLite transaction. A Redis failure deletes nothing;
 a SQLite failure after the blacklist leaves the tokens revoked and is reported as a partial outcome.
 """
@@ -24,7 +24,12 @@ from sessionmon.core.blacklist import (
     RevokeRequest,
 )
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.errors import DatabaseError, RedisUnavailable
+from sessionmon.core.errors import (
+    DatabaseError,
+    RedisMayEvict,
+    RedisUnavailable,
+    RevocationNotDurable,
+)
 from sessionmon.core.revocation_cache import RevocationCheck
 from sessionmon.core.store import AuditRow, Session, SessionStore
 from sessionmon.core.tokens import (
@@ -92,11 +97,17 @@ class LogoutOutcome(Enum):
     NOT_FOUND = "not_found"  # nothing to do: no such session (or user)
     PARTIAL = "partial"  # some of the sessions asked for did not exist; the rest are done
     REDIS_UNAVAILABLE = "failed: redis unavailable"  # nothing revoked, nothing deleted
+    REDIS_MAY_EVICT = "failed: redis may evict"  # refused: nothing revoked, nothing deleted
+    NOT_DURABLE = "failed: not durable"  # written on the master only; nothing deleted
     REVOKED_NOT_DELETED = "revoked_not_deleted"  # tokens blacklisted, rows not deleted
     DATABASE_UNAVAILABLE = "failed: database unavailable"  # nothing read, nothing revoked
     # A user logout whose session row was already gone: the presented tokens and the session id
     # are blacklisted all the same (there was no row to delete).
     NO_ROW = "revoked_no_row"
+
+
+# The audit outcome of a revoke done on a Redis that may evict it (--allow-evicting-redis).
+OK_MAY_EVICT = "ok: redis may evict (allowed)"
 
 
 @dataclass
@@ -111,6 +122,9 @@ class LogoutResult:
     deleted: int = 0
     outcome: LogoutOutcome = LogoutOutcome.OK
     error: str | None = None
+    # NOT_DURABLE: the keys written on the master that too few replicas acknowledged.
+    not_durable: dict[str, int] = field(default_factory=dict)
+    warning: str | None = None  # e.g. the revocation may be evicted (allowed by the operator)
 
     @property
     def ok(self) -> bool:
@@ -126,6 +140,8 @@ class LogoutResult:
             "deleted": self.deleted,
             "outcome": self.outcome.value,
             "error": self.error,
+            "not_durable": [{"key": k, "ttl": t} for k, t in self.not_durable.items()],
+            "warning": self.warning,
         }
 
 
@@ -344,7 +360,7 @@ class Auth:
     def force_logout_many(
         self, session_ids: Sequence[str], actor: str, reason: str | None = None
     ) -> LogoutResult:
-        """An operator ends several sessions (one MULTI/EXEC, one SQLite transaction)."""
+        """An operator ends several sessions (one EVAL, one SQLite transaction)."""
         return self._revoke_sessions(list(session_ids), "force_logout", actor, reason)
 
     def end_sessions(
@@ -460,18 +476,44 @@ class Auth:
                 **outcome,
             )
 
+        def keys_of(s: Session, written: dict[str, int]) -> list[str]:
+            return [k for k in keys_by_session.get(s.id, []) if k in written]
+
         try:
             result.revoked = self.blacklist.revoke(requests, reason=reason, actor=actor)
+        except RevocationNotDurable as exc:
+            # On the master only: a failover may lose it. Never reported revoked; the rows stay,
+            # so the same logout can be run again once the replicas are back.
+            result.outcome = LogoutOutcome.NOT_DURABLE
+            result.not_durable = exc.ttls
+            result.error = f"the revocation is {exc}; sessions NOT deleted (run it again)"
+            self._audit_safely(
+                [
+                    audit_row(
+                        s,
+                        revoked=keys_of(s, exc.ttls),
+                        outcome=f"{result.outcome.value} ({exc.acked}/{exc.wanted} replicas)",
+                    )
+                    for s in sessions
+                ]
+            )
+            return result
         except RedisUnavailable as exc:
-            result.outcome = LogoutOutcome.REDIS_UNAVAILABLE
+            may_evict = isinstance(exc, RedisMayEvict)
+            result.outcome = (
+                LogoutOutcome.REDIS_MAY_EVICT if may_evict else LogoutOutcome.REDIS_UNAVAILABLE
+            )
             result.error = f"nothing was revoked or deleted: {exc}"
             self._audit_safely([audit_row(s, outcome=result.outcome.value) for s in sessions])
             raise LogoutFailed(result) from None
 
+        result.warning = self._eviction_note()
+        ok = OK_MAY_EVICT if result.warning else LogoutOutcome.OK.value
+
         def revoked_of(sid: str) -> list[str]:
             return [k for k in keys_by_session.get(sid, []) if k in result.revoked]
 
-        audit_rows = [audit_row(s, revoked=revoked_of(s.id)) for s in sessions]
+        audit_rows = [audit_row(s, revoked=revoked_of(s.id), outcome=ok) for s in sessions]
         done_without_row = [sid for sid in unrecorded if revoked_of(sid)]
         audit_rows += [
             AuditRow(
@@ -501,6 +543,10 @@ class Auth:
         elif done_without_row:
             result.outcome = LogoutOutcome.NO_ROW
         return result
+
+    def _eviction_note(self) -> str | None:
+        guard = self.blacklist.guard
+        return guard.eviction_note() if guard is not None else None
 
     def _audit_not_found(
         self, session_ids: Sequence[str], action: str, actor: str, reason: str | None

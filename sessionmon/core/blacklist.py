@@ -2,7 +2,7 @@
 
 Keys: ``<prefix>bl:<jti>`` for a token, ``<prefix>bl:sid:<sid>`` for a whole session. Values are
 small JSON documents. ``<prefix>bl:index`` is a sorted set (score = expiry time) written in the same
-MULTI/EXEC as the keys, so the next-to-expire keys can be listed without SCAN.
+EVAL as the keys, so the next-to-expire keys can be listed without SCAN.
 """
 
 from __future__ import annotations
@@ -14,14 +14,16 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.errors import RedisUnavailable
+from sessionmon.core.errors import RedisMayEvict, RedisUnavailable, RevocationNotDurable
+from sessionmon.core.redis_client import connect as connect  # re-exported: the one client
+
+if TYPE_CHECKING:
+    from sessionmon.core.redis_health import WriteGuard
 
 T = TypeVar("T")
 
@@ -30,32 +32,14 @@ KIND_REFRESH = "refresh"
 KIND_SESSION = "session"
 
 
-def connect(url: str, *, timeout: float = 2.0, **kwargs: Any) -> redis.Redis:
-    """A redis-py client that fails fast (seconds, not minutes) and retries a stale connection."""
-    try:
-        return _from_url(url, timeout, **kwargs)
-    except ValueError as exc:
-        from sessionmon.core.errors import ConfigError
-        from sessionmon.core.urls import mask_url
-
-        raise ConfigError(f"bad Redis URL {mask_url(url)}: {exc}") from None
-
-
-def _from_url(url: str, timeout: float, **kwargs: Any) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-        health_check_interval=30,
-        **kwargs,
-    )
-
-
 def _describe(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
+
+
+# The server's own words when a write is refused under noeviction and a full memory (also inside
+# a pipeline's or a script's error text).
+_OOM = re.compile(r"command not allowed when used memory > 'maxmemory'")
 
 
 @contextlib.contextmanager
@@ -71,6 +55,12 @@ def redis_errors(what: str = "Redis") -> Iterator[None]:
         raise RedisUnavailable(f"{what} unreachable: {_describe(exc)}") from None
     except redis.exceptions.ResponseError as exc:
         msg = _describe(exc)
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or _OOM.search(str(exc)):
+            # noeviction and a full memory: the write was refused, nothing was written
+            raise RedisUnavailable(
+                f"{what} is out of memory: OOM command not allowed when used memory > "
+                f"'maxmemory' (free memory, raise maxmemory, or wait for keys to expire)"
+            ) from None
         if msg.startswith(("NOAUTH", "WRONGPASS", "NOPERM", "LOADING", "MISCONF", "READONLY")):
             raise RedisUnavailable(f"{what} refused the command: {msg}") from None
         raise
@@ -118,8 +108,13 @@ class Blacklist:
         prefix: str = "sessionmon:",
         leeway: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
+        guard: WriteGuard | None = None,
     ) -> None:
         self.client = client
+        # Checks the server (eviction policy) before writes and waits for replicas after them.
+        self.guard = guard
+        # Called when a command found Redis unavailable (the embedded server's reviver).
+        self.on_unavailable: Callable[[], None] | None = None
         self.prefix = prefix
         self.leeway = float(leeway)
         self.clock = clock
@@ -143,8 +138,15 @@ class Blacklist:
         return math.ceil(exp - now + self.leeway)
 
     def _run(self, fn: Callable[[], T]) -> T:
-        with redis_errors():
-            return fn()
+        try:
+            with redis_errors():
+                return fn()
+        except RedisMayEvict:
+            raise
+        except RedisUnavailable:
+            if self.on_unavailable is not None:
+                self.on_unavailable()
+            raise
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -155,10 +157,12 @@ class Blacklist:
         reason: str | None = None,
         actor: str | None = None,
     ) -> dict[str, int]:
-        """Blacklist tokens and sessions in one MULTI/EXEC; returns {key: TTL read back}.
+        """Blacklist tokens and sessions in one EVAL; returns {key: TTL read back}.
 
         Tokens already expired beyond the leeway are skipped (they cannot be used anyway).
-        Raises ``RedisUnavailable`` if Redis did not take them: then nothing was written.
+        Raises ``RedisUnavailable`` if Redis did not take them (``RedisMayEvict`` if the guard
+        refused a server that may evict keys): then nothing was written. Raises
+        ``RevocationNotDurable`` when fewer replicas than the guard asks for acknowledged them.
         """
         now = self.clock.now()
         planned: list[tuple[str, int, str]] = []
@@ -187,17 +191,26 @@ class Blacklist:
         args: list[Any] = [repr(now)]
         for _, ttl, value in planned:
             args += [ttl, value]
+        guard = self.guard
+        wait = guard.wait_replicas if guard is not None else 0
 
         def write() -> list[Any]:
-            # One MULTI/EXEC holding one EVAL: every key with its TTL, its index entry, the
-            # pruning of expired index members, and the TTLs read back. All or nothing, and one
-            # command on the wire instead of three per key (redis-py spends ~30 us per command).
-            pipe = self.client.pipeline(transaction=True)
+            # One EVAL (atomic): every key with its TTL, its index entry, the pruning of expired
+            # index members, and the TTLs read back; one command on the wire however many keys
+            # (redis-py spends ~30 us per command). WAIT, when asked, follows on the same
+            # connection (it waits for this connection's writes).
+            pipe = self.client.pipeline(transaction=False)
             pipe.eval(_REVOKE_SCRIPT, len(keys) + 1, self.index_key, *keys, *args)
+            if wait and guard is not None:
+                pipe.execute_command("WAIT", wait, guard.wait_timeout_ms)
             return pipe.execute()
 
-        ttls = self._run(write)[-1]
-        return {key: int(t) for key, t in zip(keys, ttls, strict=True)}
+        # The guard refuses (RedisMayEvict) a server that may evict the keys.
+        replies = self._run(write if guard is None else lambda: guard.write(write))
+        ttls = {key: int(t) for key, t in zip(keys, replies[0], strict=True)}
+        if wait and int(replies[1]) < wait:
+            raise RevocationNotDurable(ttls, int(replies[1]), wait)
+        return ttls
 
     def unrevoke(self, keys: Sequence[str]) -> int:
         """Remove keys (and their index entries); for tests and operator corrections."""

@@ -24,12 +24,18 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sessionmon.core.errors import ConfigError, DatabaseError, RedisUnavailable, SessionmonError
+from sessionmon.core.auth import Auth, LogoutFailed, LogoutOutcome, LogoutResult
+from sessionmon.core.errors import (
+    ConfigError,
+    DatabaseError,
+    NotDurable,
+    RedisUnavailable,
+    SessionmonError,
+)
 from sessionmon.core.session_query import SessionQuery, matching_sessions
 from sessionmon.core.store import AuditRow, SessionStore
 
 if TYPE_CHECKING:
-    from sessionmon.core.auth import Auth, LogoutResult
     from sessionmon.core.store.url import DatabaseUrl
 
 ACTION = "force_logout_query"
@@ -91,8 +97,6 @@ def end_in_batches(
 ) -> LogoutResult:
     """Force-logout exactly ``session_ids``, ``batch`` at a time, as one result. A failure stops
     it: ``error`` says how far it got (what was done before stays done and is in the result)."""
-    from sessionmon.core.auth import LogoutFailed, LogoutOutcome, LogoutResult
-
     total = LogoutResult(action="force_logout", requested=list(session_ids))
     for start in range(0, len(session_ids), batch):
         chunk = session_ids[start : start + batch]
@@ -201,7 +205,7 @@ class LogoutJob:
                 chunk = ids[st.done : st.done + batch]
                 try:
                     self._end(auth, chunk)
-                except (RedisUnavailable, DatabaseError) as exc:
+                except (RedisUnavailable, DatabaseError, NotDurable) as exc:
                     failure = exc
                     break
                 if progress is not None:
@@ -224,7 +228,11 @@ class LogoutJob:
         if sessions:
             reason = st.reason or f"query: {st.query}"
             result = auth.end_sessions(sessions, ACTION, st.actor, reason)
-            if not result.ok:  # revoked, but the rows stayed: redo this batch on resume
+            # Not durable (on the master only), or revoked with the rows left: a resume redoes
+            # this batch (writing its keys again is idempotent).
+            if result.outcome is LogoutOutcome.NOT_DURABLE:
+                raise NotDurable(result.error or result.outcome.value)
+            if not result.ok:
                 raise DatabaseError(result.error or "the session rows were not deleted")
             st.keys += len(result.revoked)
             ended = result.deleted

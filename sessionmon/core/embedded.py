@@ -151,6 +151,11 @@ class EmbeddedRedis:
             "everysec",
             "--save",
             "",
+            # Never evict a revocation (a redis.conf could not change this: none is read).
+            "--maxmemory",
+            "0",
+            "--maxmemory-policy",
+            "noeviction",
             "--daemonize",
             "yes",
             "--pidfile",

@@ -42,3 +42,28 @@ class DatabaseUnavailable(DatabaseError):
 class KeySetError(ConfigError):
     """A key-set operation that cannot be done: an unknown kid, retiring the current key,
     rotating a key that comes from the configuration (exit code 2)."""
+
+
+class RedisMayEvict(RedisUnavailable):
+    """Redis may evict blacklist keys (a ``maxmemory-policy`` other than ``noeviction`` with a
+    ``maxmemory`` limit) and the operator did not allow it: revocations are refused (exit 3)."""
+
+
+class NotDurable(SessionmonError):
+    """A revocation is on the Redis master only: fewer replicas than asked hold it (exit 4)."""
+
+
+class RevocationNotDurable(NotDurable):
+    """The keys were written on the master but fewer replicas than asked acknowledged them.
+
+    ``ttls`` are the keys written (key -> TTL), ``acked`` / ``wanted`` the replica counts.
+    """
+
+    def __init__(self, ttls: dict[str, int], acked: int, wanted: int) -> None:
+        super().__init__(
+            f"not durable: {acked} of {wanted} replica{'s' if wanted != 1 else ''} "
+            f"acknowledged the revocation in time"
+        )
+        self.ttls = ttls
+        self.acked = acked
+        self.wanted = wanted

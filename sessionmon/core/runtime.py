@@ -6,26 +6,59 @@ lifetime themselves)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
 from sessionmon.core.auth import Auth
-from sessionmon.core.blacklist import Blacklist, connect
+from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.embedded import EmbeddedRedis
+from sessionmon.core.embedded_keeper import EmbeddedKeeper, Reviver
 from sessionmon.core.keysource import KeySource, open_keys
+from sessionmon.core.redis_client import connect
+from sessionmon.core.redis_health import WriteGuard
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore, open_store
 from sessionmon.core.tokens import TokenCodec
 
 
+def make_guard(settings: Settings, client: redis.Redis, *, web: bool = False) -> WriteGuard:
+    """The checks around revocations: eviction policy first, replicas after (``WAIT`` for up
+    to half the Redis timeout, so its answer comes before the socket gives up)."""
+    return WriteGuard(
+        client,
+        allow_evicting=settings.allow_evicting_redis,
+        wait_replicas=settings.redis_wait_replicas,
+        wait_timeout=settings.redis_timeout_for(web=web) / 2,
+    )
+
+
 def make_blacklist(
-    settings: Settings, client: redis.Redis, clock: Clock = SYSTEM_CLOCK
+    settings: Settings,
+    client: redis.Redis,
+    clock: Clock = SYSTEM_CLOCK,
+    *,
+    web: bool = False,
+    on_unavailable: Callable[[], None] | None = None,
 ) -> Blacklist:
-    """The blacklist of ``settings`` (prefix, leeway) on ``client``."""
-    return Blacklist(client, prefix=settings.prefix, leeway=settings.leeway, clock=clock)
+    """The blacklist of ``settings`` (prefix, leeway, the write guard) on ``client``."""
+    blacklist = Blacklist(
+        client,
+        prefix=settings.prefix,
+        leeway=settings.leeway,
+        clock=clock,
+        guard=make_guard(settings, client, web=web),
+    )
+    blacklist.on_unavailable = on_unavailable
+    return blacklist
+
+
+def connect_for(settings: Settings, url: str, *, web: bool = False) -> redis.Redis:
+    """A client for ``url`` with the timeout of ``settings`` (``web``: the web path's default)."""
+    return connect(url, timeout=settings.redis_timeout_for(web=web))
 
 
 def make_codec(
@@ -67,6 +100,7 @@ class Runtime:
     redis_url: str
     embedded: EmbeddedRedis | None = None
     clock: Clock = SYSTEM_CLOCK
+    keeper: EmbeddedKeeper | None = None  # restarts the embedded server when it died
     _keys: KeySource | None = field(default=None, repr=False)
     _codec: TokenCodec | None = field(default=None, repr=False)
     _auth: Auth | None = field(default=None, repr=False)
@@ -106,7 +140,10 @@ class Runtime:
             self.client.close()
         with contextlib.suppress(Exception):
             self.store.close()
-        if self.embedded is not None:
+        if self.keeper is not None:
+            with contextlib.suppress(Exception):
+                self.keeper.close()
+        elif self.embedded is not None:
             with contextlib.suppress(Exception):
                 self.embedded.stop()
 
@@ -122,17 +159,32 @@ def open_runtime(
     *,
     create_db: bool = True,
     clock: Clock = SYSTEM_CLOCK,
+    web: bool = False,
     **auth_options: Any,
 ) -> Runtime:
-    """Open the store and connect Redis (lazily: an unreachable Redis is reported on first use)."""
+    """Open the store and connect Redis (lazily: an unreachable Redis is reported on first use).
+
+    ``web``: the web path (Redis timeout 1 s unless set). An embedded server that dies later is
+    restarted in the background by the first command that finds it gone.
+    """
     store = open_store(settings.db, create=create_db, clock=clock)
+    keeper = None
     try:
-        url, embedded = redis_url_for(settings)
+        if settings.redis_url:
+            url, embedded = settings.redis_url, None
+        else:
+            embedded = EmbeddedRedis(settings.db.anchor)
+            keeper = EmbeddedKeeper(embedded)
+            keeper.start()
+            url = keeper.url
     except BaseException:
         store.close()
         raise
-    client = connect(url)
-    blacklist = make_blacklist(settings, client, clock)
+    client = connect_for(settings, url, web=web)
+    reviver = Reviver(keeper) if keeper is not None else None
+    blacklist = make_blacklist(
+        settings, client, clock, web=web, on_unavailable=reviver.poke if reviver else None
+    )
     return Runtime(
         settings=settings,
         store=store,
@@ -141,5 +193,6 @@ def open_runtime(
         redis_url=url,
         embedded=embedded,
         clock=clock,
+        keeper=keeper,
         auth_options=auth_options,
     )

@@ -81,6 +81,13 @@ class Settings:
     actor: str = field(default_factory=_default_actor)
     interval: float = 1.0
     read_only: bool = False
+    # Seconds a Redis command may take before it counts as unavailable (None: 1 s on the web
+    # path, 3 s for the CLI and the monitor; see ``redis_timeout_for``).
+    redis_timeout: float | None = None
+    # Revoke even on a Redis that may evict keys (each revoke then says so).
+    allow_evicting_redis: bool = False
+    # > 0: a revoke is done only once this many replicas acknowledged it (WAIT).
+    redis_wait_replicas: int = 0
     secret_file: Path | None = None
     private_key_file: Path | None = None
     public_key_file: Path | None = None
@@ -103,8 +110,32 @@ class Settings:
     def redis_display(self) -> str:
         return mask_url(self.redis_url) if self.redis_url else f"embedded ({self.db.anchor}.redis)"
 
+    def redis_timeout_for(self, *, web: bool = False) -> float:
+        """The Redis timeout: the setting, else 1 s on the web path and 3 s for the tools."""
+        from sessionmon.core.redis_client import TOOL_TIMEOUT, WEB_TIMEOUT
+
+        if self.redis_timeout is not None:
+            return self.redis_timeout
+        return WEB_TIMEOUT if web else TOOL_TIMEOUT
+
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ConfigError(f"must be positive, not {seconds:g}s")
+    return seconds
+
+
+def _count(value: Any) -> int:
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"not a whole number: {value!r}") from None
+    if n < 0:
+        raise ConfigError(f"must be 0 or more, not {n}")
+    return n
 
 
 # name -> converter; the names are the flag names with "_" for "-".
@@ -122,6 +153,9 @@ _CONVERTERS: dict[str, Any] = {
     "actor": str,
     "interval": parse_duration,
     "read_only": parse_bool,
+    "redis_timeout": lambda v: _positive(parse_duration(v)),
+    "allow_evicting_redis": parse_bool,
+    "redis_wait_replicas": _count,
     "secret_file": lambda v: Path(str(v)).expanduser(),
     "private_key_file": lambda v: Path(str(v)).expanduser(),
     "public_key_file": lambda v: Path(str(v)).expanduser(),

@@ -92,13 +92,13 @@ def build_monitor(
     Never raises for a missing or broken database or Redis (the app shows them); raises
     ``SessionmonError`` for the demo's refusal or a database the demo cannot open.
     """
-    from sessionmon.core.blacklist import connect
     from sessionmon.core.clock import SYSTEM_CLOCK
     from sessionmon.core.embedded import EmbeddedRedis
+    from sessionmon.core.embedded_keeper import EmbeddedKeeper
     from sessionmon.core.errors import DatabaseError, RedisUnavailable
-    from sessionmon.core.runtime import make_blacklist
+    from sessionmon.core.runtime import connect_for, make_blacklist
     from sessionmon.tui.app import SessionmonApp
-    from sessionmon.tui.backend import EmbeddedKeeper, MonitorBackend
+    from sessionmon.tui.backend import MonitorBackend
     from sessionmon.tui.poller import Poller
 
     clock = clock or SYSTEM_CLOCK
@@ -120,7 +120,7 @@ def build_monitor(
             keeper.start()
         except RedisUnavailable as exc:
             start_error = str(exc)  # the app opens anyway, shows it and keeps trying
-    client = connect(url)
+    client = connect_for(settings, url)
     blacklist = make_blacklist(settings, client, clock)
     backend = MonitorBackend(
         settings.db,

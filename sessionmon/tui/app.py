@@ -26,13 +26,14 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
-from sessionmon.core.auth import Auth, LogoutResult
+from sessionmon.core.auth import Auth, LogoutOutcome, LogoutResult
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.blacklist_search import SearchResult, search
 from sessionmon.core.bulk_logout import end_in_batches
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.durations import format_duration
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
+from sessionmon.core.redis_health import Severity
 from sessionmon.core.session_query import SessionQuery, matching_sessions
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import ReadModel, Session, SessionStore, ViewQuery, open_reader
@@ -137,6 +138,7 @@ class SessionmonApp(App[int]):
         self._redis_backoff = self.poller.backoff_start
         self._next_redis_start = time.monotonic() + self._redis_backoff
         self._signals: list[int] = []
+        self._told: set[str] = set()  # Redis warnings already notified
         self._searching = False
         self._search_again = False  # search again as soon as the running search ends
         self._next_search = 0.0  # monotonic: the earliest repeat of the last search
@@ -307,6 +309,7 @@ class SessionmonApp(App[int]):
             db_ok=not (snap and snap.db_error),
             paused=self.paused,
             read_only=self.settings.read_only,
+            redis_warnings=redis_badges(snap.redis) if snap and snap.redis.ok else (),
         )
 
     # -- polling ----------------------------------------------------------------------------
@@ -379,6 +382,7 @@ class SessionmonApp(App[int]):
         try:
             self.main.apply_snapshot(snapshot)
             self._maybe_start_redis(snapshot)
+            self._tell_redis_warnings(snapshot)
             if snapshot.blacklist is not None:
                 self._maybe_search()
         except Exception as exc:  # a bug in drawing must not stop the poll loop
@@ -393,6 +397,16 @@ class SessionmonApp(App[int]):
     def _scheduled_poll(self) -> None:
         self._next_poll = None
         self.request_poll()
+
+    def _tell_redis_warnings(self, snapshot: Snapshot) -> None:
+        """A warning about the server (no persistence, ...) is told once in full; its badge stays
+        on the status bar."""
+        if not snapshot.redis.ok:
+            return
+        for finding in snapshot.redis.findings:
+            if finding.severity is Severity.WARNING and finding.message not in self._told:
+                self._told.add(finding.message)
+                self.notify(finding.message, title="Redis", severity="warning", timeout=10)
 
     # -- the embedded Redis -----------------------------------------------------------------
 
@@ -719,6 +733,23 @@ class SessionmonApp(App[int]):
         self.call_later(self.run_action, action, main)
 
 
+# Status bar badges (long, short) for what is wrong with the Redis server; errors are in the banner.
+REDIS_BADGES = {
+    "may_evict": ("MAY EVICT", "EVICT"),
+    "no_persistence": ("NO PERSISTENCE", "NOPERS"),
+    "persistence_unknown": ("PERSISTENCE?", "PERS?"),
+}
+
+
+def redis_badges(status: RedisStatus) -> tuple[tuple[str, str], ...]:
+    """The badges of the warnings about the server (the banner shows its errors)."""
+    return tuple(
+        REDIS_BADGES[f.code]
+        for f in status.findings
+        if f.severity is Severity.WARNING and f.code in REDIS_BADGES
+    )
+
+
 def describe_logout(target: LogoutTarget, result: LogoutResult) -> tuple[str, str, SeverityLevel]:
     """Title, text and severity of the notification after a force-logout.
 
@@ -744,8 +775,13 @@ def describe_logout(target: LogoutTarget, result: LogoutResult) -> tuple[str, st
         text += f", keys live up to {format_duration(longest)}"
     if result.missing and target.kind is not LogoutKind.USER:
         text += f"; {plural(len(result.missing), 'session')} already gone"
+    if result.outcome is LogoutOutcome.NOT_DURABLE:
+        # Written on the master only: never reported as revoked.
+        return "Force-logout NOT durable", f"{who}: {result.error}", "error"
     if not result.ok:
         return "Force-logout incomplete", f"{text}. {result.error}", "error"
+    if result.warning:
+        return "Force-logout done (Redis may evict it)", f"{text}. {result.warning}", "warning"
     if not result.found:
         return "Nothing to log out", "The sessions had already ended.", "warning"
     return "Force-logout done", text, "information"

@@ -3,8 +3,9 @@
 The monitor opens even when the database is missing, corrupt or locked and when the embedded Redis
 does not start: ``MonitorBackend`` opens the read-write store on first use (from a worker
 thread, never the UI thread) and tries again on every later use until it works; ``EmbeddedKeeper``
-(re)starts the embedded Redis on request and releases it exactly once when the monitor leaves, so
-the last sessionmon process to leave shuts the server down.
+(from the core, shared with the CLI and the web app) (re)starts the embedded Redis on request and
+releases it exactly once when the monitor leaves, so the last sessionmon process to leave shuts
+the server down.
 """
 
 from __future__ import annotations
@@ -17,70 +18,13 @@ import redis
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.embedded import EmbeddedRedis
-from sessionmon.core.errors import RedisUnavailable, SessionmonError
+from sessionmon.core.embedded_keeper import EmbeddedKeeper
 from sessionmon.core.keyadmin import KeyListing
 from sessionmon.core.keyring import overlap_for
 from sessionmon.core.runtime import Runtime
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore, open_store
 from sessionmon.core.store.url import DatabaseUrl
-
-
-class EmbeddedKeeper:
-    """Starts (or joins, or restarts) the embedded Redis; ``close`` leaves it exactly once.
-
-    ``start`` and ``close`` hold one lock, so a start running in a worker when the monitor quits
-    finishes first and is then released: a server started late is never left behind.
-    """
-
-    def __init__(self, embedded: EmbeddedRedis, *, make_dir: bool = True) -> None:
-        self.embedded = embedded
-        # False: never start the server beside a database that does not exist (it would leave
-        # its files beside a mistyped path); wait for the database to appear.
-        self.make_dir = make_dir
-        self._lock = threading.Lock()
-        self._joined = False
-        self._closed = False
-
-    @property
-    def url(self) -> str:
-        return self.embedded.url
-
-    def start(self) -> None:
-        """Make sure the server answers and this process is one of its users.
-
-        Raises ``RedisUnavailable`` with one line saying why it could not start.
-        """
-        with self._lock:
-            if self._closed:
-                raise RedisUnavailable("the monitor is shutting down")
-            if not self.make_dir and not self.embedded.db_path.exists():
-                raise RedisUnavailable(
-                    f"embedded Redis not started: waiting for the database "
-                    f"{self.embedded.db_path} (it lives beside it)"
-                )
-            try:
-                self.embedded.start()
-            except RedisUnavailable:
-                raise
-            except SessionmonError as exc:  # e.g. no redis-server binary (a ConfigError)
-                raise RedisUnavailable(f"embedded Redis not started: {exc}") from None
-            except OSError as exc:  # e.g. a directory where its socket should be
-                what = exc.strerror or str(exc)
-                where = f": {exc.filename}" if exc.filename else ""
-                raise RedisUnavailable(f"embedded Redis not started: {what}{where}") from None
-            self._joined = True
-
-    def close(self) -> bool:
-        """Leave the server (shutting it down if no other process uses it); True if it stopped."""
-        with self._lock:
-            if self._closed:
-                return False
-            self._closed = True
-            if not self._joined:
-                return False  # never registered: another process's server is not ours to stop
-            return self.embedded.stop()
 
 
 class MonitorBackend:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from sessionmon.core.blacklist import Blacklist, BlacklistEntry
 from sessionmon.core.clock import Clock
 from sessionmon.core.errors import DatabaseError, DatabaseMissing, RedisUnavailable
+from sessionmon.core.redis_health import Finding
 from sessionmon.core.store import ReadModel, Session, ViewQuery, open_reader
 from sessionmon.core.store.url import DatabaseUrl
 from sessionmon.tui.failures import report_failure
@@ -63,6 +64,8 @@ class RedisStatus:
     error: str | None = None
     last_ok: float | None = None  # clock time of the last good poll
     retry_in: float | None = None  # seconds until the next attempt when down
+    # What is wrong with the server for a blacklist (may evict keys, no persistence), worst first.
+    findings: tuple[Finding, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,9 @@ class Poller:
             entries = self.blacklist.page(
                 offset, req.blacklist_limit, descending=req.blacklist_descending
             )
+            guard = self.blacklist.guard
+            # Read on every (re)connect and once a minute, not on every poll.
+            findings = tuple(guard.findings()) if guard is not None else ()
         except Exception as exc:  # RedisUnavailable, or a bug (e.g. a key of the wrong type)
             error = str(exc) if isinstance(exc, RedisUnavailable) else None
             if error is None:
@@ -223,7 +229,7 @@ class Poller:
             self._redis = RedisStatus(False, None, error, self._redis.last_ok, retry_in=retry)
             return None
         self._backoff = self.backoff_start
-        self._redis = RedisStatus(True, latency, None, self.clock.now())
+        self._redis = RedisStatus(True, latency, None, self.clock.now(), findings=findings)
         return BlacklistResult(count, offset, req.blacklist_descending, entries)
 
     # -- both -------------------------------------------------------------------------------

@@ -39,6 +39,9 @@ def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
         "read_only": (["--read-only"], "read_only", True),
         "key_dir": (["--key-dir", str(tmp_path / "k")], "key_dir", tmp_path / "k"),
         "allow_weak_secret": (["--allow-weak-secret"], "allow_weak_secret", True),
+        "redis_timeout": (["--redis-timeout", "500ms"], "redis_timeout", 0.5),
+        "allow_evicting_redis": (["--allow-evicting-redis"], "allow_evicting_redis", True),
+        "redis_wait_replicas": (["--redis-wait-replicas", "2"], "redis_wait_replicas", 2),
     }
 
 

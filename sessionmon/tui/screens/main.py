@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import ContentSwitcher, Input
 
+from sessionmon.core.redis_health import Severity
 from sessionmon.core.store import ViewQuery
 from sessionmon.tui.actions import BLACKLIST, DESTRUCTIVE, SESSIONS, bindings, works_in
 from sessionmon.tui.format import ago
@@ -174,6 +175,8 @@ class MainScreen(Screen[None]):
             detail = self.app.redis_start_error or without_address(snap.redis.error or "")
             when = f" · retrying in {retry:.0f}s" if retry and retry >= 1 else " · retrying"
             problems.append(f"{REDIS_DOWN}{when} ({detail})" if detail else REDIS_DOWN + when)
+        if snap.redis.ok:  # a Redis that may evict keys: force-logout is refused, say why
+            problems += [f.message for f in snap.redis.findings if f.severity is Severity.ERROR]
         if snap.db_error:
             problems.append(database_problem(snap, self.app.model.loaded))
         self._banner.show_problems(problems)

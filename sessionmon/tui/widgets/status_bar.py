@@ -25,6 +25,8 @@ class StatusInfo:
     db_ok: bool = True
     paused: bool = False
     read_only: bool = False
+    # Badges for what is wrong with the Redis server: (long, short) words, e.g. NO PERSISTENCE.
+    redis_warnings: tuple[tuple[str, str], ...] = ()
 
 
 class StatusBar(Widget):
@@ -77,7 +79,9 @@ class StatusBar(Widget):
     def _line(self, form: Form, width: int) -> Text:
         info = self.info
         badges = Text()
-        for on, long, short in ((info.paused, "PAUSED", "P"), (info.read_only, "READ-ONLY", "RO")):
+        flags = [(info.paused, "PAUSED", "P"), (info.read_only, "READ-ONLY", "RO")]
+        flags += [(True, long, short) for long, short in info.redis_warnings]
+        for on, long, short in flags:
             if on:
                 word = short if form.short_badges else long
                 badges.append(f" {word} ", self._style("status--badge"))
