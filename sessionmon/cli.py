@@ -132,7 +132,14 @@ class CliError(SessionmonError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line naming the command's ``--help``, not argparse's usage block."""
+    """Usage errors are one line naming the command's ``--help``, not argparse's usage block.
+
+    No abbreviations: ``ls --all`` must never be read as a prefix of ``--allow-...`` (a flag that
+    lowers a safety check must be typed in full)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("sessionmon").strip()

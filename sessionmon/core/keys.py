@@ -28,7 +28,7 @@ PUBLIC_KEY_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "
 ALGORITHMS = HMAC_ALGORITHMS + PUBLIC_KEY_ALGORITHMS
 # An HMAC secret shorter than the hash is refused (RFC 7518 3.2) unless allowed explicitly.
 HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
-KID_CHARS = 16  # a kid is the first 16 characters of the key's RFC 7638 thumbprint
+KID_CHARS = 16  # a kid: the first 16 hex digits of the key's RFC 7638 thumbprint
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,12 @@ _THUMBPRINT_MEMBERS = {
 
 
 def derive_kid(material: KeyMaterial) -> str:
-    """The first ``KID_CHARS`` characters of the key's RFC 7638 JWK thumbprint (SHA-256)."""
+    """The first ``KID_CHARS`` hex digits of the key's RFC 7638 JWK thumbprint (SHA-256). Hex,
+    not base64url: a kid never starts with "-", so ``keys retire KID`` never reads as an option."""
     jwk = _jwk_of(material)
     members = {m: jwk[m] for m in _THUMBPRINT_MEMBERS[jwk["kty"]]}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
-    return _b64(hashlib.sha256(canonical).digest())[:KID_CHARS]
+    return hashlib.sha256(canonical).hexdigest()[:KID_CHARS]
 
 
 def public_jwk(material: KeyMaterial) -> dict[str, Any] | None:

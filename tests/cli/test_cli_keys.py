@@ -111,6 +111,8 @@ def test_weak_secret_is_refused_unless_allowed(run_cli: Run) -> None:
         assert "changeme" not in proc.stderr
     proc = run_cli("keys", "ls", "--allow-weak-secret", env_extra=weak)
     assert proc.returncode == 0, proc.stderr
+    # A flag that lowers a check is never taken from an abbreviation.
+    assert_clean_error(run_cli("keys", "ls", "--allow-weak", env_extra=weak), 2, "--allow-weak")
     proc = run_cli("keys", "ls", env_extra={**weak, "SESSIONMON_ALLOW_WEAK_SECRET": "1"})
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("keys", "ls", env_extra={**weak, "SESSIONMON_ALGORITHM": "HS512"})

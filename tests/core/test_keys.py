@@ -18,7 +18,7 @@ from sessionmon.core.errors import ConfigError, DatabaseMissing, KeySetError
 from sessionmon.core.keyadmin import KeyAdmin
 from sessionmon.core.keydir import KeyDirectory, key_dir_for
 from sessionmon.core.keyring import PROPAGATION, KeyState
-from sessionmon.core.keys import HMAC_MIN_BYTES, KeyMaterial, derive_kid
+from sessionmon.core.keys import HMAC_MIN_BYTES, KeyMaterial, derive_kid, generate_key
 from sessionmon.core.keysource import LiveKeys, StaticKeys, key_directory, open_keys
 from sessionmon.core.settings import Settings, load_settings
 from sessionmon.core.store import SessionStore
@@ -68,6 +68,9 @@ def test_generated_set_has_a_current_and_a_next_key_in_private_files(tmp_path: P
         assert stat.S_IMODE(path.stat().st_mode) == want, path
     # The kid is the key's thumbprint: reading the file back gives the same kid.
     assert derive_kid(ring.current.material) == ring.current.kid
+    for _ in range(50):  # hex: never an option-looking "-..." on a command line
+        kid = generate_key("HS256").kid
+        assert len(kid) == 16 and all(c in "0123456789abcdef" for c in kid)
 
 
 def test_rotate_moves_every_state_and_retire_rejects_its_tokens(tmp_path: Path) -> None:
