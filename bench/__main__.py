@@ -22,6 +22,7 @@ BENCHMARKS = {
     "logout": ("bench.bench_logout", "force-logout one session and a user with 1,000 sessions"),
     "monitor": ("bench.bench_monitor", "monitor first paint, tick CPU, RSS, filter/sort"),
     "pgquery": ("bench.bench_pgquery", "PostgreSQL keyset window and trigram filter vs plain SQL"),
+    "rotation": ("bench.bench_rotation", "failed verifications across key rotations under load"),
 }
 
 

@@ -8,13 +8,15 @@ It reads the same ``SESSIONMON_*`` settings as the CLI (database, Redis URL or t
 prefix, algorithm and keys, TTLs), plus the web layer's own (cookie attributes, trusted proxy,
 allowed origins, body cap, fail-open: see :mod:`sessionmon.web.config`).
 
+Endpoints: ``POST /login`` ``{"email": ..., "name": ...}``, ``GET /me``, ``POST /logout``,
+``GET /.well-known/jwks.json`` (the public keys of the next, current and previous signing keys;
+``{"keys": []}`` for HMAC).
+
 Refresh tokens rotate on every silent refresh (``SESSIONMON_ROTATE_REFRESH``, on by default): the
 middleware sets both cookies, and a refresh token used again after ``SESSIONMON_REUSE_GRACE``
 revokes the session (``401 refresh_reused``). With rotation off (``SESSIONMON_ROTATE_REFRESH=0``)
 a copied refresh cookie keeps working until it expires and nothing detects it. A login over
 ``SESSIONMON_MAX_SESSIONS_PER_USER`` (with ``SESSIONMON_ON_MAX_SESSIONS=deny``) gets 429.
-
-Endpoints: ``POST /login`` ``{"email": ..., "name": ...}``, ``GET /me``, ``POST /logout``.
 ``POST`` routes refuse cross-site requests (403), bodies that are not ``application/json`` (415),
 over the cap (413, read incrementally) or not the expected JSON (400), each with a JSON reason.
 """
@@ -42,6 +44,7 @@ from sessionmon.core.errors import (
     SessionmonError,
     TooManySessions,
 )
+from sessionmon.core.keysource import KeySource
 from sessionmon.core.runtime import Runtime, open_runtime
 from sessionmon.core.settings import Settings, load_settings
 from sessionmon.web import CookieSettings, SessionMiddleware, auth_reason, get_user, require_user
@@ -57,6 +60,9 @@ log = logging.getLogger("sessionmon.webapp")
 MAX_EMAIL = 254
 MAX_NAME = 100
 RETRY_AFTER = 5
+# Verifiers may cache the key set this long: the next key is published a rotation ahead, so a
+# rotation never needs a refetch; a retired key may be trusted elsewhere this long after.
+JWKS_MAX_AGE = 60
 
 
 class Backend:
@@ -71,6 +77,12 @@ class Backend:
         if self.runtime is None:
             raise RuntimeError("the app has not started (lifespan not run)")
         return self.runtime.auth
+
+    @property
+    def keys(self) -> KeySource:
+        if self.runtime is None:
+            raise RuntimeError("the app has not started (lifespan not run)")
+        return self.runtime.keys
 
 
 def create_app(
@@ -96,7 +108,8 @@ def create_app(
         # otherwise; a dead embedded Redis is restarted by the first request that finds it gone.
         runtime = await run_sync(lambda: open_runtime(settings, web=True))
         try:
-            runtime.auth  # noqa: B018 - load the keys now: a missing secret fails at startup
+            runtime.auth  # noqa: B018
+            runtime.keys  # noqa: B018 - load the keys now: a missing or weak secret fails here
         except SessionmonError as exc:
             runtime.close()
             log.error("cannot start: %s", exc)
@@ -189,6 +202,12 @@ def create_app(
             response.headers.append("set-cookie", header)
         return response
 
+    async def jwks(request: Request) -> Response:
+        ring = await run_sync(backend.keys.ring)  # may re-read the key set (file I/O)
+        return JSONResponse(
+            ring.jwks(), headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE}"}
+        )
+
     async def index(request: Request) -> Response:
         return JSONResponse(
             {
@@ -212,6 +231,7 @@ def create_app(
             Route("/login", login, methods=["POST"]),
             Route("/me", me),
             Route("/logout", logout, methods=["POST"]),
+            Route("/.well-known/jwks.json", jwks),
         ],
         middleware=[
             # Outermost: a cross-site POST is refused before any token is looked at.

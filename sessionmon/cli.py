@@ -77,6 +77,17 @@ SETTING_FLAGS = (
         "config", "TOML config file (default: $XDG_CONFIG_HOME/sessionmon/config.toml)", "PATH"
     ),
     SettingFlag("algorithm", "JWT algorithm: HS256 (default), RS256, ES256, EdDSA, ...", "ALG"),
+    SettingFlag(
+        "key_dir",
+        "directory of the rotating key set (default: <db>.keys beside the database when no key "
+        "is configured)",
+        "DIR",
+    ),
+    SettingFlag(
+        "allow_weak_secret",
+        "accept an HMAC secret shorter than the hash (HS256: 32 bytes)",
+        kind="switch",
+    ),
     SettingFlag("access_ttl", "access token life, e.g. 15m (default)", "DURATION", "duration"),
     SettingFlag("refresh_ttl", "refresh token life, e.g. 7d (default)", "DURATION", "duration"),
     SettingFlag("leeway", "allowed clock skew (default 10s)", "DURATION", "duration"),
@@ -151,7 +162,14 @@ class CliError(SessionmonError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors are one line naming the command's ``--help``, not argparse's usage block."""
+    """Usage errors are one line naming the command's ``--help``, not argparse's usage block.
+
+    No abbreviations: ``ls --all`` must never be read as a prefix of ``--allow-...`` (a flag that
+    lowers a safety check must be typed in full)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("sessionmon").strip()
@@ -199,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Watch and control JWT login sessions (SQLite sessions, Redis blacklist). "
         "With no command, opens the monitor.",
         epilog="Secrets come from SESSIONMON_SECRET / SESSIONMON_SECRET_FILE (HMAC) or "
-        "SESSIONMON_PRIVATE_KEY_FILE / SESSIONMON_PUBLIC_KEY_FILE, never from the command line.",
+        "SESSIONMON_PRIVATE_KEY_FILE / SESSIONMON_PUBLIC_KEY_FILE, never from the command line; "
+        "with none of them, a rotating key set in the key directory (see sessionmon keys).",
     )
     parser.add_argument("--version", action="version", version=f"sessionmon {__version__}")
     _monitor_flags(parser)
@@ -344,7 +363,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     copy.add_argument("--batch", type=int, default=5000, help="rows per transaction (5000)")
     copy.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+    _keys_parser(sub, common)
     return parser
+
+
+def _keys_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    keys = sub.add_parser(
+        "keys",
+        parents=[common],
+        help="list, rotate, retire signing keys; export the public JWKS",
+        description="The signing key set: next (published, signs after the next rotation), "
+        "current (signs), previous (verifies until the longest token it signed has expired: "
+        "refresh TTL + leeway), retired (verifies nothing). A configured key (SESSIONMON_SECRET, "
+        "key files) is one current key and cannot be rotated.",
+    )
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    ksub.required = True
+    ls = ksub.add_parser("ls", parents=[common], help="list the keys (kid, state, age, countdown)")
+    ls.add_argument("--json", action="store_true", help="print a JSON object")
+    rotate = ksub.add_parser(
+        "rotate",
+        parents=[common],
+        help="next becomes current, current becomes previous, a new next is generated",
+    )
+    rotate.add_argument("--reason", default=None, help="recorded in the audit table")
+    rotate.add_argument("--json", action="store_true", help="print the changes as JSON")
+    retire = ksub.add_parser(
+        "retire",
+        parents=[common],
+        help="reject every token signed with KID from now on (every process within 1 s)",
+    )
+    retire.add_argument("kid", metavar="KID")
+    retire.add_argument("--reason", default=None, help="recorded in the audit table")
+    retire.add_argument("--json", action="store_true", help="print the changes as JSON")
+    ksub.add_parser(
+        "export-jwks",
+        parents=[common],
+        help="print the public keys (next, current, previous) as a JWKS; HMAC: exit 2",
+    )
 
 
 def _monitor_flags(p: argparse.ArgumentParser) -> None:
@@ -1114,6 +1171,84 @@ def cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from sessionmon.core.keyadmin import KeyAdmin, listing
+    from sessionmon.core.keysource import open_keys
+    from sessionmon.core.settings import may_create_db
+    from sessionmon.core.store import open_store
+
+    if not settings.db.exists() and may_create_db(settings):
+        open_store(settings.db).close()  # a first run: as `check` and the monitor do
+    keys = open_keys(settings, may_generate=settings.db.exists())
+    action = args.keys_command
+    if action == "ls":
+        view = listing(keys, settings)
+        if args.json:
+            _json(
+                {
+                    "algorithm": view.ring.algorithm,
+                    "where": view.ring.where,
+                    "managed": view.ring.managed,
+                    "overlap": view.overlap,
+                    "keys": view.to_dicts(),
+                }
+            )
+            return EXIT_OK
+        sys.stderr.write(
+            f"{view.ring.algorithm} keys in {view.ring.where}; a previous key verifies for "
+            f"{format_duration(view.overlap)} (longest token + leeway)\n"
+        )
+        _table(
+            ("KID", "ALG", "STATE", "AGE", "CAN GO"),
+            [
+                (
+                    e.kid,
+                    e.algorithm,
+                    e.state.value,
+                    "-" if (age := e.age(view.now)) is None else format_duration(age),
+                    _can_go(e.can_go_at(view.overlap), view.now),
+                )
+                for e in view.entries
+            ],
+        )
+        return EXIT_OK
+    store = _open_store(settings, write=True)
+    try:
+        admin = KeyAdmin(settings, store, keys=keys)
+        if action == "export-jwks":
+            _json(admin.export_jwks(settings.actor))
+            return EXIT_OK
+        if action == "rotate":
+            change = admin.rotate(settings.actor, args.reason)
+        else:
+            change = admin.retire(args.kid, settings.actor, args.reason)
+    finally:
+        store.close()
+    if args.json:
+        _json(
+            {
+                "action": change.action,
+                "algorithm": change.algorithm,
+                "kid": change.kid,
+                "changes": [{"kid": k, "from": a, "to": b} for k, a, b in change.changes],
+                "at": time.time(),
+            }
+        )
+    else:
+        for kid, old, new in change.changes:
+            _out(f"{kid}  {old} -> {new}")
+    return EXIT_OK
+
+
+def _can_go(at: float | None, now: float) -> str:
+    """The countdown of a previous key: ``in 6d 23:59``, or ``now``; ``-`` for other states."""
+    if at is None:
+        return "-"
+    return "now" if at <= now else "in " + format_duration(at - now)
+
+
 COMMANDS: dict[str | None, Callable[[argparse.Namespace, Settings], int]] = {
     None: cmd_tui,
     "tui": cmd_tui,
@@ -1127,6 +1262,7 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace, Settings], int]] = {
     "migrate": cmd_migrate,
     "copy": cmd_copy,
     "purge": cmd_purge,
+    "keys": cmd_keys,
 }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ from sessionmon.core.tokens import (
 # Extra life for a session key beyond the longest token: covers an access token minted by a
 # silent refresh that races the logout (its clock reading comes a little later than ours).
 RACE_MARGIN = 30.0
+TOUCH_PAUSE = 10.0  # seconds without last-seen updates after the database failed
 
 # Audit actions and actors of what the core does on its own.
 REUSE_DETECTED = "reuse_detected"
@@ -213,6 +215,7 @@ class Auth:
         )
         self._touched: OrderedDict[str, float] = OrderedDict()
         self._touch_lock = threading.Lock()
+        self._touch_paused_until = 0.0  # monotonic; see _pause_touches
 
     @property
     def codec(self) -> TokenCodec:
@@ -346,7 +349,11 @@ class Auth:
             if rejection is not None:
                 return AuthResult.reject(rejection)
             return AuthResult(reason=Reason.NO_TOKEN, detail="no token presented")
-        return self.refresh(refresh_token, ip=ip, user_agent=user_agent)
+        try:
+            return self.refresh(refresh_token, ip=ip, user_agent=user_agent)
+        except DatabaseError:
+            self._pause_touches()
+            raise
 
     def refresh(
         self, refresh_token: str, *, ip: str | None = None, user_agent: str | None = None
@@ -557,9 +564,18 @@ class Auth:
             self._touched.move_to_end(sid)
             while len(self._touched) > 100_000:
                 self._touched.popitem(last=False)
-        # last_seen is informational: never fail a request over it.
-        with contextlib.suppress(DatabaseError):
+        if time.monotonic() < self._touch_paused_until:
+            return
+        # last_seen is best effort: never fail a request over it.
+        try:
             self.store.touch(sid, now)
+        except DatabaseError:
+            self._pause_touches()
+
+    def _pause_touches(self) -> None:
+        """The database failed: requests with a valid access token stop waiting on it for their
+        last-seen update for ``TOUCH_PAUSE`` seconds (only the first one waited its timeout)."""
+        self._touch_paused_until = time.monotonic() + TOUCH_PAUSE
 
     # -- logout -------------------------------------------------------------------------------
 

@@ -49,6 +49,11 @@ class TooManySessions(SessionmonError):
         self.limit = limit
 
 
+class KeySetError(ConfigError):
+    """A key-set operation that cannot be done: an unknown kid, retiring the current key,
+    rotating a key that comes from the configuration (exit code 2)."""
+
+
 class RedisMayEvict(RedisUnavailable):
     """Redis may evict blacklist keys (a ``maxmemory-policy`` other than ``noeviction`` with a
     ``maxmemory`` limit) and the operator did not allow it: revocations are refused (exit 3)."""

@@ -13,7 +13,9 @@ from PyJWT. It accepts only when all of these hold:
   character), each canonical (re-encoding the decoded bytes gives the segment back, as PyJWT
   checks);
 - the header decodes to a JSON object with exactly ``alg`` (equal to the pinned algorithm) and
-  optionally ``typ`` (no ``kid``, ``crit``, ``b64`` or anything else);
+  optionally ``typ`` and ``kid`` (no ``crit``, ``b64`` or anything else); a ``kid`` must be this
+  fast path's own (a fast path is built per key, and the codec only uses the current key's, which
+  is also the key for tokens without a kid); without a kid of its own, no ``kid`` is accepted;
 - the HMAC over the exact signing input (``header.payload`` as sent), with the key prepared once by
   PyJWT's own ``prepare_key``, equals the signature (``hmac.compare_digest``);
 - the payload is a JSON object whose ``sub`` and ``jti`` (when present) are strings, and whose
@@ -44,7 +46,7 @@ _HASHES = {
     "HS512": HMACAlgorithm.SHA512,
 }
 _COMPACT = re.compile(r"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
-_HEADER_KEYS = frozenset({"alg", "typ"})
+_HEADER_KEYS = frozenset({"alg", "typ", "kid"})
 _MAX_KNOWN_HEADERS = 32
 
 
@@ -77,8 +79,10 @@ class HmacFastPath:
         *,
         issuer: str | None = None,
         audience: str | None = None,
+        kid: str | None = None,
     ) -> None:
         self.algorithm = algorithm
+        self.kid = kid
         self.issuer = issuer
         self.audience = audience
         self._hash = _HASHES[algorithm]
@@ -89,13 +93,19 @@ class HmacFastPath:
 
     @classmethod
     def for_codec(
-        cls, algorithm: str, key: Any, issuer: str | None, audience: str | None
+        cls,
+        algorithm: str,
+        key: Any,
+        issuer: str | None,
+        audience: str | None,
+        *,
+        kid: str | None = None,
     ) -> HmacFastPath | None:
         """A fast path for this configuration, or None when it does not apply."""
         if algorithm not in _HASHES or key is None or audience == "":
             return None
         try:
-            fast = cls(algorithm, key, issuer=issuer, audience=audience)
+            fast = cls(algorithm, key, issuer=issuer, audience=audience, kid=kid)
         except (jwt.InvalidKeyError, TypeError, ValueError):
             return None
         return fast if fast.enabled else None
@@ -114,6 +124,7 @@ class HmacFastPath:
             isinstance(header, dict)
             and header.get("alg") == self.algorithm
             and header.keys() <= _HEADER_KEYS
+            and ("kid" not in header or (self.kid is not None and header["kid"] == self.kid))
         )
 
     def accept(self, token: str) -> dict[str, Any] | None:

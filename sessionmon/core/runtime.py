@@ -17,7 +17,7 @@ from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.embedded import EmbeddedRedis
 from sessionmon.core.embedded_keeper import EmbeddedKeeper, Reviver
-from sessionmon.core.keys import load_keys
+from sessionmon.core.keysource import KeySource, open_keys
 from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.redis_client import connect
 from sessionmon.core.redis_health import WriteGuard
@@ -63,12 +63,17 @@ def connect_for(settings: Settings, url: str, *, web: bool = False) -> redis.Red
 
 
 def make_codec(
-    settings: Settings, clock: Clock = SYSTEM_CLOCK, *, may_generate: bool = True
+    settings: Settings,
+    clock: Clock = SYSTEM_CLOCK,
+    *,
+    may_generate: bool = True,
+    keys: KeySource | None = None,
 ) -> TokenCodec:
-    """The token codec of ``settings``; loads the keys now (a missing key is a ``ConfigError``;
-    ``may_generate=False``: never generate a secret beside a database that does not exist)."""
+    """The token codec of ``settings``; loads the key set now unless given (a missing key is a
+    ``ConfigError``; ``may_generate=False``: never generate a key set beside a database that does
+    not exist)."""
     return TokenCodec(
-        load_keys(settings, may_generate=may_generate),
+        keys if keys is not None else open_keys(settings, may_generate=may_generate),
         leeway=settings.leeway,
         issuer=settings.issuer,
         audience=settings.audience,
@@ -97,15 +102,24 @@ class Runtime:
     embedded: EmbeddedRedis | None = None
     clock: Clock = SYSTEM_CLOCK
     keeper: EmbeddedKeeper | None = None  # restarts the embedded server when it died
+    _keys: KeySource | None = field(default=None, repr=False)
     _codec: TokenCodec | None = field(default=None, repr=False)
     _auth: Auth | None = field(default=None, repr=False)
     auth_options: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def keys(self) -> KeySource:
+        """The key set (generated on first use when none is configured; a ``ConfigError`` when
+        it cannot be)."""
+        if self._keys is None:
+            self._keys = open_keys(self.settings)
+        return self._keys
+
+    @property
     def codec(self) -> TokenCodec:
         """The token codec; loads keys on first use (a missing key is a ``ConfigError``)."""
         if self._codec is None:
-            self._codec = make_codec(self.settings, self.clock)
+            self._codec = make_codec(self.settings, self.clock, keys=self.keys)
         return self._codec
 
     @property

@@ -92,6 +92,8 @@ class Settings:
     secret_file: Path | None = None
     private_key_file: Path | None = None
     public_key_file: Path | None = None
+    key_dir: Path | None = None
+    allow_weak_secret: bool = False
     config: Path | None = None
     # Refresh-token rotation and session lifetime policies (see core.policy).
     rotate_refresh: bool = True
@@ -171,6 +173,8 @@ _CONVERTERS: dict[str, Any] = {
     "absolute_timeout": lambda v: _optional(parse_duration, v),
     "max_sessions_per_user": lambda v: _optional(_positive_int, v),
     "on_max_sessions": OnMaxSessions.parse,
+    "key_dir": lambda v: Path(str(v)).expanduser(),
+    "allow_weak_secret": parse_bool,
 }
 
 

@@ -1,7 +1,9 @@
 """Mint and verify JWTs with PyJWT. Every rejection carries a machine-readable reason.
 
-Verification pins the one configured algorithm, checks expiry itself against the injectable clock
-(with the leeway), requires ``exp`` and a session id, and checks ``typ``.
+Verification pins the one configured algorithm, picks the key by the header's ``kid`` (see
+``core.keysource``: unknown or retired kid -> ``unknown_key``; no kid -> the current key), checks
+expiry itself against the injectable clock (with the leeway), requires ``exp`` and a session id,
+and checks ``typ``. Minting signs with the current key and sets ``kid`` in the header.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import jwt
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.jws_fast import HmacFastPath
+from sessionmon.core.keyring import KeyRing
 from sessionmon.core.keys import KeyMaterial
+from sessionmon.core.keysource import KeySource, StaticKeys
 
 MAX_TOKEN_BYTES = 8 * 1024
 
@@ -39,6 +43,7 @@ class Reason(StrEnum):
     SESSION_NOT_FOUND = "session_not_found"
     TOO_LARGE = "too_large"
     NOT_YET_VALID = "not_yet_valid"
+    UNKNOWN_KEY = "unknown_key"  # the kid names no key of the set, or a retired one
     NO_TOKEN = "no_token"  # a request that presented no token at all (not a token rejection)
     # Refresh-token rotation (see core.auth): an old refresh token came back (the family is
     # revoked); a generation claim that is not one this session issued; one it has not reached.
@@ -106,11 +111,12 @@ def new_id(nbytes: int = 16) -> str:
 
 
 class TokenCodec:
-    """Mints and verifies access and refresh tokens for one algorithm and key pair."""
+    """Mints and verifies access and refresh tokens for one algorithm and its key set (one
+    ``KeyMaterial``: a set of that one current key)."""
 
     def __init__(
         self,
-        keys: KeyMaterial,
+        keys: KeyMaterial | KeySource,
         *,
         leeway: float = 10.0,
         issuer: str | None = None,
@@ -119,8 +125,10 @@ class TokenCodec:
         clock: Clock = SYSTEM_CLOCK,
         fast_path: bool = True,
     ) -> None:
-        self.keys = keys
-        self.algorithm = keys.algorithm
+        self.key_source: KeySource = (
+            StaticKeys(KeyRing.single(keys)) if isinstance(keys, KeyMaterial) else keys
+        )
+        self.algorithm = self.key_source.ring().algorithm
         self.leeway = float(leeway)
         self.issuer = issuer
         self.audience = audience
@@ -143,12 +151,58 @@ class TokenCodec:
             "require": [],
         }
         # Accept-only shortcut for HMAC tokens (see jws_fast): anything it does not accept goes
-        # through PyJWT below, so every rejection and its reason are PyJWT's.
-        self._fast = (
-            HmacFastPath.for_codec(self.algorithm, keys.verifying_key, issuer, audience)
-            if fast_path
-            else None
+        # through PyJWT below, so every rejection and its reason are PyJWT's. One per kid; only
+        # the current key's is used.
+        self._fast_on = fast_path
+        self._fast_paths: dict[str, HmacFastPath | None] = {}
+
+    @property
+    def keys(self) -> KeyMaterial:
+        """The current (signing) key."""
+        material = self.key_source.ring().current.material
+        assert material is not None  # KeyRing guarantees it
+        return material
+
+    @property
+    def _fast(self) -> HmacFastPath | None:
+        """The fast path of the current key (None when off or not HMAC)."""
+        if not self._fast_on:
+            return None
+        current = self.key_source.ring().current
+        try:
+            return self._fast_paths[current.kid]
+        except KeyError:
+            pass
+        assert current.material is not None
+        fast = HmacFastPath.for_codec(
+            self.algorithm,
+            current.material.verifying_key,
+            self.issuer,
+            self.audience,
+            kid=current.kid,
         )
+        if len(self._fast_paths) >= 8:  # rotations: keep the map small
+            self._fast_paths.clear()
+        self._fast_paths[current.kid] = fast
+        return fast
+
+    def _verifying_key(self, header: dict[str, Any]) -> Any:
+        """The key for this header's ``kid`` (no kid: the current key)."""
+        kid = header.get("kid")
+        ring = self.key_source.ring()
+        if kid is None:
+            return self.keys.verifying_key
+        material = ring.verifying(kid)
+        if material is None and ring.get(kid) is None:
+            # Maybe another process rotated since we last looked: look again, now.
+            ring = self.key_source.refresh()
+            material = ring.verifying(kid)
+        if material is None:
+            known = ring.get(kid) is not None
+            raise TokenRejected(
+                Reason.UNKNOWN_KEY, "the key that signed it is retired" if known else "unknown kid"
+            )
+        return material.verifying_key
 
     # -- minting -------------------------------------------------------------------------------
 
@@ -170,7 +224,9 @@ class TokenCodec:
 
         ``jti``, ``now`` and ``exp`` given: the same claims as a token minted before with them
         (a rotation's successor pair minted again). ``gen``: the refresh token's generation."""
-        if self.keys.signing_key is None:
+        current = self.key_source.ring().current
+        assert current.material is not None
+        if current.material.signing_key is None:
             from sessionmon.core.errors import ConfigError
 
             raise ConfigError(
@@ -196,7 +252,12 @@ class TokenCodec:
             payload["iss"] = self.issuer
         if self.audience:
             payload["aud"] = self.audience
-        token = self._jwt.encode(payload, self.keys.signing_key, algorithm=self.algorithm)
+        token = self._jwt.encode(
+            payload,
+            current.material.signing_key,
+            algorithm=self.algorithm,
+            headers={"kid": current.kid},
+        )
         return token, self._claims(payload, token, typ)
 
     # -- verification ----------------------------------------------------------------------------
@@ -219,8 +280,9 @@ class TokenCodec:
             raise TokenRejected(Reason.MALFORMED, "token is not ASCII")
         if token.count(".") != 2:
             raise TokenRejected(Reason.MALFORMED, "not a JWS compact token")
-        if self._fast is not None:
-            payload = self._fast.accept(token)
+        fast = self._fast
+        if fast is not None:
+            payload = fast.accept(token)
             if payload is not None:
                 return payload
         try:
@@ -231,7 +293,8 @@ class TokenCodec:
         alg = header.get("alg") if isinstance(header, dict) else None
         if alg != self.algorithm:
             raise TokenRejected(Reason.BAD_SIGNATURE, "algorithm not accepted")
-        if self.keys.verifying_key is None:
+        verifying_key = self._verifying_key(header)
+        if verifying_key is None:
             from sessionmon.core.errors import ConfigError
 
             raise ConfigError(
@@ -240,7 +303,7 @@ class TokenCodec:
         try:
             payload = self._jwt.decode(
                 token,
-                self.keys.verifying_key,
+                verifying_key,
                 algorithms=self._algorithms,
                 options=self._decode_options,  # type: ignore[arg-type]
                 audience=self.audience,

@@ -123,6 +123,14 @@ ACTIONS: tuple[ActionSpec, ...] = (
         show=False,
     ),
     ActionSpec("escape", "clear_filter", "Clear filter", "Clear the filter", "escape", show=False),
+    ActionSpec(
+        "K",
+        "keys",
+        "Keys",
+        "Show the signing keys: kid, state, age, when the previous key can go",
+        "K",
+        show=False,
+    ),
     ActionSpec("question_mark", "help", "Help", "Show the keys and what they do", "?", pinned=True),
     ActionSpec(
         "q", "quit", "Quit", "Quit the monitor (ctrl+c too, from anywhere)", "q", pinned=True

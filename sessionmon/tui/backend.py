@@ -19,6 +19,8 @@ from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.embedded_keeper import EmbeddedKeeper
+from sessionmon.core.keyadmin import KeyListing
+from sessionmon.core.keyring import overlap_for
 from sessionmon.core.runtime import Runtime
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore, open_store
@@ -93,6 +95,17 @@ class MonitorBackend:
                 )
                 self._auth = self._runtime.auth
             return self._auth
+
+    def key_listing(self) -> KeyListing:
+        """The signing key set as of now, through auth's codec (generated on first use when
+        none is configured). Call it from a worker: it may read files and open the store."""
+        auth = self.auth()
+        codec = auth.codec
+        return KeyListing(
+            codec.key_source.refresh(),
+            overlap_for(auth.access_ttl, auth.refresh_ttl, codec.leeway),
+            self.clock.now(),
+        )
 
     def close(self) -> None:
         """Close what this backend opened and leave the embedded Redis."""

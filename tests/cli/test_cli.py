@@ -324,7 +324,7 @@ def test_check_unverified_claims_are_marked(run_cli: Run, auth: Auth) -> None:
     other = TokenCodec(KeyMaterial("HS256", b"x" * 40, b"x" * 40))
     forged, _ = other.mint("access", sub="u1", sid="s1", ttl=60, email="evil@example.com")
     proc = run_cli("check", input=forged)
-    assert "rejected: bad_signature" in proc.stdout
+    assert "rejected: unknown_key" in proc.stdout  # another key: its kid is not ours
     assert "UNVERIFIED" in proc.stdout and "evil@example.com" in proc.stdout
 
 
@@ -345,17 +345,19 @@ def test_usage_errors_and_no_match_messages(run_cli: Run, auth: Auth) -> None:
     assert rows and rows[0]["outcome"] == "not_found"
 
 
-def test_generated_secret_beside_db_is_used_with_a_redis_url(
+def test_generated_key_set_beside_db_is_used_with_a_redis_url(
     run_cli: Run, tmp_path: Path, redis_url: str
 ) -> None:
-    from sessionmon.core.keys import load_keys, secret_path_for
+    from sessionmon.core.keydir import key_dir_for
+    from sessionmon.core.keys import load_keys
     from sessionmon.core.settings import Settings
 
     db = tmp_path / "own.db"
-    embedded = Settings(db=db)  # the embedded default generates the secret once
+    embedded = Settings(db=db)  # the embedded default generates the key set once
     keys = load_keys(embedded, env={})
-    assert secret_path_for(db).stat().st_mode & 0o777 == 0o600
-    # Later, with a Redis URL and no secret configured, the same secret is used.
+    key_file = key_dir_for(db) / f"HS256-{keys.kid}.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    # Later, with a Redis URL and no secret configured, the same key set is used.
     with_url = load_keys(Settings(db=db, redis_url=redis_url), env={})
     assert with_url.signing_key == keys.signing_key
 

@@ -48,6 +48,8 @@ def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
             "on_max_sessions",
             OnMaxSessions.EVICT_OLDEST,
         ),
+        "key_dir": (["--key-dir", str(tmp_path / "k")], "key_dir", tmp_path / "k"),
+        "allow_weak_secret": (["--allow-weak-secret"], "allow_weak_secret", True),
         "redis_timeout": (["--redis-timeout", "500ms"], "redis_timeout", 0.5),
         "allow_evicting_redis": (["--allow-evicting-redis"], "allow_evicting_redis", True),
         "redis_wait_replicas": (["--redis-wait-replicas", "2"], "redis_wait_replicas", 2),
@@ -68,6 +70,21 @@ def test_every_settings_flag_before_or_after_every_command(
             settings = settings_from_args(args, env={})
             assert getattr(settings, field) == expected, (name, argv)
             assert args.command == command
+
+
+def test_settings_flags_around_keys_actions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
+    for name, (flag_args, field, expected) in examples(tmp_path).items():
+        for argv in (
+            ["keys", "ls", *flag_args],
+            ["keys", *flag_args, "rotate"],
+            [*flag_args, "keys", "retire", "KID"],
+        ):
+            args = build_parser().parse_args(argv)
+            assert getattr(settings_from_args(args, env={}), field) == expected, (name, argv)
+            assert args.command == "keys"
 
 
 def test_a_flag_after_the_command_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

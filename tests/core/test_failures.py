@@ -220,6 +220,29 @@ def test_authenticate_survives_a_locked_database_when_only_touching(
         locker.close()
 
 
+def test_a_failed_touch_pauses_touches_instead_of_waiting_on_every_request(
+    impatient_auth: Auth, impatient_store: SqliteStore, db_path: Path, clock: FrozenClock
+) -> None:
+    """Only the first request after the database failed waits its timeout for the last-seen
+    update; the following ones are answered without it until the pause is over."""
+    session, access, _ = impatient_auth.login("u1", "ann@example.com", "Ann")
+    impatient_auth.touch_interval = 0  # every request would touch
+    locker = hold_write_lock(db_path)
+    try:
+        clock.advance(1)
+        assert impatient_auth.authenticate(access).ok  # waited the busy timeout, then paused
+        clock.advance(1)
+        locker.execute("ROLLBACK")  # the database is back, but touches are paused
+        assert impatient_auth.authenticate(access).ok
+        assert impatient_store.get_session(session.id).last_seen_at == session.created_at  # type: ignore[union-attr]
+        impatient_auth._touch_paused_until = 0.0  # the pause is over (monotonic, not the clock)
+        clock.advance(1)
+        assert impatient_auth.authenticate(access).ok
+        assert impatient_store.get_session(session.id).last_seen_at == clock.now()  # type: ignore[union-attr]
+    finally:
+        locker.close()
+
+
 # -- corrupt database ------------------------------------------------------------------------
 
 

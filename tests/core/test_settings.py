@@ -9,6 +9,7 @@ import pytest
 
 from sessionmon.core.durations import format_duration, parse_duration
 from sessionmon.core.errors import ConfigError
+from sessionmon.core.keydir import key_dir_for
 from sessionmon.core.keys import load_keys, secret_path_for
 from sessionmon.core.settings import Settings, load_settings, parse_bool
 from sessionmon.core.urls import mask_url
@@ -259,14 +260,15 @@ def test_missing_secret_with_a_redis_url_names_both_variables(tmp_path: Path) ->
 
 def test_secret_from_env_or_file(tmp_path: Path) -> None:
     s = Settings(db=tmp_path / "x.db", redis_url="redis://h/0")
-    keys = load_keys(s, env={"SESSIONMON_SECRET": "from-env"})
-    assert keys.signing_key == keys.verifying_key == b"from-env"
-    assert keys.source == "SESSIONMON_SECRET" and "from-env" not in repr(keys)
+    from_env, from_file = "from-env-" + "e" * 32, "from-file-" + "f" * 32
+    keys = load_keys(s, env={"SESSIONMON_SECRET": from_env})
+    assert keys.signing_key == keys.verifying_key == from_env.encode()
+    assert keys.source == "SESSIONMON_SECRET" and from_env not in repr(keys)
     secret_file = tmp_path / "secret"
-    secret_file.write_text("from-file\n")
+    secret_file.write_text(from_file + "\n")
     keys = load_keys(s, env={"SESSIONMON_SECRET_FILE": str(secret_file)})
-    assert keys.signing_key == b"from-file"  # trailing newline stripped
-    assert load_keys(s.with_(secret_file=secret_file), env={}).signing_key == b"from-file"
+    assert keys.signing_key == from_file.encode()  # trailing newline stripped
+    assert load_keys(s.with_(secret_file=secret_file), env={}).signing_key == from_file.encode()
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ConfigError, match="is empty"):
         load_keys(s, env={"SESSIONMON_SECRET_FILE": str(tmp_path / "empty")})
@@ -274,23 +276,29 @@ def test_secret_from_env_or_file(tmp_path: Path) -> None:
         load_keys(s, env={"SESSIONMON_SECRET_FILE": str(tmp_path / "missing")})
 
 
-def test_embedded_default_generates_a_secret_once(tmp_path: Path) -> None:
+def test_embedded_default_generates_a_key_set_once(tmp_path: Path) -> None:
     db = tmp_path / "data" / "sessions.db"
     s = Settings(db=db)  # no Redis URL: the embedded default
     first = load_keys(s, env={})
-    path = secret_path_for(db)
-    assert path == tmp_path / "data" / "sessions.db.secret" and path.exists()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert len(first.signing_key) >= 32
-    mtime = path.stat().st_mtime_ns
+    state = key_dir_for(db) / "state.json"
+    assert state.parent == tmp_path / "data" / "sessions.db.keys" and state.exists()
+    assert stat.S_IMODE(state.parent.stat().st_mode) == 0o700
+    for path in state.parent.iterdir():
+        want = 0o644 if path.name == "jwks.json" else 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == want, path
+    assert len(first.signing_key) >= 64 and first.kid
+    mtime = state.stat().st_mtime_ns
     second = load_keys(s, env={})
-    assert second.signing_key == first.signing_key and path.stat().st_mtime_ns == mtime
+    assert second.signing_key == first.signing_key and state.stat().st_mtime_ns == mtime
+    assert not secret_path_for(db).exists()
     # A configured secret wins over the generated one.
-    assert load_keys(s, env={"SESSIONMON_SECRET": "explicit"}).signing_key == b"explicit"
+    explicit = "explicit-" + "x" * 32
+    assert load_keys(s, env={"SESSIONMON_SECRET": explicit}).signing_key == explicit.encode()
 
 
 def test_public_key_algorithm_without_key_files(tmp_path: Path) -> None:
-    s = Settings(db=tmp_path / "x.db", algorithm="RS256")
+    # With a Redis URL (not the embedded default) nothing is generated: a key must be configured.
+    s = Settings(db=tmp_path / "x.db", algorithm="RS256", redis_url="redis://h/0")
     with pytest.raises(ConfigError) as info:
         load_keys(s, env={})
     assert "SESSIONMON_PRIVATE_KEY_FILE" in str(info.value)

@@ -227,6 +227,7 @@ def test_every_reason_is_covered() -> None:
         "session_not_found",
         "too_large",
         "not_yet_valid",
+        "unknown_key",  # tests/core/test_keys.py
         "no_token",  # a request without any token (auth-level, not a token rejection)
         # Silent refresh with rotation and lifetime policies: tests/core/test_rotation.py and
         # tests/core/test_policies.py.

@@ -135,6 +135,9 @@ def test_tampered_header_keeps_signature(codec: TokenCodec) -> None:
     token, _ = codec.mint(ACCESS, sub="u1", sid="s1", ttl=600)
     _, body, sig = token.split(".")
     tampered = f"{b64url_json({'alg': 'HS256', 'typ': 'JWT', 'kid': 'x'})}.{body}.{sig}"
+    assert reason(codec, tampered) is Reason.UNKNOWN_KEY  # no key "x"
+    kid = codec.keys.kid
+    tampered = f"{b64url_json({'alg': 'HS256', 'kid': kid, 'x': 1})}.{body}.{sig}"
     assert reason(codec, tampered) is Reason.BAD_SIGNATURE
 
 
@@ -217,7 +220,10 @@ def test_public_key_round_trip(algorithm: str, tmp_path: Path, clock: FrozenCloc
         clock=clock,
     )
     foreign, _ = stranger.mint(ACCESS, sub="u1", sid="s1", ttl=60)
-    assert reason(verifier, foreign) is Reason.BAD_SIGNATURE
+    assert reason(verifier, foreign) is Reason.UNKNOWN_KEY  # its kid is not ours
+    # Without a kid it is checked against our current key, and fails there.
+    unnamed = jwt.encode(segments(foreign)[1], stranger.keys.signing_key, algorithm=algorithm)
+    assert reason(verifier, unnamed) is Reason.BAD_SIGNATURE
     # And an HS256 token made with the public key file as its secret is refused.
     forged = hs_token({"alg": "HS256"}, json.loads(json.dumps(minted.raw)), pub.read_bytes())
     assert reason(verifier, forged) is Reason.BAD_SIGNATURE

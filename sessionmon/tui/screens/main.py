@@ -22,6 +22,7 @@ from sessionmon.tui.format import ago
 from sessionmon.tui.poller import REDIS_DOWN, Snapshot
 from sessionmon.tui.screens.confirm import ConfirmLogout, LogoutKind, LogoutTarget
 from sessionmon.tui.screens.help import HelpScreen
+from sessionmon.tui.screens.keys import KeysScreen
 from sessionmon.tui.widgets.banner import Banner
 from sessionmon.tui.widgets.blacklist_table import BlacklistTable
 from sessionmon.tui.widgets.detail_pane import DetailPane, SessionDetail
@@ -456,6 +457,10 @@ class MainScreen(Screen[None]):
         self.current_table.focus()
         self.refresh_bindings()
         self.tick()
+
+    def action_keys(self) -> None:
+        app = self.app
+        app.push_screen(KeysScreen(app.backend.key_listing, app.clock))
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.disabled_actions()))

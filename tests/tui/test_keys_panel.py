@@ -1,0 +1,95 @@
+"""The keys panel: the key set read through the core, a rotation by another process shown
+within seconds, the countdown of the previous key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from sessionmon.core.auth import Auth
+from sessionmon.core.blacklist import Blacklist
+from sessionmon.core.clock import FrozenClock
+from sessionmon.core.keydir import KeyDirectory
+from sessionmon.core.keyring import KeyState
+from sessionmon.core.keysource import LiveKeys
+from sessionmon.core.settings import Settings
+from sessionmon.core.store import SessionStore
+from sessionmon.core.tokens import TokenCodec
+from sessionmon.tui.app import SessionmonApp
+from sessionmon.tui.poller import Poller
+from sessionmon.tui.screens.keys import KeysScreen, keys_table
+from tests.tui.conftest import SIZE, loaded, wait_for
+
+
+def text_of(screen: KeysScreen) -> str:
+    assert screen.listing is not None
+    console = Console(record=True, width=120)
+    console.print(keys_table(screen.listing, screen.clock.now()))
+    return console.export_text()
+
+
+async def test_keys_panel_shows_the_set_and_a_rotation_done_elsewhere(
+    store: SessionStore,
+    blacklist: Blacklist,
+    settings: Settings,
+    clock: FrozenClock,
+    tmp_path: Path,
+) -> None:
+    directory = KeyDirectory(tmp_path / "keys", "ES256")
+    directory.ensure()
+    codec = TokenCodec(LiveKeys(directory), clock=clock)
+    auth = Auth(store, blacklist, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
+    auth.login("u1", "ann@example.com", "Ann")
+    app = SessionmonApp(
+        store=store,
+        blacklist=blacklist,
+        auth=auth,
+        settings=settings.with_(interval=0.2),
+        clock=clock,
+        poller=Poller(store.location, blacklist, clock, backoff_start=0.1, backoff_cap=0.5),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("K")
+        await wait_for(pilot, lambda: isinstance(app.screen, KeysScreen), "the keys panel")
+        screen = app.screen
+        assert isinstance(screen, KeysScreen)
+        await wait_for(pilot, lambda: screen.listing is not None, "the key set read")
+        assert screen.listing is not None
+        old = screen.listing.ring.current.kid
+        shown = text_of(screen)
+        assert old in shown and "current" in shown and "next" in shown
+
+        directory.rotate(overlap=3600 + 10)  # `sessionmon keys rotate` in another process
+
+        def rotated() -> bool:
+            entry = screen.listing.ring.get(old) if screen.listing else None
+            return entry is not None and entry.state is KeyState.PREVIOUS
+
+        await wait_for(pilot, rotated, "the rotation on screen", timeout=5)
+        shown = text_of(screen)
+        (row,) = [line for line in shown.splitlines() if old in line]
+        assert "previous" in row and "in 1h00m" in row  # refresh TTL + leeway, counting down
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, KeysScreen), "closed")
+
+
+async def test_keys_panel_says_why_when_there_is_no_key(
+    store: SessionStore, blacklist: Blacklist, settings: Settings, clock: FrozenClock
+) -> None:
+    from sessionmon.core.errors import ConfigError
+
+    def no_key() -> TokenCodec:
+        raise ConfigError("no signing secret for HS256: set SESSIONMON_SECRET")
+
+    auth = Auth(store, blacklist, no_key, access_ttl=60, refresh_ttl=3600, clock=clock)
+    app = SessionmonApp(store=store, blacklist=blacklist, auth=auth, settings=settings, clock=clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("K")
+        await wait_for(pilot, lambda: isinstance(app.screen, KeysScreen), "the keys panel")
+        screen = app.screen
+        assert isinstance(screen, KeysScreen)
+        await wait_for(pilot, lambda: screen.loads > 0, "a read")
+        assert screen.listing is None and screen.error and "SESSIONMON_SECRET" in screen.error
