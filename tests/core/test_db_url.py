@@ -79,3 +79,11 @@ def test_the_embedded_redis_of_a_postgres_database_lives_in_the_data_directory(
     assert a.anchor == b.anchor and a.anchor != c.anchor
     assert a.anchor.parent.parent == tmp_path / "sessionmon"
     assert "one" not in str(a.anchor)
+
+
+def test_application_name_comes_from_the_url_or_is_sessionmon() -> None:
+    from sessionmon.core.store.url import application_name
+
+    assert application_name(DatabaseUrl.parse("postgresql://u@h/db")) == "sessionmon"
+    named = DatabaseUrl.parse("postgresql://u@h/db?application_name=billing-ops&sslmode=disable")
+    assert application_name(named) == "billing-ops"

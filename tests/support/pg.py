@@ -55,18 +55,18 @@ def fresh_schema() -> Iterator[str]:
     schema = "t_" + uuid.uuid4().hex[:16]
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
+    # The schema's name is also its connections' application_name: a test that kills
+    # connections kills its own only, never those of a test running beside it.
     try:
-        yield with_search_path(url, schema)
+        yield with_search_path(url, schema) + f"&application_name={schema}"
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
-            # Connections a test left open (a killed process's) must not hold the drop forever.
-            # Only ones stuck for a while: a busy connection of a test running at the same time
-            # (another schema, another pytest) is idle in transaction for milliseconds at once.
+            # Connections this test left open (a killed process's) must not hold the drop.
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND application_name = 'sessionmon' AND state = 'idle in transaction' "
-                "AND state_change < now() - interval '2 seconds'"
+                "AND application_name = %s AND state = 'idle in transaction'",
+                (schema,),
             )
             conn.execute("SET lock_timeout = '10s'")
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -10,6 +10,7 @@ import pytest
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
 from sessionmon.core.store import SessionStore, SqliteStore
+from sessionmon.core.store.url import application_name
 from sessionmon.tui.poller import REDIS_DOWN
 from sessionmon.tui.screens.confirm import ConfirmLogout
 from sessionmon.tui.widgets.banner import Banner
@@ -121,7 +122,8 @@ async def test_postgres_connections_dropped_mid_run_reconnect(
         with psycopg.connect(pg.require(), autocommit=True) as admin:
             killed = admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'sessionmon' AND pid <> pg_backend_pid()"
+                "WHERE application_name = %s AND pid <> pg_backend_pid()",
+                (application_name(store.location),),
             ).fetchone()
         assert killed and killed[0] >= 2  # the store's pool and the monitor's readers
         auth.login("u2", "two@example.com", "Two")  # the pool replaces its dead connection

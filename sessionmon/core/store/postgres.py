@@ -34,7 +34,7 @@ from sessionmon.core.store.schema import (
     SCHEMA_VERSION,
     SESSION_COLUMNS,
 )
-from sessionmon.core.store.url import DatabaseUrl
+from sessionmon.core.store.url import DatabaseUrl, application_name
 
 CONNECT_TIMEOUT = 5.0
 STATEMENT_TIMEOUT_MS = 30_000
@@ -77,7 +77,7 @@ def connect(url: DatabaseUrl, *, autocommit: bool = False) -> psycopg.Connection
             url.url,
             connect_timeout=int(CONNECT_TIMEOUT),
             autocommit=autocommit,
-            application_name="sessionmon",
+            application_name=application_name(url),
         )
     except psycopg.Error as exc:
         raise translate(exc, url.display) from None
@@ -129,7 +129,10 @@ class PostgresStore(SqlRepository):
             timeout=CONNECT_TIMEOUT,
             check=psycopg_pool.ConnectionPool.check_connection,
             configure=self._configure,
-            kwargs={"connect_timeout": int(CONNECT_TIMEOUT), "application_name": "sessionmon"},
+            kwargs={
+                "connect_timeout": int(CONNECT_TIMEOUT),
+                "application_name": application_name(self.url),
+            },
             name="sessionmon",
         )
         self.pool.open(wait=False)

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from sessionmon.core.errors import ConfigError
 from sessionmon.core.store.base import Backend
@@ -99,6 +99,15 @@ class DatabaseUrl:
         """For SQLite, whether the file exists; a server's database is taken to exist (opening it
         says otherwise)."""
         return self.path.exists() if self.path is not None else True
+
+
+def application_name(url: DatabaseUrl) -> str:
+    """How sessionmon's connections name themselves in ``pg_stat_activity``: the URL's
+    ``application_name`` parameter, or ``sessionmon``."""
+    for key, value in parse_qsl(urlsplit(url.url).query):
+        if key == "application_name" and value:
+            return value
+    return "sessionmon"
 
 
 def with_search_path(url: str, schema: str) -> str:
