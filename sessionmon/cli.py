@@ -150,6 +150,12 @@ SETTING_FLAGS = (
         "a login over --max-sessions-per-user: deny (default) or evict-oldest",
         "deny|evict-oldest",
     ),
+    SettingFlag(
+        "history_retention",
+        "how long ended sessions are kept for sessionmon history (default 30d)",
+        "DURATION",
+        "duration",
+    ),
 )
 # Flags whose value may start with "-" (a negative duration gets its own one-line error).
 DURATION_FLAGS = frozenset(
@@ -512,7 +518,9 @@ def _open_store(settings: Settings, *, write: bool = False) -> SessionStore:
     (0-byte) file is initialised only by a command that writes, readers refuse it."""
     from sessionmon.core.store import open_store
 
-    return open_store(settings.db, create=_may_initialise(settings, write))
+    store = open_store(settings.db, create=_may_initialise(settings, write))
+    store.history_retention = settings.history_retention
+    return store
 
 
 def _may_initialise(settings: Settings, write: bool) -> bool:

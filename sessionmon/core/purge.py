@@ -1,4 +1,5 @@
-"""Purging expired sessions: rows whose refresh token has expired, with one audit row."""
+"""Purging expired sessions: rows whose refresh token has expired, with one audit row; the
+history of ended sessions loses its rows older than the retention at the same time."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def purge_expired(
     nothing is blacklisted."""
     if dry_run:
         return store.count_sessions(include_expired=True) - store.count_sessions(now=before)
-    deleted = store.purge_expired(before)
+    deleted = store.purge_expired(before, actor=actor)
+    store.prune_history()
     if deleted:
         cutoff = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(before))
         store.write_audit(

@@ -170,6 +170,7 @@ def open_runtime(
     restarted in the background by the first command that finds it gone.
     """
     store = open_store(settings.db, create=create_db, clock=clock)
+    store.history_retention = settings.history_retention
     keeper = None
     try:
         if settings.redis_url:

@@ -17,6 +17,7 @@ from sessionmon.core.errors import ConfigError
 from sessionmon.core.keys import ALGORITHMS, ENV_PREFIX
 from sessionmon.core.policy import DEFAULT_REUSE_GRACE, OnMaxSessions, SessionPolicy
 from sessionmon.core.store.base import Backend
+from sessionmon.core.store.history import DEFAULT_RETENTION
 from sessionmon.core.store.url import DatabaseUrl
 from sessionmon.core.urls import mask_url
 
@@ -102,6 +103,8 @@ class Settings:
     absolute_timeout: float | None = None
     max_sessions_per_user: int | None = None
     on_max_sessions: OnMaxSessions = OnMaxSessions.DENY
+    # How long ended sessions are kept in the history (``sessionmon history``).
+    history_retention: float = DEFAULT_RETENTION
     # The settings that a flag, an env var or the config file set (the rest are defaults).
     explicit: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
 
@@ -175,6 +178,7 @@ _CONVERTERS: dict[str, Any] = {
     "on_max_sessions": OnMaxSessions.parse,
     "key_dir": lambda v: Path(str(v)).expanduser(),
     "allow_weak_secret": parse_bool,
+    "history_retention": lambda v: _positive(parse_duration(v)),
 }
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sessionmon.core.store.order import Order, ViewQuery
 
 if TYPE_CHECKING:
+    from sessionmon.core.store.history import EndedSession, HistoryQuery
     from sessionmon.core.store.url import DatabaseUrl
 
 
@@ -198,6 +199,7 @@ class SessionStore(Protocol):
     display: str  # where it is, safe to show (no password)
     location: DatabaseUrl  # to open it again (another connection, another process)
     migrated_from: int  # the schema version found when it was opened (0: created now)
+    history_retention: float  # seconds ended sessions are kept (``--history-retention``)
 
     def close(self) -> None: ...
 
@@ -267,8 +269,44 @@ class SessionStore(Protocol):
         """Delete sessions and write their audit rows in one transaction; rows deleted."""
         ...
 
-    def purge_expired(self, before: float) -> int:
-        """Delete sessions whose refresh token expired before ``before``."""
+    def purge_expired(self, before: float, *, actor: str | None = None) -> int:
+        """Delete sessions whose refresh token expired before ``before`` (kept in the history
+        as ``expired``)."""
+        ...
+
+    # -- history of ended sessions and the figures ``doctor`` reads ---------------------------
+
+    def prune_history(self, now: float | None = None) -> int:
+        """Delete the ended sessions older than the retention; returns how many."""
+        ...
+
+    def ended_sessions(self, query: HistoryQuery) -> list[EndedSession]:
+        """Ended sessions matching ``query``, newest first."""
+        ...
+
+    def revoked_with_live_tokens(self, now: float, after: int, size: int) -> list[EndedSession]:
+        """Up to ``size`` ended sessions (id > ``after``, by id) whose ending revoked them and
+        one of whose tokens has not expired at ``now``."""
+        ...
+
+    def ended_count(self, *, since: float | None = None) -> int: ...
+
+    def expired_summary(self, now: float) -> tuple[int, float | None]:
+        """Sessions whose refresh token expired (waiting for purge) and the oldest expiry."""
+        ...
+
+    def issued_after(self, at: float, limit: int) -> tuple[list[str], int]:
+        """Sessions whose tokens were issued after ``at``: up to ``limit`` ids, the total."""
+        ...
+
+    def created_since(self, since: float) -> int: ...
+
+    def database_size(self) -> int:
+        """Bytes the database takes."""
+        ...
+
+    def server_time(self) -> float | None:
+        """The database server's clock, None when it is this host's (SQLite)."""
         ...
 
     def write_audit(self, rows: Iterable[AuditRow | dict[str, Any]]) -> None: ...

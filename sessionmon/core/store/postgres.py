@@ -193,6 +193,19 @@ class PostgresStore(SqlRepository):
             "SELECT setval(pg_get_serial_sequence('audit', 'id'), (SELECT max(id) FROM audit))"
         )
 
+    def database_size(self) -> int:
+        """Bytes of this schema's tables with their indexes and TOAST."""
+        value = self._one(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+        )
+        return int(value or 0)
+
+    def server_time(self) -> float | None:
+        """The server's clock (``clock_timestamp()``), in epoch seconds."""
+        return float(self._one("SELECT extract(epoch FROM clock_timestamp())"))
+
     # -- the monitor -----------------------------------------------------------------------------
 
     def open_reader(self) -> PostgresReader:

@@ -7,7 +7,7 @@ same index read backwards; ids and emails compare as bytes, ``COLLATE "C"``, as 
 Version 2: the filter's ``pg_trgm`` GIN index over email, name, id and ip, and a statement
 trigger that sends ``NOTIFY sessionmon_changes`` (payload: the schema) on every write to
 ``sessions``, so monitors reload within a poll of any process's commit. Version 3: refresh-token
-rotation columns on ``sessions`` and ``audit.detail``.
+rotation columns on ``sessions`` and ``audit.detail``. Version 5: ``ended_sessions``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 import psycopg
 
 from sessionmon.core.errors import DatabaseError
-from sessionmon.core.store.schema import SCHEMA_VERSION, SEARCH_COLUMNS, SORTS
+from sessionmon.core.store.schema import ENDED_INDEXES, SCHEMA_VERSION, SEARCH_COLUMNS, SORTS
 
 CHANNEL = "sessionmon_changes"
 VERSION_TABLE = "sessionmon_schema"
@@ -128,7 +128,42 @@ def _v3(cur: psycopg.Cursor) -> None:
     cur.execute("ALTER TABLE audit ADD COLUMN detail text")
 
 
-MIGRATIONS: list[Callable[[psycopg.Cursor], None]] = [_v1, _v2, _v3]
+def _v4(cur: psycopg.Cursor) -> None:
+    """Version 4 is the key ids' migration, merged from its own branch; nothing here."""
+
+
+def _v5(cur: psycopg.Cursor) -> None:
+    """The history of ended sessions (see ``store.history``), with its indexes."""
+    cur.execute(
+        """
+        CREATE TABLE ended_sessions (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            session_id text COLLATE "C" NOT NULL,
+            user_id text COLLATE "C" NOT NULL,
+            email text COLLATE "C",
+            name text,
+            created_at double precision NOT NULL,
+            ended_at double precision NOT NULL,
+            how text NOT NULL,
+            actor text,
+            reason text,
+            ip text,
+            user_agent text,
+            access_jti text,
+            access_exp double precision,
+            refresh_jti text,
+            refresh_exp double precision,
+            generation integer NOT NULL DEFAULT 0,
+            access_kid text,
+            refresh_kid text
+        )
+        """
+    )
+    for name, cols in ENDED_INDEXES:
+        cur.execute(f"CREATE INDEX {name} ON ended_sessions ({cols})")
+
+
+MIGRATIONS: list[Callable[[psycopg.Cursor], None]] = [_v1, _v2, _v3, _v4, _v5]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -16,11 +16,29 @@ from typing import Any
 from sessionmon.core.clock import Clock
 from sessionmon.core.store import keyset
 from sessionmon.core.store.base import AuditEntry, AuditRow, LimitedInsert, Rotation, Session
+from sessionmon.core.store.history import (
+    DEFAULT_RETENTION,
+    ENDED_COLUMNS,
+    PRUNE_EVERY,
+    EndedSession,
+    EndHow,
+    HistoryQuery,
+)
 from sessionmon.core.store.schema import AUDIT_COLUMNS, SESSION_COLUMNS, SORTS
 
 CHUNK = 500
 _COLS = ", ".join(SESSION_COLUMNS)
 _AUDIT_COLS = ", ".join(AUDIT_COLUMNS)
+_ENDED_COLS = ", ".join(ENDED_COLUMNS)
+# What a purge copies from ``sessions`` into ``ended_sessions`` (same order as ENDED_COLUMNS,
+# with placeholders for ended_at, how, actor and reason; kids only where the sessions have them).
+_PURGE_SOURCE = [
+    c
+    if c in SESSION_COLUMNS
+    else ("{mark}" if c in ("ended_at", "how", "actor", "reason") else "NULL")
+    for c in ENDED_COLUMNS
+]
+_PURGE_SOURCE[0] = "id"
 
 
 class SqlRepository:
@@ -28,6 +46,9 @@ class SqlRepository:
 
     dialect: keyset.Dialect
     clock: Clock
+    # How long ended sessions are kept (seconds; ``--history-retention``).
+    history_retention: float = DEFAULT_RETENTION
+    _history_pruned_at: float = 0.0
 
     # -- what a backend supplies -----------------------------------------------------------------
 
@@ -177,6 +198,8 @@ class SqlRepository:
                     sql = f"DELETE FROM sessions WHERE id IN ({self._marks(len(chunk))})"
                     conn.execute(sql, chunk)
                 self._insert_audit(conn, audit_rows)
+                by_session = {r.session_id: r for r in audit_rows if r.session_id}
+                self._record_endings(conn, [self._ending(v, by_session.get(v.id)) for v in victims])
             conn.execute(
                 f"INSERT INTO sessions ({_COLS}) VALUES ({self._marks(len(SESSION_COLUMNS))})",
                 [getattr(session, c) for c in SESSION_COLUMNS],
@@ -244,21 +267,162 @@ class SqlRepository:
     ) -> int:
         """Delete sessions and write their audit rows in one transaction; returns rows deleted."""
         rows = [AuditRow.coerce(r) for r in audit_rows]
+        by_session = {r.session_id: r for r in rows if r.session_id}
         deleted = 0
         with self.transaction() as conn:
+            ended: list[EndedSession] = []
             for chunk in self._chunks(session_ids):
-                sql = f"DELETE FROM sessions WHERE id IN ({self._marks(len(chunk))})"
-                deleted += conn.execute(sql, chunk).rowcount
+                sql = (
+                    f"DELETE FROM sessions WHERE id IN ({self._marks(len(chunk))}) "
+                    f"RETURNING {_COLS}"
+                )
+                gone = [Session(*r) for r in conn.execute(sql, chunk).fetchall()]
+                deleted += len(gone)
+                ended += [self._ending(s, by_session.get(s.id)) for s in gone]
             self._insert_audit(conn, rows)
+            self._record_endings(conn, ended)
         return deleted
 
-    def purge_expired(self, before: float) -> int:
-        """Delete sessions whose refresh token expired before ``before``."""
+    def _ending(self, s: Session, row: AuditRow | None) -> EndedSession:
+        if row is None:  # deleted without an audit row of its own: an operator's
+            return EndedSession.of(
+                s, ended_at=self.clock.now(), how=EndHow.FORCE_LOGOUT, actor=None, reason=None
+            )
+        return EndedSession.of_audit(s, row)
+
+    # -- history of ended sessions -----------------------------------------------------------------
+
+    def _record_endings(self, conn: Any, ended: Sequence[EndedSession]) -> None:
+        """Write ``ended_sessions`` rows (in the deleting transaction), and now and then delete
+        the rows older than the retention (indexed by ``ended_at``)."""
+        if ended:
+            sql = (
+                f"INSERT INTO ended_sessions ({_ENDED_COLS}) "
+                f"VALUES ({self._marks(len(ENDED_COLUMNS))})"
+            )
+            conn.cursor().executemany(sql, [e.params() for e in ended])
+        now = self.clock.now()
+        if now - self._history_pruned_at >= PRUNE_EVERY:
+            self._history_pruned_at = now
+            self._prune_history(conn, now)
+
+    def _prune_history(self, conn: Any, now: float) -> int:
         m = self.dialect.mark
+        cur = conn.execute(
+            f"DELETE FROM ended_sessions WHERE ended_at < {m}", (now - self.history_retention,)
+        )
+        return int(cur.rowcount)
+
+    def prune_history(self, now: float | None = None) -> int:
+        """Delete the ended sessions older than the retention; returns how many."""
+        now = self.clock.now() if now is None else now
         with self.transaction() as conn:
-            return int(
+            self._history_pruned_at = now
+            return self._prune_history(conn, now)
+
+    def ended_sessions(self, query: HistoryQuery) -> list[EndedSession]:
+        """Ended sessions matching ``query``, newest first."""
+        m = self.dialect.mark
+        where: list[str] = []
+        params: list[Any] = []
+        if query.user:
+            where.append(f"(user_id = {m} OR email = {m} OR email = {m})")
+            params += [query.user, query.user, query.user.lower()]
+        if query.text:
+            like = (
+                "%"
+                + query.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                + "%"
+            )
+            cols = ("email", "name", "user_id", "session_id", "reason", "actor")
+            where.append("(" + " OR ".join(f"lower({c}) LIKE {m} ESCAPE '\\'" for c in cols) + ")")
+            params += [like] * len(cols)
+        if query.since is not None:
+            where.append(f"ended_at >= {m}")
+            params.append(query.since)
+        if query.until is not None:
+            where.append(f"ended_at <= {m}")
+            params.append(query.until)
+        if query.how is not None:
+            where.append(f"how = {m}")
+            params.append(query.how.value)
+        sql = f"SELECT id, {_ENDED_COLS} FROM ended_sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY ended_at DESC, id DESC LIMIT {m}"
+        params.append(query.limit)
+        return [EndedSession.from_row(r) for r in self._query(sql, params)]
+
+    def revoked_with_live_tokens(self, now: float, after: int, size: int) -> list[EndedSession]:
+        """Up to ``size`` ended sessions (id > ``after``, by id) whose ending revoked them and
+        one of whose tokens has not expired at ``now``."""
+        m = self.dialect.mark
+        sql = (
+            f"SELECT id, {_ENDED_COLS} FROM ended_sessions WHERE id > {m} AND how <> {m} "
+            f"AND (refresh_exp > {m} OR access_exp > {m}) ORDER BY id LIMIT {m}"
+        )
+        rows = self._query(sql, (after, EndHow.EXPIRED.value, now, now, size))
+        return [EndedSession.from_row(r) for r in rows]
+
+    def ended_count(self, *, since: float | None = None) -> int:
+        if since is None:
+            return int(self._one("SELECT COUNT(*) FROM ended_sessions"))
+        m = self.dialect.mark
+        return int(
+            self._one(f"SELECT COUNT(*) FROM ended_sessions WHERE ended_at >= {m}", (since,))
+        )
+
+    # -- figures for doctor ------------------------------------------------------------------------
+
+    def expired_summary(self, now: float) -> tuple[int, float | None]:
+        """How many sessions have an expired refresh token (waiting for purge), and the oldest
+        such expiry."""
+        m = self.dialect.mark
+        rows = self._query(
+            f"SELECT COUNT(*), MIN(refresh_exp) FROM sessions WHERE refresh_exp <= {m}", (now,)
+        )
+        count, oldest = rows[0] if rows else (0, None)
+        return int(count or 0), None if oldest is None else float(oldest)
+
+    def issued_after(self, at: float, limit: int) -> tuple[list[str], int]:
+        """Sessions whose tokens were issued after ``at`` (login or last rotation): up to
+        ``limit`` ids and the total."""
+        m = self.dialect.mark
+        cond = f"created_at > {m} OR rotated_at > {m}"
+        total = int(self._one(f"SELECT COUNT(*) FROM sessions WHERE {cond}", (at, at)))
+        rows = self._query(
+            f"SELECT id FROM sessions WHERE {cond} ORDER BY id LIMIT {m}", (at, at, limit)
+        )
+        return [str(r[0]) for r in rows], total
+
+    def created_since(self, since: float) -> int:
+        m = self.dialect.mark
+        return int(self._one(f"SELECT COUNT(*) FROM sessions WHERE created_at >= {m}", (since,)))
+
+    def database_size(self) -> int:
+        """Bytes the database takes (its files; PostgreSQL: this schema's tables)."""
+        raise TypeError(f"{type(self).__name__} must define database_size")
+
+    def server_time(self) -> float | None:
+        """The database server's clock (epoch seconds), None when it is this host's."""
+        return None
+
+    def purge_expired(self, before: float, *, actor: str | None = None) -> int:
+        """Delete sessions whose refresh token expired before ``before``; each is kept in the
+        history (``expired``), in the same transaction."""
+        m = self.dialect.mark
+        source = ", ".join(c.format(mark=m) for c in _PURGE_SOURCE)
+        with self.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO ended_sessions ({_ENDED_COLS}) SELECT {source} FROM sessions "
+                f"WHERE refresh_exp <= {m}",
+                (self.clock.now(), EndHow.EXPIRED.value, actor, "refresh expired", before),
+            )
+            deleted = int(
                 conn.execute(f"DELETE FROM sessions WHERE refresh_exp <= {m}", (before,)).rowcount
             )
+            self._record_endings(conn, [])
+            return deleted
 
     def last_session_id(self) -> str | None:
         """The largest session id (ids compare as bytes on both backends)."""

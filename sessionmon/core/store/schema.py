@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Both backends migrate to this version (their migration lists have this many steps).
-SCHEMA_VERSION = 3
+# Version 4 is the key ids' (access_kid, refresh_kid on sessions); version 5 the history of
+# ended sessions (``ended_sessions``, see ``store.history``).
+SCHEMA_VERSION = 5
+HISTORY_VERSION = 5
 
 SESSION_COLUMNS = (
     "id",
@@ -49,6 +52,14 @@ AUDIT_COLUMNS = (
     "revoked",
     "outcome",
     "detail",  # version 3: a JSON object with what else the action recorded (or NULL)
+)
+
+# ended_sessions' indexes (both backends): (name, columns).
+ENDED_INDEXES = (
+    ("ended_by_at", "ended_at"),
+    ("ended_by_user", "user_id, ended_at"),
+    ("ended_by_email", "email, ended_at"),
+    ("ended_by_refresh_exp", "refresh_exp"),
 )
 
 # The monitor's filter: a case-insensitive substring of any of these columns.

@@ -171,6 +171,14 @@ class SqliteStore(SqlRepository):
         with self._guard() as conn:
             return conn.execute(sql, list(params)).fetchall()
 
+    def database_size(self) -> int:
+        """Bytes of the database file and its write-ahead log."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
+
     # -- the monitor -----------------------------------------------------------------------------
 
     def open_reader(self) -> SqliteReader:

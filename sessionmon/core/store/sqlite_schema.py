@@ -9,7 +9,7 @@ from pathlib import Path
 import sqlite_utils
 
 from sessionmon.core.errors import DatabaseCorrupt, DatabaseError, DatabaseLocked
-from sessionmon.core.store.schema import SEARCH_COLUMNS
+from sessionmon.core.store.schema import ENDED_INDEXES, SEARCH_COLUMNS
 
 SEARCH_TABLE = "sessions_search"
 
@@ -134,10 +134,50 @@ def _migrate_v3(db: sqlite_utils.Database) -> None:
         conn.execute(ddl)
 
 
+def _migrate_v4(db: sqlite_utils.Database) -> None:
+    """Version 4 is the key ids' migration, merged from its own branch; nothing here."""
+
+
+def _migrate_v5(db: sqlite_utils.Database) -> None:
+    """The history of ended sessions: one row per session deleted, written in the deleting
+    transaction. Indexed by end time (retention, date ranges), user id, email, and by the
+    refresh token's expiry (doctor: revoked sessions whose tokens may still be used)."""
+    conn = db.conn
+    conn.execute(
+        """
+        CREATE TABLE ended_sessions (
+            id INTEGER PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            email TEXT,
+            name TEXT,
+            created_at FLOAT NOT NULL,
+            ended_at FLOAT NOT NULL,
+            how TEXT NOT NULL,
+            actor TEXT,
+            reason TEXT,
+            ip TEXT,
+            user_agent TEXT,
+            access_jti TEXT,
+            access_exp FLOAT,
+            refresh_jti TEXT,
+            refresh_exp FLOAT,
+            generation INTEGER NOT NULL DEFAULT 0,
+            access_kid TEXT,
+            refresh_kid TEXT
+        )
+        """
+    )
+    for name, cols in ENDED_INDEXES:
+        conn.execute(f"CREATE INDEX {name} ON ended_sessions ({cols})")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
+    _migrate_v4,
+    _migrate_v5,
 ]
 
 
