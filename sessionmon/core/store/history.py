@@ -133,9 +133,9 @@ class EndedSession:
     @classmethod
     def from_row(cls, r: tuple[Any, ...]) -> EndedSession:
         """From ``id`` then ``ENDED_COLUMNS``."""
-        values = list(r[1:])
-        values[6] = EndHow.parse(str(values[6]))
-        return cls(*values, id=int(r[0]))
+        values: dict[str, Any] = dict(zip(ENDED_COLUMNS, r[1:], strict=True))
+        values["how"] = EndHow.parse(str(values["how"]))
+        return cls(**values, id=int(r[0]))
 
     def params(self) -> list[Any]:
         return (
