@@ -344,6 +344,46 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--session", metavar="SESSION_ID", help="only this session")
     audit.add_argument("--user", metavar="EMAIL", help="only this user")
 
+    history = sub.add_parser(
+        "history",
+        parents=[common],
+        help="sessions that ended (logout, force-logout, expiry, ...), newest first",
+        description="Ended sessions are kept for --history-retention (default 30d): who, when, "
+        "how, by whom and why, and where from.",
+    )
+    history.add_argument("--json", action="store_true", help="print a JSON array")
+    history.add_argument("--user", metavar="EMAIL|ID", help="only this user (email or id)")
+    history.add_argument(
+        "--since", metavar="TIME", help="ended at or after TIME (ISO 8601, or 2h = ago)"
+    )
+    history.add_argument(
+        "--until", metavar="TIME", help="ended at or before TIME (ISO 8601, or 2h = ago)"
+    )
+    history.add_argument(
+        "--how",
+        metavar="KIND",
+        help="only this way of ending: " + ", ".join(h.value for h in _end_hows()),
+    )
+    history.add_argument("--limit", type=int, default=100, help="at most N rows (default 100)")
+
+    doctor = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check Redis, the blacklist, the clocks and the database: can they be trusted?",
+        description="One line per check: ok, warning or problem, the figure behind it and the "
+        "fix. Exit 0 all ok, 1 warnings, 2 problems.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    doctor.add_argument(
+        "--repair",
+        action="store_true",
+        help="first rebuild the blacklist index, set missing or short TTLs and blacklist again "
+        "sessions deleted but still usable (audited)",
+    )
+    doctor.add_argument(
+        "--limit", type=int, default=10, help="name at most N items per check (default 10)"
+    )
+
     migrate = sub.add_parser(
         "migrate",
         parents=[common],
@@ -1113,6 +1153,109 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if rows else EXIT_NO_MATCH
 
 
+def _end_hows() -> list[Any]:
+    from sessionmon.core.store.history import EndHow
+
+    return list(EndHow)
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from sessionmon.core.session_query import parse_time
+    from sessionmon.core.store.history import EndHow, HistoryQuery
+
+    now = time.time()
+    try:
+        since = None if args.since is None else parse_time(args.since, now)
+        until = None if args.until is None else parse_time(args.until, now)
+        how = None if args.how is None else EndHow.parse(args.how)
+    except ConfigError as exc:
+        raise CliError(f"history: {exc}") from None
+    if args.limit < 1:
+        raise CliError("history: --limit must be at least 1")
+    query = HistoryQuery(user=args.user, since=since, until=until, how=how, limit=args.limit)
+    store = _open_store(settings)
+    try:
+        rows = store.ended_sessions(query)
+    finally:
+        store.close()
+    if args.json:
+        _json([r.to_dict() for r in rows])
+    elif rows:
+
+        def when(t: float) -> str:
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+        _table(
+            ("ENDED", "HOW", "EMAIL", "SESSION", "BY", "REASON", "IP", "STARTED"),
+            [
+                (
+                    when(r.ended_at),
+                    r.how.value,
+                    _short(r.email or r.user_id, 28),
+                    r.session_id,
+                    r.actor or "-",
+                    _short(r.reason, 24),
+                    r.ip or "-",
+                    when(r.created_at),
+                )
+                for r in rows
+            ],
+        )
+    else:
+        sys.stderr.write("no ended sessions match\n")
+    return EXIT_OK if rows else EXIT_NO_MATCH
+
+
+def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    """Every check, one block each; with ``--repair`` the repair runs first and is reported."""
+    from sessionmon.core.doctor import Probe, Status, repair, run_checks
+
+    if args.limit < 1:
+        raise CliError("doctor: --limit must be at least 1")
+    store = _open_store(settings, write=args.repair)
+    try:
+        with _blacklist(settings) as bl:
+
+            def probe() -> Probe:
+                return Probe(
+                    store,
+                    bl,
+                    leeway=settings.leeway,
+                    allow_evicting=settings.allow_evicting_redis,
+                    limit=args.limit,
+                )
+
+            repaired = repair(probe(), settings.actor) if args.repair else None
+            report = run_checks(probe())
+    finally:
+        store.close()
+    if args.json:
+        data = report.to_dict()
+        if repaired is not None:
+            data["repaired"] = repaired.to_dict()
+        _json(data)
+        return report.exit_code
+    if repaired is not None:
+        _out(f"repaired: {repaired.text()}" if repaired.changed else "repaired: nothing to do")
+    width = max(len(s.label) for s in Status) + 2
+    for c in report.checks:
+        _out(f"{c.status.label:<{width}}{c.title}: {c.figure}")
+        for item in c.items:
+            _out(f"{'':<{width}}  - {item}")
+        if c.total > len(c.items):
+            _out(f"{'':<{width}}  ... and {c.total - len(c.items)} more")
+        if c.status is not Status.OK and c.fix:
+            _out(f"{'':<{width}}fix: {c.fix}")
+    counts = report.counts()
+    _out(
+        f"{counts['problem']} problem(s), {counts['warning']} warning(s), {counts['ok']} ok "
+        f"({settings.redis_display}, {settings.db.display})"
+    )
+    return report.exit_code
+
+
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from sessionmon.core.store import open_store
 
@@ -1271,6 +1414,8 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace, Settings], int]] = {
     "copy": cmd_copy,
     "purge": cmd_purge,
     "keys": cmd_keys,
+    "history": cmd_history,
+    "doctor": cmd_doctor,
 }
 
 
