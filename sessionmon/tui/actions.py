@@ -9,7 +9,10 @@ from textual.binding import Binding
 
 SESSIONS = "sessions"
 BLACKLIST = "blacklist"
+HEALTH = "health"
+VIEW_CYCLE = (SESSIONS, BLACKLIST, HEALTH)  # the order tab goes through them
 BOTH = frozenset({SESSIONS, BLACKLIST})
+EVERY_VIEW = frozenset(VIEW_CYCLE)
 
 
 @dataclass(frozen=True)
@@ -96,15 +99,34 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec(
         "p", "toggle_pause", "Pause", "Pause or resume the lists (countdowns keep ticking)", "p"
     ),
-    ActionSpec("r", "refresh", "Refresh", "Poll SQLite and Redis now", "r", short="Poll"),
+    ActionSpec(
+        "r",
+        "refresh",
+        "Refresh",
+        "Poll the database and Redis now (in the health view: run the checks again)",
+        "r",
+        short="Poll",
+        views=EVERY_VIEW,
+    ),
     ActionSpec(
         "tab",
         "switch_view",
-        "Sessions/Blacklist",
-        "Switch between sessions and blacklist",
+        "Next view",
+        "Switch view: sessions, blacklist, health (doctor's checks)",
         "tab",
         priority=True,
         short="View",
+        views=EVERY_VIEW,
+    ),
+    ActionSpec(
+        "H",
+        "history",
+        "History",
+        "Show the sessions that ended (who, when, how, by whom and why), searchable by user "
+        "or reason, date range and how",
+        "H",
+        views=EVERY_VIEW,
+        short="Hist",
     ),
     ActionSpec(
         "left",
@@ -130,10 +152,25 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Show the signing keys: kid, state, age, when the previous key can go",
         "K",
         show=False,
+        views=EVERY_VIEW,
     ),
-    ActionSpec("question_mark", "help", "Help", "Show the keys and what they do", "?", pinned=True),
     ActionSpec(
-        "q", "quit", "Quit", "Quit the monitor (ctrl+c too, from anywhere)", "q", pinned=True
+        "question_mark",
+        "help",
+        "Help",
+        "Show the keys and what they do",
+        "?",
+        pinned=True,
+        views=EVERY_VIEW,
+    ),
+    ActionSpec(
+        "q",
+        "quit",
+        "Quit",
+        "Quit the monitor (ctrl+c too, from anywhere)",
+        "q",
+        pinned=True,
+        views=EVERY_VIEW,
     ),
 )
 
@@ -143,7 +180,7 @@ SPECS: dict[str, ActionSpec] = {a.action: a for a in ACTIONS}
 
 
 def works_in(action: str, view: str) -> bool:
-    """True when ``action`` does something in ``view`` ("sessions" or "blacklist")."""
+    """True when ``action`` does something in ``view`` ("sessions", "blacklist", "health")."""
     return view in VIEWS.get(action, BOTH)
 
 

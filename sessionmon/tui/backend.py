@@ -18,12 +18,14 @@ import redis
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
+from sessionmon.core.doctor import Probe, Report, run_checks
 from sessionmon.core.embedded_keeper import EmbeddedKeeper
 from sessionmon.core.keyadmin import KeyListing
 from sessionmon.core.keyring import overlap_for
 from sessionmon.core.runtime import Runtime
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore, open_store
+from sessionmon.core.store.history import EndedSession, HistoryQuery
 from sessionmon.core.store.url import DatabaseUrl
 
 
@@ -77,6 +79,8 @@ class MonitorBackend:
         with self._lock:
             if self._store is None:
                 self._store = open_store(self.db, create=self.create_db, clock=self.clock)
+                if self.settings is not None:
+                    self._store.history_retention = self.settings.history_retention
             return self._store
 
     def auth(self) -> Auth:
@@ -106,6 +110,23 @@ class MonitorBackend:
             overlap_for(auth.access_ttl, auth.refresh_ttl, codec.leeway),
             self.clock.now(),
         )
+
+    def health(self, clock: Clock | None = None) -> Report:
+        """``doctor``'s checks as of now (the health view). Call it from a worker: it scans the
+        blacklist and queries the database; raises ``DatabaseError`` when the store cannot be
+        opened (Redis problems are findings of the report)."""
+        settings = self.settings
+        probe = Probe(
+            self.store(),
+            self.blacklist,
+            clock=clock or self.clock,
+            allow_evicting=settings.allow_evicting_redis if settings is not None else False,
+        )
+        return run_checks(probe)
+
+    def history(self, query: HistoryQuery) -> list[EndedSession]:
+        """Ended sessions matching ``query`` (the history screen; call it from a worker)."""
+        return self.store().ended_sessions(query)
 
     def close(self) -> None:
         """Close what this backend opened and leave the embedded Redis."""

@@ -1,4 +1,5 @@
-"""The main screen: status bar, banner, sessions / blacklist views, filter, detail pane, footer.
+"""The main screen: status bar, banner, sessions / blacklist / health views, filter, detail pane,
+footer.
 
 It turns key presses into actions and snapshots into what is drawn; the app owns the workers.
 """
@@ -17,16 +18,26 @@ from textual.widgets import ContentSwitcher, Input
 
 from sessionmon.core.redis_health import Severity
 from sessionmon.core.store import ViewQuery
-from sessionmon.tui.actions import BLACKLIST, DESTRUCTIVE, SESSIONS, bindings, works_in
+from sessionmon.tui.actions import (
+    BLACKLIST,
+    DESTRUCTIVE,
+    HEALTH,
+    SESSIONS,
+    VIEW_CYCLE,
+    bindings,
+    works_in,
+)
 from sessionmon.tui.format import ago
 from sessionmon.tui.poller import REDIS_DOWN, Snapshot
 from sessionmon.tui.screens.confirm import ConfirmLogout, LogoutKind, LogoutTarget
 from sessionmon.tui.screens.help import HelpScreen
+from sessionmon.tui.screens.history import HistoryScreen
 from sessionmon.tui.screens.keys import KeysScreen
 from sessionmon.tui.widgets.banner import Banner
 from sessionmon.tui.widgets.blacklist_table import BlacklistTable
 from sessionmon.tui.widgets.detail_pane import DetailPane, SessionDetail
 from sessionmon.tui.widgets.footer import KeysFooter
+from sessionmon.tui.widgets.health_view import HealthView
 from sessionmon.tui.widgets.sessions_table import SessionsTable
 from sessionmon.tui.widgets.status_bar import StatusBar
 from sessionmon.tui.widgets.table import LineTable
@@ -97,6 +108,7 @@ class MainScreen(Screen[None]):
                 id="sessions",
             )
             yield BlacklistTable(app.frame, id="blacklist")
+            yield HealthView(lambda: app.backend.health(app.clock), app.clock, id="health")
         yield Input(placeholder=FILTER_HINTS[SESSIONS], id="filter")
         yield DetailPane(app.frame, app.settings.access_ttl, id="detail")
         yield KeysFooter()
@@ -109,6 +121,7 @@ class MainScreen(Screen[None]):
         self._sessions = self.query_one(SessionsTable)
         self._blacklist = self.query_one(BlacklistTable)
         self._switcher = self.query_one(ContentSwitcher)
+        self._health = self.query_one(HealthView)
         self.ready = True
         self.sessions.focus()
         self.update_titles()
@@ -133,15 +146,20 @@ class MainScreen(Screen[None]):
         return self._switcher.current == SESSIONS
 
     @property
+    def health(self) -> HealthView:
+        return self._health
+
+    @property
     def current_view(self) -> str:
-        """``"sessions"`` or ``"blacklist"``."""
+        """``"sessions"``, ``"blacklist"`` or ``"health"``."""
         if not self.ready:
             return SESSIONS
-        return SESSIONS if self.on_sessions else BLACKLIST
+        return self._switcher.current or SESSIONS
 
     @property
     def current_table(self) -> LineTable:
-        return self.sessions if self.on_sessions else self.blacklist
+        """The list shown (the sessions list behind the health view)."""
+        return self.blacklist if self.current_view == BLACKLIST else self.sessions
 
     def update_titles(self) -> None:
         table = self.sessions
@@ -205,7 +223,10 @@ class MainScreen(Screen[None]):
             self.blacklist.prune(now)
         self._status.show(self.app.status_info())
         self.update_titles()
-        self.current_table.refresh_clock()
+        if self.current_view == HEALTH:
+            self._health.tick()
+        else:
+            self.current_table.refresh_clock()
         self._detail.tick()
 
     def show_detail(self, detail: SessionDetail | None, message: str = "") -> None:
@@ -368,8 +389,12 @@ class MainScreen(Screen[None]):
             self._apply_filter(*pending)
 
     def _show_filter_box(self) -> None:
-        """The box shows the current view's filter (hidden when it has none)."""
+        """The box shows the current view's filter (hidden when it has none, and in the health
+        view, which has no filter)."""
         box = self.filter_input
+        if self.current_view == HEALTH:
+            box.remove_class("-shown")
+            return
         box.placeholder = FILTER_HINTS[self.current_view]
         text = self.view_filter()
         if box.value != text:
@@ -443,20 +468,34 @@ class MainScreen(Screen[None]):
         self.tick()
 
     def action_refresh(self) -> None:
+        if self.current_view == HEALTH:
+            self._health.check_now()
+            return
         self.app.request_poll(reload=True, redis_now=True)
         self.app.search_blacklist()
 
     def action_switch_view(self) -> None:
-        """Sessions <-> blacklist: the footer, the filter box and the focus follow."""
+        """Sessions -> blacklist -> health -> sessions: the footer, the filter box and the focus
+        follow; the health view checks when it comes into sight."""
         self._flush_filter()  # typed for the view being left
-        switcher = self._switcher
-        to_blacklist = switcher.current == SESSIONS
-        switcher.current = BLACKLIST if to_blacklist else SESSIONS
-        self._detail.display = not to_blacklist
+        self.show_view(VIEW_CYCLE[(VIEW_CYCLE.index(self.current_view) + 1) % len(VIEW_CYCLE)])
+
+    def show_view(self, view: str) -> None:
+        """Bring ``view`` into sight."""
+        self._switcher.current = view
+        self._detail.display = view == SESSIONS
         self._show_filter_box()
-        self.current_table.focus()
+        self._health.shown(view == HEALTH)
+        if view == HEALTH:
+            self._health.focus()
+        else:
+            self.current_table.focus()
         self.refresh_bindings()
         self.tick()
+
+    def action_history(self) -> None:
+        app = self.app
+        app.push_screen(HistoryScreen(app.backend.history, app.clock))
 
     def action_keys(self) -> None:
         app = self.app
