@@ -119,6 +119,16 @@ ACTIONS: tuple[ActionSpec, ...] = (
         views=EVERY_VIEW,
     ),
     ActionSpec(
+        "shift+tab",
+        "previous_view",
+        "Previous view",
+        "Switch to the previous view (health, blacklist, sessions)",
+        "shift+tab",
+        priority=True,
+        show=False,
+        views=EVERY_VIEW,
+    ),
+    ActionSpec(
         "H",
         "history",
         "History",

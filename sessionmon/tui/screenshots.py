@@ -38,6 +38,7 @@ from sessionmon.demo import AGENTS  # the same browsers as the traffic generator
 if TYPE_CHECKING:
     from textual.pilot import Pilot
 
+    from sessionmon.core.doctor import Report
     from sessionmon.tui.app import SessionmonApp
 
 NOW = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC
@@ -153,6 +154,75 @@ def seed(store: SessionStore, blacklist: Blacklist | None, now: float = NOW) -> 
         )
     store.write_audit(audit)
     return sessions
+
+
+def seed_history(store: SessionStore, now: float = NOW) -> list[Session]:
+    """Sessions that ended (logout, force-logout, reuse detection, expiry), through the store's
+    own deletion so the history holds them as it would."""
+    rng = random.Random(4321)
+    ended = (
+        ("pia.lund@example.com", "Pia Lund", "logout", "user", "logout", 3_600),
+        ("raj.iyer@acme.test", "Raj Iyer", "force_logout", "oncall", "stolen laptop", 2_400),
+        ("sam.cole@corp.example", "Sam Cole", "reuse_detected", "system", "refresh_reused", 900),
+        ("tia.moss@shop.test", "Tia Moss", "session_ended", "system", "idle", 300),
+    )
+    sessions = []
+    for i, (email, name, action, actor, reason, ago) in enumerate(ended):
+        created = now - ago - 7_200
+        s = Session(
+            id=fixed_id(rng),
+            user_id=f"u{3000 + i}",
+            email=email,
+            name=name,
+            created_at=created,
+            last_seen_at=now - ago,
+            ip=f"198.51.100.{40 + i}",
+            user_agent=AGENTS[i % len(AGENTS)],
+            access_jti=fixed_id(rng),
+            access_exp=now - ago + ACCESS_TTL,
+            refresh_jti=fixed_id(rng),
+            refresh_exp=created + REFRESH_TTL,
+        )
+        store.insert_session(s)
+        row = {"at": now - ago, "actor": actor, "action": action, "session_id": s.id,
+               "user_id": s.user_id, "email": email, "reason": reason}  # fmt: skip
+        store.delete_sessions_with_audit([s.id], [row])
+        sessions.append(s)
+    return sessions
+
+
+def sample_report(now: float = NOW) -> Report:
+    """A fixed health report for the pictures (the real one depends on the machine: memory,
+    database size, clock skew): one problem, one warning, the rest ok."""
+    from sessionmon.core.doctor import CheckResult, Report, Status
+
+    ok, warn, bad = Status.OK, Status.WARNING, Status.PROBLEM
+    checks = (
+        CheckResult("redis_eviction", "Redis eviction policy", ok,
+                    "maxmemory-policy noeviction, maxmemory 0 (no limit)"),
+        CheckResult("redis_persistence", "Redis persistence", warn,
+                    "appendonly no, save '': revocations are lost when Redis restarts",
+                    "CONFIG SET appendonly yes (and in redis.conf)"),
+        CheckResult("redis_replica", "Redis role", ok, "master, 0 replica(s)"),
+        CheckResult("redis_memory", "Redis memory", ok, "1.2 MB used, no maxmemory"),
+        CheckResult("keys_without_ttl", "Blacklist keys without a TTL", ok, "every key expires"),
+        CheckResult("short_ttl", "Blacklist TTLs cover the tokens", ok,
+                    "every key outlives its token"),
+        CheckResult("index", "Blacklist index matches the keys", ok,
+                    "9 key(s), 9 index entries"),
+        CheckResult("deleted_but_usable", "Revoked sessions stay revoked", bad,
+                    "1 session(s) deleted by a logout whose tokens still work (not on the "
+                    "blacklist)", "sessionmon doctor --repair (blacklists them again)",
+                    ("37faCgjertoMPJcveb8mlg (raj.iyer@acme.test, force_logout)",), 1),
+        CheckResult("clock_skew", "Clock skew", ok,
+                    "Redis +0.002 s, database: this host's clock (leeway 10s)"),
+        CheckResult("future_tokens", "Tokens issued in the future", ok, "none"),
+        CheckResult("expired_waiting", "Expired sessions waiting for purge", ok,
+                    "2, the oldest expired 6:40 ago"),
+        CheckResult("database_size", "Database size and growth", ok,
+                    "148.0 KB, 16 live session(s); last 24 h: 16 created, 4 ended (+12)"),
+    )  # fmt: skip
+    return Report(checks, now)
 
 
 def sample_settings(db: DatabaseUrl | Path, read_only: bool = False) -> Settings:
@@ -285,6 +355,30 @@ async def blacklist_filtered(pilot: Pilot[Any]) -> None:
     await pilot.press("enter")
 
 
+async def to_health(pilot: Pilot[Any]) -> None:
+    """The health view with the fixed report (also used by the snapshot tests)."""
+    from sessionmon.tui.widgets.health_view import HealthView
+
+    app = app_of(pilot)
+    app.backend.health = lambda clock=None: sample_report()  # type: ignore[method-assign]
+    await pilot.press("tab", "tab")
+    view = app.main.query_one(HealthView)
+    await wait_until(pilot, lambda: view.loads >= 1)
+    await pilot.pause()
+
+
+async def to_history(pilot: Pilot[Any]) -> None:
+    """The history screen, searched for a reason (also used by the snapshot tests)."""
+    from sessionmon.tui.screens.history import HistoryScreen
+
+    app = app_of(pilot)
+    await pilot.press("H")
+    await wait_until(pilot, lambda: isinstance(app.screen, HistoryScreen))
+    screen = cast("HistoryScreen", app.screen)
+    await wait_until(pilot, lambda: screen.loads >= 1 and len(screen.rows) == 4)
+    await pilot.pause()
+
+
 async def make_all(out: Path) -> list[Path]:
     """Every picture: main, confirm dialog, Redis down, filtered views, help, blacklist view."""
     from sessionmon.core.embedded import EmbeddedRedis
@@ -301,6 +395,7 @@ async def make_all(out: Path) -> list[Path]:
             store = SqliteStore(db, clock=FrozenClock(NOW))
             blacklist = Blacklist(client, prefix="shots:", leeway=10, clock=FrozenClock(NOW))
             seed(store, blacklist)
+            seed_history(store)
             freeze_latency(blacklist)
             for name, steps in (
                 ("main", None),
@@ -309,6 +404,8 @@ async def make_all(out: Path) -> list[Path]:
                 ("help", _help),
                 ("blacklist", _blacklist),
                 ("blacklist-filtered", blacklist_filtered),
+                ("health", to_health),
+                ("history", to_history),
             ):
                 made.append(await _shoot(out, name, store, blacklist, steps))
             down = Blacklist(connect(dead_redis_url(), timeout=0.5), prefix="shots:", leeway=10)

@@ -60,7 +60,7 @@ async def test_footer_shows_only_the_keys_that_work_in_the_view(
         assert app.model.marks == {} and app.model.query == sort
         assert len(store.list_sessions()) == 1
         # Back on the sessions view they are there again.
-        await pilot.press("tab")
+        await pilot.press("shift+tab")
         await wait_for(pilot, lambda: "force_logout" in footer_actions(app), "footer again")
 
 
@@ -117,7 +117,7 @@ async def test_slash_filters_the_blacklist_and_the_box_follows_the_view(
                 text,
             )
         # The sessions view kept its own filter; the box shows each view's own.
-        await pilot.press("tab")
+        await pilot.press("shift+tab")
         await wait_for(pilot, lambda: app.focused is app.main.sessions, "sessions view")
         assert box.value == "cy" and len(app.model) == 1
         await pilot.press("tab")
@@ -179,7 +179,7 @@ async def test_a_force_logout_shows_up_in_a_filtered_blacklist(
         await wait_for(pilot, lambda: table.search is not None, "first search")
         assert table.row_count == 0
         assert 'filter "acme": 0 of 0 keys' in table.border_title
-        await pilot.press("tab")
+        await pilot.press("shift+tab")
         await wait_for(pilot, lambda: app.focused is app.main.sessions, "sessions view")
         while app.main.sessions.selected.id != bob.id:
             await pilot.press("down")

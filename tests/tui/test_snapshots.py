@@ -114,3 +114,25 @@ def test_confirm_small(snap_compare, fixed, size):
         await pilot.pause()
 
     assert snap_compare(build(fixed), terminal_size=size, run_before=open_dialog)
+
+
+def test_health_view(snap_compare, fixed):
+    assert snap_compare(
+        build(fixed), terminal_size=shots.SIZE, run_before=_settled(shots.to_health)
+    )
+
+
+def test_history_screen(snap_compare, fixed):
+    store, _, _ = fixed
+    shots.seed_history(store)
+    assert snap_compare(
+        build(fixed), terminal_size=shots.SIZE, run_before=_settled(shots.to_history)
+    )
+
+
+def _settled(steps):
+    async def run(pilot) -> None:
+        await shots.settle(pilot)
+        await steps(pilot)
+
+    return run

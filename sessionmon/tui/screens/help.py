@@ -10,19 +10,24 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from sessionmon.tui.actions import ACTIONS, BOTH
+from sessionmon.tui.actions import ACTIONS, EVERY_VIEW, VIEW_CYCLE
 
 
 def keys_table(disabled: dict[str, str]) -> Table:
     """A table of keys; ``disabled`` maps an action to why it is disabled. The last column says
     where a key works when it does not work in every view."""
     table = Table(box=None, padding=(0, 2), show_header=False, expand=True)
-    table.add_column(style="bold", no_wrap=True, width=8)
+    table.add_column(style="bold", no_wrap=True, width=9)
     table.add_column(ratio=1)
     table.add_column(style="dim", no_wrap=True)
     for spec in ACTIONS:
         why = disabled.get(spec.action)
-        where = "" if spec.views == BOTH else " and ".join(sorted(spec.views)) + " view"
+        views = [v for v in VIEW_CYCLE if v in spec.views]
+        where = (
+            ""
+            if spec.views == EVERY_VIEW
+            else " and ".join(views) + " view" + "s" * (len(views) > 1)
+        )
         if why:
             table.add_row(
                 Text(spec.display, style="dim strike"),

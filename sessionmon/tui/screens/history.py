@@ -52,7 +52,7 @@ def build_query(text: str, since: str, until: str, how: EndHow | None, now: floa
 
 
 class HistoryScreen(Screen[None]):
-    """Ended sessions; Escape, or H closes it."""
+    """Ended sessions; Escape (or H outside a field) closes it."""
 
     DEFAULT_CSS = """
     HistoryScreen { layout: vertical; }
@@ -169,9 +169,7 @@ class HistoryScreen(Screen[None]):
             return
         more = f" (the newest {LIMIT}: narrow the search)" if len(rows) >= LIMIT else ""
         noun = "ended session" + ("" if len(rows) == 1 else "s")
-        self._status(
-            f"{len(rows)} {noun}{more} · kept for --history-retention · Escape or H closes"
-        )
+        self._status(f"{len(rows)} {noun}{more} · kept for --history-retention · Escape closes")
 
     def _status(self, text: Text | str) -> None:
         self.query_one("#history-status", Static).update(text)

@@ -480,6 +480,10 @@ class MainScreen(Screen[None]):
         self._flush_filter()  # typed for the view being left
         self.show_view(VIEW_CYCLE[(VIEW_CYCLE.index(self.current_view) + 1) % len(VIEW_CYCLE)])
 
+    def action_previous_view(self) -> None:
+        self._flush_filter()
+        self.show_view(VIEW_CYCLE[(VIEW_CYCLE.index(self.current_view) - 1) % len(VIEW_CYCLE)])
+
     def show_view(self, view: str) -> None:
         """Bring ``view`` into sight."""
         self._switcher.current = view
