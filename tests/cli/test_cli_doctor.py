@@ -116,3 +116,21 @@ def test_doctor_on_an_evicting_redis_exits_2_and_repair_refuses(
     assert out.stdout.startswith("problem  Redis eviction policy: maxmemory-policy allkeys-lru")
     warn = run_cli("doctor", "--allow-evicting-redis", env_extra={"SESSIONMON_REDIS_URL": proc.url})
     assert warn.returncode == 1 and warn.stdout.startswith("warning  Redis eviction policy")
+
+
+def test_history_retention_is_a_setting_and_purge_applies_it(
+    run_cli: Run, auth: Auth, clock: FrozenClock
+) -> None:
+    clock.set(time.time() - 3600)  # ended an hour ago
+    old, _, _ = auth.login("u1", "ann@example.com", "Ann")
+    auth.logout(old.id)
+    clock.set(time.time())
+    new, _, _ = auth.login("u2", "bob@example.com", "Bob")
+    auth.logout(new.id)
+    assert len(json.loads(run_cli("history", "--json").stdout)) == 2
+    out = run_cli("purge", env_extra={"SESSIONMON_HISTORY_RETENTION": "30m"})
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(run_cli("history", "--json").stdout)
+    assert [r["session_id"] for r in rows] == [new.id]
+    bad = run_cli("history", "--history-retention", "0s")
+    assert_clean_error(bad, 2, "must be positive")
