@@ -16,7 +16,19 @@ from sessionmon.core.store import DatabaseUrl, SqliteStore
 from tests.cli.test_cli import assert_clean_error
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
-COMMANDS = (None, "tui", "demo", "ls", "logout", "blacklist", "check", "audit", "purge")
+COMMANDS = (
+    None,
+    "tui",
+    "demo",
+    "ls",
+    "logout",
+    "blacklist",
+    "check",
+    "audit",
+    "purge",
+    "history",
+    "doctor",
+)
 
 
 def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
@@ -53,6 +65,7 @@ def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
         "redis_timeout": (["--redis-timeout", "500ms"], "redis_timeout", 0.5),
         "allow_evicting_redis": (["--allow-evicting-redis"], "allow_evicting_redis", True),
         "redis_wait_replicas": (["--redis-wait-replicas", "2"], "redis_wait_replicas", 2),
+        "history_retention": (["--history-retention", "7d"], "history_retention", 7 * 86400.0),
     }
 
 
