@@ -24,8 +24,15 @@ class EventKind(StrEnum):
     REJECTION = "rejection"  # a token was refused (``reason`` says why)
     REUSE_DETECTED = "reuse_detected"  # an old refresh token came back: the family is revoked
     SESSION_ENDED = "session_ended"  # a lifetime policy ended a session (``reason``)
-    KEY_ROTATION = "key_rotation"
+    KEY_ROTATION = "key_rotation"  # ``reason``: rotate or retire (with the kid)
+    LOGOUT_JOB = "logout_job"  # a revoke-by-query job ran (``count``: sessions it ended)
     DOCTOR_REPAIR = "doctor_repair"
+
+
+# Kinds that end sessions: the activity view's "revocations" (``count`` sessions each).
+REVOCATION_KINDS = frozenset(
+    {EventKind.LOGOUT, EventKind.FORCE_LOGOUT, EventKind.REUSE_DETECTED, EventKind.SESSION_ENDED}
+)
 
 
 @dataclass(frozen=True)
