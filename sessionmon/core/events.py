@@ -8,7 +8,7 @@ Stream that every process appends to and the monitor and ``sessionmon events`` r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -52,12 +52,13 @@ class Event:
 
     def fields(self) -> dict[str, str]:
         """The stream entry's fields (``None`` left out)."""
-        out: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "id" or value is None or (f.name == "count" and value == 1):
-                continue
-            out[f.name] = str(value)
+        out = {"kind": self.kind.value, "at": repr(self.at)}
+        for name in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.count != 1:
+            out["count"] = str(self.count)
         return out
 
     @classmethod
@@ -69,11 +70,14 @@ class Event:
             count = int(data.get("count", "1"))
         except (KeyError, ValueError):
             return None
-        opt = {k: data.get(k) for k in ("session_id", "user_id", "email", "reason", "actor", "ip")}
+        opt = {k: data.get(k) for k in _OPTIONAL}
         return cls(kind, at, count=count, id=entry_id, **opt)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, **self.fields(), "count": self.count, "at": self.at}
+
+
+_OPTIONAL = ("session_id", "user_id", "email", "reason", "actor", "ip")
 
 
 class EventSink(Protocol):
