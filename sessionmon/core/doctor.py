@@ -27,6 +27,7 @@ from sessionmon.core.blacklist import (
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.durations import format_duration
 from sessionmon.core.errors import RedisUnavailable, SessionmonError
+from sessionmon.core.events import Event, EventKind, EventSink
 from sessionmon.core.redis_health import (
     ALLOW_FLAG,
     SAFE_POLICY,
@@ -544,7 +545,7 @@ def run_checks(probe: Probe) -> Report:
     return Report(tuple(out), at)
 
 
-def repair(probe: Probe, actor: str) -> Repair:
+def repair(probe: Probe, actor: str, events: EventSink | None = None) -> Repair:
     """Rebuild the index from the keys, give a TTL to keys without one (or one too short) from
     their token's expiry, blacklist again the sessions deleted but still usable; one audit row.
     Raises ``RedisUnavailable`` / ``DatabaseError`` (then the audit row says what was done)."""
@@ -552,6 +553,7 @@ def repair(probe: Probe, actor: str) -> Repair:
     now = probe.clock.now()
     snap = read_snapshot(bl, now)
     added = removed = ttl_set = revoked = 0
+    failure: str | None = None
     try:
         with redis_errors():
             pipe = client.pipeline(transaction=False)
@@ -587,6 +589,9 @@ def repair(probe: Probe, actor: str) -> Repair:
             ]
             bl.revoke(requests, reason=REVOKE_REASON, actor=actor)
             revoked = len(usable)
+    except SessionmonError as exc:
+        failure = str(exc)
+        raise
     finally:
         done = Repair(added, removed, ttl_set, revoked)
         if done.changed:
@@ -598,11 +603,17 @@ def repair(probe: Probe, actor: str) -> Repair:
                         action=REPAIR_ACTION,
                         reason="sessionmon doctor --repair",
                         revoked=[],
-                        outcome=f"ok: {done.text()}",
+                        outcome=f"failed: {failure}; done: {done.text()}"
+                        if failure
+                        else f"ok: {done.text()}",
                         detail=done.to_dict(),
                     )
                 ]
             )
+    if done.changed and events is not None:
+        events.emit(
+            Event(EventKind.DOCTOR_REPAIR, now, reason=done.text(), actor=actor, count=done.changed)
+        )
     return done
 
 

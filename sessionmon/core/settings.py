@@ -105,6 +105,9 @@ class Settings:
     on_max_sessions: OnMaxSessions = OnMaxSessions.DENY
     # How long ended sessions are kept in the history (``sessionmon history``).
     history_retention: float = DEFAULT_RETENTION
+    # The activity feed: a capped Redis Stream every process appends its events to.
+    events: bool = True
+    events_maxlen: int = 100_000
     # The settings that a flag, an env var or the config file set (the rest are defaults).
     explicit: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
 
@@ -179,6 +182,8 @@ _CONVERTERS: dict[str, Any] = {
     "key_dir": lambda v: Path(str(v)).expanduser(),
     "allow_weak_secret": parse_bool,
     "history_retention": lambda v: _positive(parse_duration(v)),
+    "events": parse_bool,
+    "events_maxlen": lambda v: _positive_int(v),
 }
 
 

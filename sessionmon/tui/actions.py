@@ -165,6 +165,16 @@ ACTIONS: tuple[ActionSpec, ...] = (
         views=EVERY_VIEW,
     ),
     ActionSpec(
+        "e",
+        "activity",
+        "Activity",
+        "Show the live activity feed: every process's logins, refreshes, logouts and rejections, "
+        "per-second sparklines of the last 5 minutes and the rates (filter by kind and user)",
+        "e",
+        show=False,
+        views=EVERY_VIEW,
+    ),
+    ActionSpec(
         "question_mark",
         "help",
         "Help",

@@ -103,6 +103,9 @@ def test_doctor_healthy_then_repair(
         assert "sessions revoked again: 1" in fixed.stdout.splitlines()[0]
         assert bl.is_revoked(None, session.id)
         assert [a.action for a in store.audit(limit=1)] == [REPAIR_ACTION]
+        feed = run_cli("events", "--json", "--kind", "doctor_repair", env_extra=env)
+        (event,) = [json.loads(line) for line in feed.stdout.splitlines()]
+        assert event["kind"] == "doctor_repair" and "revoked again: 1" in event["reason"]
     finally:
         client.close()
 

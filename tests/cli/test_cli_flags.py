@@ -66,6 +66,8 @@ def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
         "allow_evicting_redis": (["--allow-evicting-redis"], "allow_evicting_redis", True),
         "redis_wait_replicas": (["--redis-wait-replicas", "2"], "redis_wait_replicas", 2),
         "history_retention": (["--history-retention", "7d"], "history_retention", 7 * 86400.0),
+        "events": (["--no-events"], "events", False),
+        "events_maxlen": (["--events-maxlen", "5000"], "events_maxlen", 5000),
     }
 
 
