@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
+import redis.sentinel
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import RedisMayEvict, RedisUnavailable, RevocationNotDurable
@@ -42,6 +43,28 @@ def _describe(exc: Exception) -> str:
 _OOM = re.compile(r"command not allowed when used memory > 'maxmemory'")
 
 
+# An OpenSSL reason inside redis-py's "Error 1 connecting to host:port. [SSL: ...] ..." text.
+_SSL_REASON = re.compile(r"\[SSL(?:: [A-Z_]+)?\] ([^(]+?)\s*(?:\(_ssl\.c:\d+\))?\.?$")
+
+
+def _tls_failure(text: str) -> str | None:
+    """The reason of a failed TLS handshake in one line, with the setting to look at, or None."""
+    first = text.splitlines()[0] if text else ""
+    match = _SSL_REASON.search(first)
+    if match is None:
+        return None
+    reason = match.group(1).strip()
+    where = first.partition(" connecting to ")[2].partition(". ")[0]
+    hint = ""
+    if "unable to get local issuer" in reason or "self-signed" in reason or "self signed" in reason:
+        hint = " (the server's certificate is not signed by --redis-ca-file)"
+    elif "mismatch" in reason:
+        hint = " (the URL's host is not in the server's certificate)"
+    elif "certificate required" in reason or "unknown ca" in reason or "bad certificate" in reason:
+        hint = " (the server refused the client certificate: --redis-cert-file/--redis-key-file)"
+    return f"{where + ': ' if where else ''}{reason}{hint}"
+
+
 @contextlib.contextmanager
 def redis_errors(what: str = "Redis") -> Iterator[None]:
     """Turn redis-py connection-level errors into ``RedisUnavailable``."""
@@ -51,7 +74,14 @@ def redis_errors(what: str = "Redis") -> Iterator[None]:
         raise RedisUnavailable(
             f"{what} is loading its data after a restart ({_describe(exc)})"
         ) from None
+    except redis.sentinel.MasterNotFoundError as exc:  # its message names the sentinels
+        raise RedisUnavailable(_describe(exc)) from None
+    except redis.exceptions.AuthenticationError as exc:
+        raise RedisUnavailable(f"{what} refused the login: {_describe(exc)}") from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        tls = _tls_failure(str(exc))
+        if tls is not None:
+            raise RedisUnavailable(f"{what} TLS handshake failed: {tls}") from None
         raise RedisUnavailable(f"{what} unreachable: {_describe(exc)}") from None
     except redis.exceptions.ResponseError as exc:
         msg = _describe(exc)
