@@ -131,14 +131,18 @@ def findings(settings: ServerSettings, *, allow_evicting: bool = False) -> list[
     return out
 
 
-def read_server_settings(client: redis.Redis) -> ServerSettings:
-    """CONFIG GET (or INFO where CONFIG is refused); raises ``RedisUnavailable``."""
+def read_server_settings(
+    client: redis.Redis, *, use_config: Callable[[], bool] = lambda: True
+) -> ServerSettings:
+    """CONFIG GET (or INFO where CONFIG is refused; ``use_config()`` False, asked once connected:
+    INFO only); raises ``RedisUnavailable``."""
     pool = client.connection_pool
     with redis_errors():
         connection = pool.get_connection()
         try:
             return connection.retry.call_with_retry(
-                lambda: _read(_caller(connection)), lambda _error: connection.disconnect()
+                lambda: _read(_caller(connection), use_config=use_config()),
+                lambda _error: connection.disconnect(),
             )
         finally:
             pool.release(connection)
@@ -154,9 +158,11 @@ def _caller(connection: Any) -> Callable[..., Any]:
     return call
 
 
-def _read(call: Callable[..., Any]) -> ServerSettings:
+def _read(call: Callable[..., Any], *, use_config: bool = True) -> ServerSettings:
     """The settings through ``call(*command)`` (raw replies: a client's or one connection's)."""
     try:
+        if not use_config:
+            raise redis.exceptions.ResponseError("CONFIG refused before")
         values: dict[str, str] = {}
         for name in ("maxmemory", "maxmemory-policy", "appendonly", "save"):
             values.update(_pairs(call("CONFIG", "GET", name)))  # Redis 6: one name per call
@@ -237,6 +243,9 @@ class WriteGuard:
         self._local = threading.local()
         self._settings: ServerSettings | None = None
         self._read_at = 0.0  # monotonic
+        # CONFIG refused once (an ACL user): INFO from then on (one ACL LOG entry, not one per
+        # connection).
+        self._use_config = True
         self._watch_connects()
 
     def _watch_connects(self) -> None:
@@ -248,7 +257,7 @@ class WriteGuard:
                 previous(connection)
             else:
                 connection.on_connect()
-            settings = self._remember(_read(_caller(connection)))
+            settings = self._remember(_read(_caller(connection), use_config=self._use_config))
             if getattr(self._local, "writing", False) and self._refuses(settings):
                 raise _RefusedOnConnect(self._refusal(settings))
 
@@ -256,6 +265,7 @@ class WriteGuard:
 
     def _remember(self, settings: ServerSettings) -> ServerSettings:
         with self._lock:
+            self._use_config = self._use_config and settings.source == "CONFIG"
             self._settings = settings
             self._read_at = time.monotonic()
         return settings
@@ -278,7 +288,9 @@ class WriteGuard:
             settings, age = self._settings, time.monotonic() - self._read_at
         if settings is not None and age < self.max_age:
             return settings
-        return self._remember(read_server_settings(self.client))
+        return self._remember(
+            read_server_settings(self.client, use_config=lambda: self._use_config)
+        )
 
     def findings(self) -> list[Finding]:
         """What is wrong with the server (``findings`` of the settings), worst first."""
