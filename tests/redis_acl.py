@@ -57,7 +57,9 @@ def denials(proc: RedisProcess) -> list[str]:
         admin.close()
     out = []
     for entry in entries:
-        fields = dict(zip(entry[::2], entry[1::2], strict=True)) if isinstance(entry, list) else entry
+        fields = (
+            dict(zip(entry[::2], entry[1::2], strict=True)) if isinstance(entry, list) else entry
+        )
         fields = {_text(k): _text(v) for k, v in fields.items()}
         out.append(
             f"{fields.get('reason')}: {fields.get('object')} ({fields.get('username')}) "

@@ -47,7 +47,9 @@ class SentinelProcess:
         return self
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True
+        )
 
     def master_state(self) -> dict[str, object] | None:
         client = self.client()
@@ -96,9 +98,7 @@ class SentinelSetup:
         ]
         # Every sentinel sees the master, the replica and the two other sentinels (their hello
         # messages go through the master every 2 s).
-        wait_for(
-            lambda: all(self._ready(s) for s in self.sentinels), "the sentinels to agree", 30
-        )
+        wait_for(lambda: all(self._ready(s) for s in self.sentinels), "the sentinels to agree", 30)
         return self
 
     @staticmethod

@@ -138,3 +138,15 @@ def tls_binary() -> str:
     if binary is None:
         pytest.skip("no redis-server on PATH")
     return binary
+
+
+def tls_env(server: TlsRedis, ca: str = "ca.crt", client: str | None = "client", **extra: str):
+    """``SESSIONMON_*`` variables for ``server``: the CA and (unless None) a client certificate."""
+    env = {
+        "SESSIONMON_REDIS_URL": server.url(),
+        "SESSIONMON_REDIS_CA_FILE": str(server.certs.path(ca)),
+    }
+    if client is not None:
+        env["SESSIONMON_REDIS_CERT_FILE"] = str(server.certs.path(f"{client}.crt"))
+        env["SESSIONMON_REDIS_KEY_FILE"] = str(server.certs.path(f"{client}.key"))
+    return env | extra

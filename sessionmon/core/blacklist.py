@@ -58,7 +58,10 @@ def _tls_failure(text: str) -> str | None:
     at = f"{where.group(1)}: " if where else ""
     if "EOF occurred in violation of protocol" in first:
         # TLS 1.3: the server hangs up after the handshake when it wanted a client certificate
-        return f"{at}the server closed the connection{_CLIENT_CERT[:-1]}, or none was given)"
+        return (
+            f"{at}the server closed the connection after the handshake (it refused or wanted a "
+            f"client certificate: --redis-cert-file, --redis-key-file)"
+        )
     match = _SSL_REASON.search(first)
     if match is None:
         return None
@@ -68,7 +71,9 @@ def _tls_failure(text: str) -> str | None:
         hint = " (no CA of --redis-ca-file, or of the system when it is unset, signed it)"
     elif "mismatch" in reason:
         hint = " (the URL's host is not in the server's certificate)"
-    elif any(w in reason for w in ("certificate required", "unknown ca", "bad certificate")):
+    elif "certificate required" in reason:
+        hint = " (the server requires a client certificate: --redis-cert-file, --redis-key-file)"
+    elif any(w in reason for w in ("unknown ca", "bad certificate")):
         hint = _CLIENT_CERT
     return f"{at}{reason}{hint}"
 

@@ -186,7 +186,7 @@ class _Sentinel(redis.sentinel.Sentinel):
             except redis.exceptions.ResponseError as exc:  # NOAUTH, NOPERM, ...
                 unreachable.append(str(exc).splitlines()[0][:120])
                 continue
-            state = masters.get(service_name)
+            state = masters.get(service_name) if isinstance(masters, dict) else None
             if not state:
                 unknown += 1
             elif not self.check_master_state(state, service_name):
@@ -207,12 +207,12 @@ class _Sentinel(redis.sentinel.Sentinel):
 class SentinelClient(redis.Redis):
     """The master of a Sentinel service; ``close`` also closes the sentinels' connections."""
 
-    sentinel: redis.sentinel.Sentinel | None = None
+    sentinels: redis.sentinel.Sentinel | None = None
 
     def close(self) -> None:
         super().close()
-        if self.sentinel is not None:
-            self.sentinel.close()
+        if self.sentinels is not None:
+            self.sentinels.close()
 
 
 def _options(timeout: float) -> dict[str, Any]:
@@ -245,6 +245,11 @@ def connect(
         options = (tls or TlsFiles()).kwargs() | options
     if scheme == SENTINEL_SCHEME:
         return _sentinel_master(SentinelUrl.parse(url), options, timeout)
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"bad Redis URL {mask_url(url)}: use redis://, rediss://, unix:// or "
+            f"redis+sentinel:// (Redis Cluster and Sentinel over TLS are not supported)"
+        )
     try:
         return redis.Redis.from_url(url, **options)
     except ValueError as exc:
@@ -262,5 +267,5 @@ def _sentinel_master(url: SentinelUrl, options: dict[str, Any], timeout: float) 
         **options,
     )
     assert isinstance(client, SentinelClient)
-    client.sentinel = sentinel
+    client.sentinels = sentinel
     return client

@@ -152,7 +152,7 @@ def _caller(connection: Any) -> Callable[..., Any]:
     """``call(*command)`` on one connection: its raw reply (no client-side parsing)."""
 
     def call(*args: Any) -> Any:
-        connection.send_command(*args)
+        connection.send_command(*args, check_health=False)  # the command itself is the check
         return connection.read_response(disable_decoding=True)
 
     return call
@@ -255,6 +255,11 @@ class WriteGuard:
         def on_connect(connection: Any) -> None:
             if previous is not None:
                 previous(connection)
+            elif hasattr(connection, "on_connect_check_health"):
+                # No PING health check on a connection being set up: its retry would reconnect
+                # from inside this hook, again and again, on a server that accepts and then
+                # hangs up (a TLS server that wanted a client certificate).
+                connection.on_connect_check_health(check_health=False)
             else:
                 connection.on_connect()
             settings = self._remember(_read(_caller(connection), use_config=self._use_config))

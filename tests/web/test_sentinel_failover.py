@@ -5,6 +5,7 @@ master."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.cli.conftest import SCRIPT
+from tests.cli.test_cli import assert_clean_error
 from tests.redis_sentinel import SentinelSetup, wait_for_failover
 from tests.redis_server import system_redis_server, wait_for
 from tests.web.conftest import WebServer
@@ -58,15 +61,15 @@ def hammer(server: WebServer, access: str, hits: list[Hit], stop: threading.Even
 
 
 def logout(server: WebServer, access: str) -> httpx.Response:
-    return httpx.post(server.url + "/logout", headers={"Cookie": f"accessToken={access}"}, timeout=10)
+    return httpx.post(
+        server.url + "/logout", headers={"Cookie": f"accessToken={access}"}, timeout=10
+    )
 
 
 def test_a_master_failover_under_load_fails_closed_and_revocations_survive(
     start_webapp: Start, sentinel_setup: SentinelSetup
 ) -> None:
-    server = start_webapp(
-        access_ttl="60s", redis_url=sentinel_setup.url(), redis_wait_replicas="1"
-    )
+    server = start_webapp(access_ttl="60s", redis_url=sentinel_setup.url(), redis_wait_replicas="1")
     _, revoked, _ = login(server, "revoked@example.com")
     _, valid, _ = login(server, "valid@example.com")
     r = logout(server, revoked)  # acknowledged by the replica (WAIT 1) before the failover
@@ -89,10 +92,12 @@ def test_a_master_failover_under_load_fails_closed_and_revocations_survive(
         wait_for_failover(sentinel_setup, old_port)
         # Until the valid token is let in again, for 1 s after a first 503.
         wait_for(
-            lambda: any(h.status == 503 and h.started > killed for h in valid_hits)
-            and any(h.status == 200 and h.started > killed + 0.1 for h in valid_hits)
-            and valid_hits[-1].status == 200
-            and valid_hits[-1].started > _last_error(valid_hits, killed) + 1.0,
+            lambda: (
+                any(h.status == 503 and h.started > killed for h in valid_hits)
+                and any(h.status == 200 and h.started > killed + 0.1 for h in valid_hits)
+                and valid_hits[-1].status == 200
+                and valid_hits[-1].started > _last_error(valid_hits, killed) + 1.0
+            ),
             "the valid token to work again after the failover",
             timeout=30,
         )
@@ -149,3 +154,28 @@ def test_a_master_failover_under_load_fails_closed_and_revocations_survive(
 def _last_error(hits: list[Hit], after: float) -> float:
     errors = [h.started for h in hits if h.status != 200 and h.started > after]
     return max(errors) if errors else after
+
+
+def test_a_service_the_sentinels_do_not_know(
+    start_webapp: Start, sentinel_setup: SentinelSetup, cli_env: dict[str, str]
+) -> None:
+    good = start_webapp(access_ttl="60s", redis_url=sentinel_setup.url())
+    sid, access, _ = login(good)
+    assert (
+        httpx.get(good.url + "/me", headers={"Cookie": f"accessToken={access}"}).status_code == 200
+    )
+    wrong = sentinel_setup.url("no-such-service")
+    server = start_webapp(access_ttl="60s", redis_url=wrong)
+    r = httpx.get(server.url + "/me", headers={"Cookie": f"accessToken={access}"}, timeout=10)
+    assert r.status_code == 503, r.text
+    assert "Redis Sentinel knows no service named 'no-such-service'" in server.log()
+    out = subprocess.run(
+        [str(SCRIPT), "logout", sid],
+        env={**cli_env, "SESSIONMON_REDIS_URL": wrong},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert_clean_error(out, 3, "Redis Sentinel knows no service named 'no-such-service'")
+    assert out.stdout == ""
+    assert (
+        httpx.get(good.url + "/me", headers={"Cookie": f"accessToken={access}"}).status_code == 200
+    )
