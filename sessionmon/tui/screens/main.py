@@ -20,6 +20,7 @@ from sessionmon.core.store import ViewQuery
 from sessionmon.tui.actions import BLACKLIST, DESTRUCTIVE, SESSIONS, bindings, works_in
 from sessionmon.tui.format import ago
 from sessionmon.tui.poller import REDIS_DOWN, Snapshot
+from sessionmon.tui.screens.activity import ActivityScreen
 from sessionmon.tui.screens.confirm import ConfirmLogout, LogoutKind, LogoutTarget
 from sessionmon.tui.screens.help import HelpScreen
 from sessionmon.tui.screens.keys import KeysScreen
@@ -461,6 +462,10 @@ class MainScreen(Screen[None]):
     def action_keys(self) -> None:
         app = self.app
         app.push_screen(KeysScreen(app.backend.key_listing, app.clock))
+
+    def action_activity(self) -> None:
+        app = self.app
+        app.push_screen(ActivityScreen(app.backend.event_reader, app.clock))
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.disabled_actions()))
