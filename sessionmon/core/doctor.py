@@ -525,8 +525,9 @@ DATABASE_ONLY = frozenset({"future_tokens", "expired_waiting", "database_size"})
 
 
 def run_checks(probe: Probe) -> Report:
-    """Every check; one that cannot reach Redis or the database is a problem of its own (Redis
-    is asked once: after it failed, the other Redis checks say so without waiting again)."""
+    """Every check; one that cannot reach Redis or the database is a problem of its own (once
+    Redis does not answer a PING either, the other Redis checks say so without waiting again;
+    a command refused to this user fails only its own check)."""
     at = probe.clock.now()
     out = []
     redis_down: RedisUnavailable | None = None
@@ -536,6 +537,10 @@ def run_checks(probe: Probe) -> Report:
                 raise redis_down
             out.append(check(probe))
         except RedisUnavailable as exc:
+            if redis_down is None and _answers(probe):  # refused to this user (ACL), not down
+                fix = "allow this Redis user the command (ACL), or run doctor as one who may"
+                out.append(CheckResult(name, title, Status.WARNING, f"cannot check: {exc}", fix))
+                continue
             redis_down = exc
             figure, fix = f"could not check: {exc}", "bring Redis back"
             out.append(CheckResult(name, title, Status.PROBLEM, figure, fix))
@@ -543,6 +548,16 @@ def run_checks(probe: Probe) -> Report:
             figure, fix = f"could not check: {exc}", "check the database"
             out.append(CheckResult(name, title, Status.PROBLEM, figure, fix))
     return Report(tuple(out), at)
+
+
+def _answers(probe: Probe) -> bool:
+    """True when Redis answers a PING (a check was refused, e.g. NOPERM: not a Redis down)."""
+    try:
+        with redis_errors():
+            probe.client.ping()
+    except RedisUnavailable:
+        return False
+    return True
 
 
 def repair(probe: Probe, actor: str, events: EventSink | None = None) -> Repair:

@@ -274,3 +274,24 @@ def test_redis_gone_is_a_problem_per_check_not_a_crash(
     statuses = by_name(report)
     assert statuses["redis_eviction"] is Status.PROBLEM and statuses["index"] is Status.PROBLEM
     assert statuses["future_tokens"] is Status.OK and report.exit_code == 2
+
+
+def test_a_command_refused_to_an_acl_user_fails_only_its_own_check(
+    start_redis: StartRedis, store: SessionStore, prefix: str, clock: FrozenClock
+) -> None:
+    from tests.redis_acl import SESSIONMON_RULES, add_user
+
+    proc = start_redis()
+    user = add_user(proc, "sessionmon", SESSIONMON_RULES.format(prefix=prefix))
+    client = redis.Redis.from_url(user.url, socket_timeout=5)
+    try:
+        clock.set(time.time())
+        report = doctor(store, Blacklist(client, prefix=prefix, clock=clock), clock)
+    finally:
+        client.close()
+    checks = {c.name: c for c in report.checks}
+    # TIME is not in the README's command set: that check cannot run; the others do.
+    assert checks["clock_skew"].status is Status.WARNING
+    assert "NOPERM" in checks["clock_skew"].figure or "refused" in checks["clock_skew"].figure
+    assert checks["index"].status is Status.OK and checks["redis_replica"].status is Status.OK
+    assert checks["deleted_but_usable"].status is Status.OK
