@@ -23,7 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -46,6 +46,7 @@ from sessionmon.core.policy import Ending, OnMaxSessions, SessionPolicy
 from sessionmon.core.revocation_cache import RevocationCheck
 from sessionmon.core.store import AuditRow, Session, SessionStore
 from sessionmon.core.store.base import Rotation
+from sessionmon.core.store.schema import ROTATION_HISTORY
 from sessionmon.core.tokens import (
     ACCESS,
     REFRESH,
@@ -281,6 +282,8 @@ class Auth:
             refresh_exp=r.exp,
             refresh_count=0,
             source=self.source,
+            access_kid=a.kid,
+            refresh_kid=r.kid,
         )
         limit = policy.max_sessions_per_user
         if limit is None:
@@ -394,7 +397,7 @@ class Auth:
             now=now,
             exp=self.policy.cap(now + self.access_ttl, session.created_at),
         )
-        if not self.store.update_access(session.id, a.jti, a.exp, now):
+        if not self.store.update_access(session.id, a.jti, a.exp, now, a.kid):
             # Deleted while we minted (a force-logout won the race): the token is never handed out.
             return _gone(r)
         return AuthResult(user=_user(a), new_access_token=token, claims=a)
@@ -421,8 +424,13 @@ class Auth:
                 ip=ip,
                 user_agent=user_agent[:512] if user_agent else user_agent,
             )
-            if self.store.rotate_refresh(session.id, rotation):
-                return self._successor(session, rotation)
+            # Minted before the compare-and-set, so the row records the kids that signed them.
+            result, refresh_kid = self._mint_pair(session, rotation)
+            assert result.claims is not None
+            rotation = replace(rotation, access_kid=result.claims.kid, refresh_kid=refresh_kid)
+            history = rotation.history_after(session.rotations, ROTATION_HISTORY)
+            if self.store.rotate_refresh(session.id, rotation, history):
+                return result
             # Another request rotated first (or the session ended): read the row as it is now.
             fresh = self.store.get_session(session.id)
             if fresh is None:
@@ -466,6 +474,10 @@ class Auth:
 
     def _successor(self, session: Session, rotation: Rotation) -> AuthResult:
         """Mint the successor pair ``rotation`` describes (the same claims every time)."""
+        return self._mint_pair(session, rotation)[0]
+
+    def _mint_pair(self, session: Session, rotation: Rotation) -> tuple[AuthResult, str | None]:
+        """The successor pair ``rotation`` describes, and the refresh token's kid."""
         access, a = self.codec.mint(
             ACCESS,
             sub=session.user_id,
@@ -477,7 +489,7 @@ class Auth:
             exp=rotation.access_exp,
             jti=rotation.access_jti,
         )
-        refresh, _ = self.codec.mint(
+        refresh, r = self.codec.mint(
             REFRESH,
             sub=session.user_id,
             sid=session.id,
@@ -487,13 +499,14 @@ class Auth:
             jti=rotation.refresh_jti,
             gen=rotation.generation + 1,
         )
-        return AuthResult(
+        result = AuthResult(
             user=_user(a),
             new_access_token=access,
             claims=a,
             new_refresh_token=refresh,
             refresh_exp=rotation.refresh_exp,
         )
+        return result, r.kid
 
     def _reuse_detected(
         self,

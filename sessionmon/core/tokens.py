@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -82,6 +82,7 @@ class Claims:
     name: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     gen: int | None = None  # a refresh token's generation (None: absent or not an integer >= 0)
+    kid: str | None = None  # the signing key's kid: set by ``mint`` (verification leaves it None)
 
     def public(self) -> dict[str, Any]:
         """The claims as decoded (safe to print: no signature, no token)."""
@@ -258,7 +259,7 @@ class TokenCodec:
             algorithm=self.algorithm,
             headers={"kid": current.kid},
         )
-        return token, self._claims(payload, token, typ)
+        return token, replace(self._claims(payload, token, typ), kid=current.kid)
 
     # -- verification ----------------------------------------------------------------------------
 

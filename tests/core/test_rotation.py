@@ -16,7 +16,7 @@ from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import RedisUnavailable
 from sessionmon.core.policy import SessionPolicy
-from sessionmon.core.store import SessionStore, SqliteStore, open_store
+from sessionmon.core.store import SCHEMA_VERSION, SessionStore, SqliteStore, open_store
 from sessionmon.core.tokens import ACCESS, REFRESH, Reason, TokenCodec, new_id
 from tests.redis_server import RedisProcess
 
@@ -316,7 +316,7 @@ def test_a_v2_sqlite_database_migrates_and_its_tokens_rotate(
     conn.commit()
     conn.close()
     with SqliteStore(db_path, clock=clock) as store:
-        assert store.migrated_from == 2 and store.schema_version() == 3
+        assert store.migrated_from == 2 and store.schema_version() == SCHEMA_VERSION
         row = store.get_session("legacy")
         assert row is not None and (row.generation, row.prev_refresh_jti) == (0, None)
         assert store.audit()[0].detail is None
@@ -346,7 +346,7 @@ def test_a_v2_postgres_schema_migrates(clock: FrozenClock) -> None:
             )
         store = open_store(url, clock=clock)
         try:
-            assert store.migrated_from == 2 and store.schema_version() == 3
+            assert store.migrated_from == 2 and store.schema_version() == SCHEMA_VERSION
             row = store.get_session("legacy")
             assert row is not None and row.generation == 0 and row.refresh_jti == "j"
         finally:

@@ -7,7 +7,8 @@ same index read backwards; ids and emails compare as bytes, ``COLLATE "C"``, as 
 Version 2: the filter's ``pg_trgm`` GIN index over email, name, id and ip, and a statement
 trigger that sends ``NOTIFY sessionmon_changes`` (payload: the schema) on every write to
 ``sessions``, so monitors reload within a poll of any process's commit. Version 3: refresh-token
-rotation columns on ``sessions`` and ``audit.detail``.
+rotation columns on ``sessions`` and ``audit.detail``. Version 4: each session's access and
+refresh ``kid`` and its rotation history.
 """
 
 from __future__ import annotations
@@ -128,7 +129,16 @@ def _v3(cur: psycopg.Cursor) -> None:
     cur.execute("ALTER TABLE audit ADD COLUMN detail text")
 
 
-MIGRATIONS: list[Callable[[psycopg.Cursor], None]] = [_v1, _v2, _v3]
+def _v4(cur: psycopg.Cursor) -> None:
+    """The ``kid`` of each session's live access and refresh tokens, and its last rotations as
+    JSON. Existing sessions have neither (NULL: unknown)."""
+    cur.execute(
+        "ALTER TABLE sessions ADD COLUMN access_kid text, ADD COLUMN refresh_kid text, "
+        "ADD COLUMN rotations text"
+    )
+
+
+MIGRATIONS: list[Callable[[psycopg.Cursor], None]] = [_v1, _v2, _v3, _v4]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

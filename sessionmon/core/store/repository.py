@@ -107,19 +107,24 @@ class SqlRepository:
         return [Session(*r) for r in rows]
 
     def update_access(
-        self, session_id: str, access_jti: str, access_exp: float, now: float
+        self,
+        session_id: str,
+        access_jti: str,
+        access_exp: float,
+        now: float,
+        access_kid: str | None = None,
     ) -> bool:
         """Record a silent refresh; False when the session no longer exists."""
         m = self.dialect.mark
         with self.transaction() as conn:
             cur = conn.execute(
                 f"UPDATE sessions SET access_jti = {m}, access_exp = {m}, last_seen_at = {m}, "
-                f"refresh_count = refresh_count + 1 WHERE id = {m}",
-                (access_jti, access_exp, now, session_id),
+                f"access_kid = {m}, refresh_count = refresh_count + 1 WHERE id = {m}",
+                (access_jti, access_exp, now, access_kid, session_id),
             )
             return bool(cur.rowcount == 1)
 
-    def rotate_refresh(self, session_id: str, rotation: Rotation) -> bool:
+    def rotate_refresh(self, session_id: str, rotation: Rotation, history: str | None) -> bool:
         """The rotation's compare-and-set (see ``SessionStore.rotate_refresh``). The family's
         refresh expiry does not move (every index of the monitor's sorts holds it)."""
         m = self.dialect.mark
@@ -129,6 +134,7 @@ class SqlRepository:
                 f"UPDATE sessions SET generation = {m}, prev_refresh_jti = refresh_jti, "
                 f"refresh_jti = {m}, access_jti = {m}, access_exp = {m}, "
                 f"last_seen_at = {m}, rotated_at = {m}, rotated_ip = {m}, rotated_ua = {m}, "
+                f"access_kid = {m}, refresh_kid = {m}, rotations = {m}, "
                 "refresh_count = refresh_count + 1 "
                 f"WHERE id = {m} AND generation = {m} AND refresh_jti = {m}",
                 (
@@ -140,6 +146,9 @@ class SqlRepository:
                     r.at,
                     r.ip,
                     r.user_agent,
+                    r.access_kid,
+                    r.refresh_kid,
+                    history,
                     session_id,
                     r.generation,
                     r.presented_jti,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Both backends migrate to this version (their migration lists have this many steps).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SESSION_COLUMNS = (
     "id",
@@ -35,7 +35,15 @@ SESSION_COLUMNS = (
     "rotated_at",
     "rotated_ip",
     "rotated_ua",
+    # Version 4: the ``kid`` of the key that signed the live access and refresh tokens, and the
+    # last ``ROTATION_HISTORY`` rotations as a JSON list (oldest first; see ``RotationRecord``).
+    "access_kid",
+    "refresh_kid",
+    "rotations",
 )
+
+# How many rotations a session row keeps (appended by the rotation's compare-and-set itself).
+ROTATION_HISTORY = 10
 
 AUDIT_COLUMNS = (
     "id",

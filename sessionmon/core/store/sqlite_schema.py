@@ -134,10 +134,23 @@ def _migrate_v3(db: sqlite_utils.Database) -> None:
         conn.execute(ddl)
 
 
+def _migrate_v4(db: sqlite_utils.Database) -> None:
+    """Signing key per session and rotation history: the ``kid`` of the live access and refresh
+    tokens, and the last rotations as JSON. Existing sessions have neither (NULL: unknown)."""
+    conn = db.conn
+    for ddl in (
+        "ALTER TABLE sessions ADD COLUMN access_kid TEXT",
+        "ALTER TABLE sessions ADD COLUMN refresh_kid TEXT",
+        "ALTER TABLE sessions ADD COLUMN rotations TEXT",
+    ):
+        conn.execute(ddl)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
+    _migrate_v4,
 ]
 
 
