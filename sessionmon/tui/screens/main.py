@@ -460,7 +460,20 @@ class MainScreen(Screen[None]):
 
     def action_keys(self) -> None:
         app = self.app
-        app.push_screen(KeysScreen(app.backend.key_listing, app.clock))
+
+        def chosen(kid: str | None) -> None:
+            if kid is not None:
+                self.logout_signed_with(kid)
+
+        app.push_screen(KeysScreen(app.backend.key_listing, app.clock), chosen)
+
+    def logout_signed_with(self, kid: str) -> None:
+        """The keys panel's ``l``: read the sessions signed with ``kid``, then ask to confirm."""
+        why = self.refusal()
+        if why:
+            self.notify(why, title="Refused", severity="warning")
+            return
+        self.app.find_sessions_signed_with(kid)
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.disabled_actions()))
