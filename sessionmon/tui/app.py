@@ -33,6 +33,7 @@ from sessionmon.core.bulk_logout import end_in_batches
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.durations import format_duration
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
+from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.redis_health import Severity
 from sessionmon.core.session_query import SessionQuery, matching_sessions
 from sessionmon.core.settings import Settings
@@ -122,6 +123,8 @@ class SessionmonApp(App[int]):
         self.backend = backend
         self.blacklist_store = backend.blacklist
         self.settings = settings
+        # The lifetime policies whose deadlines the views count down (the core's pure functions).
+        self.policy = SessionPolicy.from_settings(settings)
         self.clock = clock
         self.frame = FrameClock(clock)  # the time the screen is drawn at (one reading a tick)
         self.handle_signals = handle_signals

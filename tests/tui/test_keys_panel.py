@@ -104,8 +104,8 @@ async def test_l_in_the_keys_panel_logs_out_exactly_the_sessions_signed_with_the
     tmp_path: Path,
 ) -> None:
     """Three sessions signed with the first key, two with the second (after a rotation): the
-    panel selects the current key, the arrows select the previous one, ``l`` opens the confirm dialog
-    naming 3, and confirming ends exactly those three (one of which another process ended)."""
+    panel selects the current key, the arrows select the previous one, ``l`` opens the confirm
+    dialog naming 3, and confirming ends exactly those three (one of which ended meanwhile)."""
     directory = KeyDirectory(tmp_path / "keys", "HS256", clock)
     directory.ensure()
     keys = LiveKeys(directory)

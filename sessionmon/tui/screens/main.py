@@ -94,11 +94,12 @@ class MainScreen(Screen[None]):
                 app.request_rows,
                 app.frame,
                 access_life=app.settings.access_ttl,
+                policy=app.policy,
                 id="sessions",
             )
             yield BlacklistTable(app.frame, id="blacklist")
         yield Input(placeholder=FILTER_HINTS[SESSIONS], id="filter")
-        yield DetailPane(app.frame, app.settings.access_ttl, id="detail")
+        yield DetailPane(app.frame, app.settings.access_ttl, policy=app.policy, id="detail")
         yield KeysFooter()
 
     def on_mount(self) -> None:
