@@ -46,7 +46,6 @@ from sessionmon.core.policy import Ending, OnMaxSessions, SessionPolicy
 from sessionmon.core.revocation_cache import RevocationCheck
 from sessionmon.core.store import AuditRow, Session, SessionStore
 from sessionmon.core.store.base import Rotation
-from sessionmon.core.store.schema import ROTATION_HISTORY
 from sessionmon.core.tokens import (
     ACCESS,
     REFRESH,
@@ -428,8 +427,7 @@ class Auth:
             result, refresh_kid = self._mint_pair(session, rotation)
             assert result.claims is not None
             rotation = replace(rotation, access_kid=result.claims.kid, refresh_kid=refresh_kid)
-            history = rotation.history_after(session.rotations, ROTATION_HISTORY)
-            if self.store.rotate_refresh(session.id, rotation, history):
+            if self.store.rotate_refresh(session.id, rotation):
                 return result
             # Another request rotated first (or the session ended): read the row as it is now.
             fresh = self.store.get_session(session.id)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -259,7 +259,7 @@ class TokenCodec:
             algorithm=self.algorithm,
             headers={"kid": current.kid},
         )
-        return token, replace(self._claims(payload, token, typ), kid=current.kid)
+        return token, self._claims(payload, token, typ, current.kid)
 
     # -- verification ----------------------------------------------------------------------------
 
@@ -380,7 +380,9 @@ class TokenCodec:
             raise TokenRejected(Reason.EXPIRED, "token has expired", claims)
         return claims
 
-    def _claims(self, payload: dict[str, Any], token: str, typ: str) -> Claims:
+    def _claims(
+        self, payload: dict[str, Any], token: str, typ: str, kid: str | None = None
+    ) -> Claims:
         jti = payload.get("jti")
         if not isinstance(jti, str) or not jti:
             jti = token_fingerprint(token)
@@ -399,6 +401,7 @@ class TokenCodec:
             name=payload.get("name") if isinstance(payload.get("name"), str) else None,
             raw=payload,
             gen=gen if type(gen) is int and gen >= 0 else None,
+            kid=kid,
         )
 
 

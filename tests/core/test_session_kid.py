@@ -82,7 +82,9 @@ def test_rotation_records_the_new_kids_and_appends_the_history(
     assert second_kid != first_kid and kid_of(result.new_access_token) == second_kid
     row = store.get_session(session.id)
     assert row is not None and (row.access_kid, row.refresh_kid) == (second_kid, second_kid)
-    assert row.rotation_history() == [RotationRecord(1, clock.now(), "10.0.0.2", "UA-tab")]
+    (record,) = row.rotation_history()
+    assert (record.generation, record.ip, record.user_agent) == (1, "10.0.0.2", "UA-tab")
+    assert record.at == pytest.approx(clock.now(), abs=1e-3)  # JSON keeps 15 digits
     # The sessions signed with the old key are no longer this one; with the new key they are.
     now = clock.now()
     assert not list(matching_sessions(store, SessionQuery(kid=first_kid), now))
@@ -105,7 +107,9 @@ def test_the_history_keeps_the_last_rotations_only(
     history = row.rotation_history()
     assert len(history) == ROTATION_HISTORY
     assert [h.generation for h in history] == list(range(4, ROTATION_HISTORY + 4))
-    assert history[-1] == RotationRecord(row.generation, clock.now(), "10.0.1.13", "UA-13")
+    last = history[-1]
+    assert (last.generation, last.ip, last.user_agent) == (row.generation, "10.0.1.13", "UA-13")
+    assert last.at == pytest.approx(clock.now(), abs=1e-3)
     assert row.to_dict()["rotations"][-1]["ip"] == "10.0.1.13"
 
 
@@ -175,6 +179,21 @@ def test_kid_query_needs_a_live_session_and_composes(store: SessionStore) -> Non
     with_ip = SessionQuery(kid="k1", ip=None, user_agent="nothing")
     assert not list(matching_sessions(store, with_ip, now))
     assert not SessionQuery(kid="k1").empty
+
+
+def test_the_store_starts_an_unreadable_history_afresh(
+    auth: Auth, store: SessionStore, clock: FrozenClock
+) -> None:
+    """A damaged ``rotations`` value never stops a rotation: the history starts again."""
+    session, _, refresh = auth.login("u1", "ann@example.com", "Ann")
+    with store.transaction() as conn:  # type: ignore[attr-defined]
+        m = "?" if store.backend.value == "sqlite" else "%s"
+        conn.execute(f"UPDATE sessions SET rotations = {m} WHERE id = {m}", ("{oops", session.id))
+    clock.advance(20)
+    result = auth.refresh(refresh, ip="10.0.0.9")
+    assert result.ok
+    row = store.get_session(session.id)
+    assert row is not None and [h.ip for h in row.rotation_history()] == ["10.0.0.9"]
 
 
 def test_unreadable_rotation_history_reads_as_none() -> None:

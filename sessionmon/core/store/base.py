@@ -240,15 +240,6 @@ class Rotation:
     access_kid: str | None = None  # the keys that signed the successor pair
     refresh_kid: str | None = None
 
-    def record(self) -> RotationRecord:
-        """This rotation as its session's history records it."""
-        return RotationRecord(self.generation + 1, self.at, self.ip, self.user_agent)
-
-    def history_after(self, rotations: str | None, keep: int) -> str:
-        """The ``rotations`` column once this rotation is appended (the last ``keep``)."""
-        records = [*RotationRecord.parse_list(rotations), self.record()]
-        return RotationRecord.dump_list(records[-keep:])
-
 
 @dataclass(frozen=True)
 class LimitedInsert:
@@ -296,11 +287,12 @@ class SessionStore(Protocol):
         session no longer exists."""
         ...
 
-    def rotate_refresh(self, session_id: str, rotation: Rotation, history: str | None) -> bool:
+    def rotate_refresh(self, session_id: str, rotation: Rotation) -> bool:
         """The rotation's compare-and-set: one ``UPDATE ... WHERE id AND generation AND
         refresh_jti`` in one transaction, which also writes the successor pair's kids and
-        ``history`` (the new ``rotations`` column: see ``Rotation.history_after``). False when
-        the session is gone or another request rotated it first (then nothing changed)."""
+        appends the rotation to the ``rotations`` history (the last ``ROTATION_HISTORY``).
+        False when the session is gone or another request rotated it first (then nothing
+        changed)."""
         ...
 
     def insert_session_limited(

@@ -136,6 +136,28 @@ def _v4(cur: psycopg.Cursor) -> None:
         "ALTER TABLE sessions ADD COLUMN access_kid text, ADD COLUMN refresh_kid text, "
         "ADD COLUMN rotations text"
     )
+    # The rotation's UPDATE appends to the history with this (an unreadable value starts afresh).
+    cur.execute(
+        """
+        CREATE FUNCTION sessionmon_rotations(history text, item jsonb, keep integer)
+        RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+        DECLARE h jsonb;
+        BEGIN
+            BEGIN
+                h := history::jsonb;
+            EXCEPTION WHEN others THEN
+                h := NULL;
+            END;
+            IF h IS NULL OR jsonb_typeof(h) <> 'array' THEN
+                h := '[]'::jsonb;
+            END IF;
+            WHILE jsonb_array_length(h) >= keep LOOP
+                h := h - 0;
+            END LOOP;
+            RETURN (h || jsonb_build_array(item))::text;
+        END $$
+        """
+    )
 
 
 MIGRATIONS: list[Callable[[psycopg.Cursor], None]] = [_v1, _v2, _v3, _v4]

@@ -16,7 +16,7 @@ from typing import Any
 from sessionmon.core.clock import Clock
 from sessionmon.core.store import keyset
 from sessionmon.core.store.base import AuditEntry, AuditRow, LimitedInsert, Rotation, Session
-from sessionmon.core.store.schema import AUDIT_COLUMNS, SESSION_COLUMNS, SORTS
+from sessionmon.core.store.schema import AUDIT_COLUMNS, ROTATION_HISTORY, SESSION_COLUMNS, SORTS
 
 CHUNK = 500
 _COLS = ", ".join(SESSION_COLUMNS)
@@ -124,17 +124,18 @@ class SqlRepository:
             )
             return bool(cur.rowcount == 1)
 
-    def rotate_refresh(self, session_id: str, rotation: Rotation, history: str | None) -> bool:
+    def rotate_refresh(self, session_id: str, rotation: Rotation) -> bool:
         """The rotation's compare-and-set (see ``SessionStore.rotate_refresh``). The family's
         refresh expiry does not move (every index of the monitor's sorts holds it)."""
         m = self.dialect.mark
         r = rotation
+        history = self.dialect.append_rotation.format(keep=ROTATION_HISTORY)
         with self.transaction() as conn:
             cur = conn.execute(
                 f"UPDATE sessions SET generation = {m}, prev_refresh_jti = refresh_jti, "
                 f"refresh_jti = {m}, access_jti = {m}, access_exp = {m}, "
                 f"last_seen_at = {m}, rotated_at = {m}, rotated_ip = {m}, rotated_ua = {m}, "
-                f"access_kid = {m}, refresh_kid = {m}, rotations = {m}, "
+                f"access_kid = {m}, refresh_kid = {m}, rotations = {history}, "
                 "refresh_count = refresh_count + 1 "
                 f"WHERE id = {m} AND generation = {m} AND refresh_jti = {m}",
                 (
@@ -148,7 +149,10 @@ class SqlRepository:
                     r.user_agent,
                     r.access_kid,
                     r.refresh_kid,
-                    history,
+                    r.generation + 1,
+                    r.at,
+                    r.ip,
+                    r.user_agent,
                     session_id,
                     r.generation,
                     r.presented_jti,
