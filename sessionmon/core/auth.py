@@ -486,6 +486,7 @@ class Auth:
             now=rotation.at,
             exp=rotation.access_exp,
             jti=rotation.access_jti,
+            kid=rotation.access_kid,
         )
         refresh, r = self.codec.mint(
             REFRESH,
@@ -496,6 +497,7 @@ class Auth:
             exp=rotation.refresh_exp,
             jti=rotation.refresh_jti,
             gen=rotation.generation + 1,
+            kid=rotation.refresh_kid,
         )
         result = AuthResult(
             user=_user(a),
@@ -868,6 +870,8 @@ def _rotation_of(session: Session) -> Rotation:
         at=session.rotated_at,
         ip=session.rotated_ip,
         user_agent=session.rotated_ua,
+        access_kid=session.access_kid,
+        refresh_kid=session.refresh_kid,
     )
 
 

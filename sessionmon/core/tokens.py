@@ -21,7 +21,7 @@ import jwt
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.jws_fast import HmacFastPath
-from sessionmon.core.keyring import KeyRing
+from sessionmon.core.keyring import KeyRing, KeyState
 from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.keysource import KeySource, StaticKeys
 
@@ -82,7 +82,8 @@ class Claims:
     name: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     gen: int | None = None  # a refresh token's generation (None: absent or not an integer >= 0)
-    kid: str | None = None  # the signing key's kid: set by ``mint`` (verification leaves it None)
+    # The signing key's kid: set by ``mint`` (verification leaves it None; not compared).
+    kid: str | None = field(default=None, compare=False)
 
     def public(self) -> dict[str, Any]:
         """The claims as decoded (safe to print: no signature, no token)."""
@@ -220,12 +221,25 @@ class TokenCodec:
         exp: float | None = None,
         jti: str | None = None,
         gen: int | None = None,
+        kid: str | None = None,
     ) -> tuple[str, Claims]:
-        """Sign a token of type ``typ``; returns the token and its claims.
+        """Sign a token of type ``typ``; returns the token and its claims (``kid`` set).
 
         ``jti``, ``now`` and ``exp`` given: the same claims as a token minted before with them
-        (a rotation's successor pair minted again). ``gen``: the refresh token's generation."""
-        current = self.key_source.ring().current
+        (a rotation's successor pair minted again; ``kid``: with the key that signed it then, if
+        it is still the current or a previous key, else with the current key). ``gen``: the
+        refresh token's generation."""
+        ring = self.key_source.ring()
+        current = ring.current
+        if kid is not None and kid != current.kid:
+            entry = ring.get(kid)
+            if (
+                entry is not None
+                and entry.state is KeyState.PREVIOUS
+                and entry.material is not None
+                and entry.material.signing_key is not None
+            ):
+                current = entry
         assert current.material is not None
         if current.material.signing_key is None:
             from sessionmon.core.errors import ConfigError

@@ -265,3 +265,29 @@ def test_a_v3_postgres_schema_migrates_to_v4(clock: FrozenClock) -> None:
             assert (row.access_kid, row.refresh_kid, row.rotations) == (None, None, None)
         finally:
             store.close()
+
+
+def test_a_grace_window_duplicate_after_a_key_rotation_is_the_same_pair(
+    rotating_auth: Auth,
+    store: SessionStore,
+    key_dir: KeyDirectory,
+    live_keys: LiveKeys,
+    clock: FrozenClock,
+) -> None:
+    """The key set rotates between the first presentation and a concurrent tab's: the tab gets
+    the same tokens, signed with the same (now previous) key the row records."""
+    auth = rotating_auth
+    session, _, refresh = auth.login("u1", "ann@example.com", "Ann")
+    clock.advance(20)
+    first = auth.refresh(refresh)
+    assert first.ok and first.new_refresh_token and first.new_access_token
+    key_dir.rotate(overlap=3600)
+    live_keys.refresh()
+    again = auth.refresh(refresh)  # within the grace window
+    assert (again.new_access_token, again.new_refresh_token) == (
+        first.new_access_token,
+        first.new_refresh_token,
+    )
+    row = store.get_session(session.id)
+    assert row is not None and row.refresh_kid == kid_of(first.new_refresh_token)
+    assert row.refresh_kid != live_keys.ring().current.kid
