@@ -541,7 +541,7 @@ def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
         _json(
             [
                 {
-                    **s.to_dict(),
+                    **s.to_json(),
                     "state": s.state(now),
                     "idle_deadline": policy.idle_deadline(s),
                     "absolute_deadline": policy.absolute_deadline(s),
@@ -753,7 +753,7 @@ def _logout_dry_run(args: argparse.Namespace, settings: Settings, query: Session
                 "dry_run": True,
                 "query": query.describe(),
                 "would_end": count,
-                "sample": [s.to_dict() for s in sample],
+                "sample": [s.to_json() for s in sample],
             }
         )
     else:

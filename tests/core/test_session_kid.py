@@ -110,7 +110,7 @@ def test_the_history_keeps_the_last_rotations_only(
     last = history[-1]
     assert (last.generation, last.ip, last.user_agent) == (row.generation, "10.0.1.13", "UA-13")
     assert last.at == pytest.approx(clock.now(), abs=1e-3)
-    assert row.to_dict()["rotations"][-1]["ip"] == "10.0.1.13"
+    assert row.to_json()["rotations"][-1]["ip"] == "10.0.1.13"
 
 
 def test_a_grace_window_duplicate_appends_nothing(

@@ -55,7 +55,12 @@ class Session:
     rotations: str | None = None  # the last rotations, JSON as stored (see ``rotation_history``)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every column; ``rotations`` as a list of objects (oldest first)."""
+        """Every column, as stored (in column order)."""
+        return asdict(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``ls --json`` shows: every column, ``rotations`` as a list of objects (oldest
+        first)."""
         out = asdict(self)
         out["rotations"] = [r.to_dict() for r in self.rotation_history()]
         return out
