@@ -19,6 +19,7 @@ BENCHMARKS = {
     "check": ("bench.bench_check", "revocation check vs jwt.decode + EXISTS"),
     "cached": ("bench.bench_cached", "cached revocation check and propagation delay"),
     "rotate": ("bench.bench_rotate", "silent refresh with refresh-token rotation vs without"),
+    "events": ("bench.bench_events", "authenticate and silent refresh with the feed on vs off"),
     "logout": ("bench.bench_logout", "force-logout one session and a user with 1,000 sessions"),
     "monitor": ("bench.bench_monitor", "monitor first paint, tick CPU, RSS, filter/sort"),
     "pgquery": ("bench.bench_pgquery", "PostgreSQL keyset window and trigram filter vs plain SQL"),

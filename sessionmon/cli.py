@@ -31,7 +31,7 @@ from sessionmon.core.errors import (
     RedisUnavailable,
     SessionmonError,
 )
-from sessionmon.core.events import Event, EventKind
+from sessionmon.core.events import Event, EventKind, EventSink, NullSink
 from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.settings import Settings, load_settings
 
@@ -150,6 +150,13 @@ SETTING_FLAGS = (
         "a login over --max-sessions-per-user: deny (default) or evict-oldest",
         "deny|evict-oldest",
     ),
+    SettingFlag(
+        "events",
+        "append what happens (logins, refreshes, rejections, ...) to the activity feed, a "
+        "Redis Stream (default: yes; --no-events turns it off)",
+        kind="bool",
+    ),
+    SettingFlag("events_maxlen", "the feed keeps about this many events (default 100000)", "N"),
 )
 # Flags whose value may start with "-" (a negative duration gets its own one-line error).
 DURATION_FLAGS = frozenset(
@@ -797,6 +804,29 @@ def _blacklist(settings: Settings) -> Iterator[Blacklist]:
             embedded.stop()
 
 
+@contextlib.contextmanager
+def _event_sink(settings: Settings) -> Iterator[EventSink]:
+    """The activity feed for a command that has no Redis of its own (``keys``): best effort, a
+    Redis that cannot be reached drops the event, never the command."""
+    from sessionmon.core.runtime import close_events, make_events
+
+    if not settings.events:
+        yield NullSink()
+        return
+    try:
+        blacklist = _blacklist(settings)
+        bl = blacklist.__enter__()
+    except SessionmonError:
+        yield NullSink()
+        return
+    sink = make_events(settings, bl.client)
+    try:
+        yield sink
+    finally:
+        close_events(sink)
+        blacklist.__exit__(None, None, None)
+
+
 def _blacklisted(settings: Settings, jti: str, sid: str) -> bool:
     with _blacklist(settings) as bl:
         return bl.is_revoked(jti, sid)
@@ -1227,14 +1257,15 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
     store = _open_store(settings, write=True)
     try:
-        admin = KeyAdmin(settings, store, keys=keys)
-        if action == "export-jwks":
-            _json(admin.export_jwks(settings.actor))
-            return EXIT_OK
-        if action == "rotate":
-            change = admin.rotate(settings.actor, args.reason)
-        else:
-            change = admin.retire(args.kid, settings.actor, args.reason)
+        with _event_sink(settings) as events:
+            admin = KeyAdmin(settings, store, keys=keys, events=events)
+            if action == "export-jwks":
+                _json(admin.export_jwks(settings.actor))
+                return EXIT_OK
+            if action == "rotate":
+                change = admin.rotate(settings.actor, args.reason)
+            else:
+                change = admin.retire(args.kid, settings.actor, args.reason)
     finally:
         store.close()
     if args.json:

@@ -151,6 +151,7 @@ class TrafficGenerator:
             touch_interval=auth.touch_interval,
             source=DEMO_SOURCE,
             policy=auth.policy,
+            events=auth.events,
         )
         self.clock = clock
         self.rng = random.Random(seed)

@@ -42,6 +42,7 @@ from sessionmon.core.errors import (
     RevocationNotDurable,
     TooManySessions,
 )
+from sessionmon.core.events import Event, EventKind, EventSink, NullSink
 from sessionmon.core.policy import Ending, OnMaxSessions, SessionPolicy
 from sessionmon.core.revocation_cache import RevocationCheck
 from sessionmon.core.store import AuditRow, Session, SessionStore
@@ -196,8 +197,11 @@ class Auth:
         source: str | None = None,
         revocation_cache: RevocationCheck | None = None,
         policy: SessionPolicy | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.store = store
+        # The activity feed (fire and forget: ``emit`` never blocks or raises).
+        self.events: EventSink = events if events is not None else NullSink()
         self.policy = policy or SessionPolicy()
         self.blacklist = blacklist
         # A callable loads the keys on first use: logging out needs no key, minting does.
@@ -287,11 +291,22 @@ class Auth:
         limit = policy.max_sessions_per_user
         if limit is None:
             self.store.insert_session(session)
+            self._emit_login(session)
             return session, access, refresh
         evict = self._evict if policy.on_max_sessions is OnMaxSessions.EVICT_OLDEST else None
         done = self.store.insert_session_limited(session, limit=limit, now=now, evict=evict)
         if not done.inserted:
             raise TooManySessions(session.user_id, limit)
+        for victim in done.evicted:
+            self._emit(
+                EventKind.SESSION_ENDED,
+                victim.id,
+                victim.user_id,
+                victim.email,
+                reason=Ending.EVICTED.value,
+                actor=SYSTEM_ACTOR,
+            )
+        self._emit_login(session)
         return session, access, refresh
 
     def _evict(self, victims: list[Session]) -> list[AuditRow]:
@@ -326,6 +341,28 @@ class Auth:
         user_agent: str | None = None,
     ) -> AuthResult:
         """Verify the access token (and the blacklist); silently refresh when it has expired.
+        A refresh or a rejection goes to the activity feed (see ``_authenticate``)."""
+        result = self._authenticate(access_token, refresh_token, ip=ip, user_agent=user_agent)
+        self._emit_result(result, ip)
+        return result
+
+    def refresh(
+        self, refresh_token: str, *, ip: str | None = None, user_agent: str | None = None
+    ) -> AuthResult:
+        """Silent refresh (see ``_refresh``); the outcome goes to the activity feed."""
+        result = self._refresh(refresh_token, ip=ip, user_agent=user_agent)
+        self._emit_result(result, ip)
+        return result
+
+    def _authenticate(
+        self,
+        access_token: str | None,
+        refresh_token: str | None = None,
+        *,
+        ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> AuthResult:
+        """Verify the access token (and the blacklist); silently refresh when it has expired.
 
         Never raises for a bad token: the result carries the reason. Raises ``RedisUnavailable``
         (the caller decides whether to fail closed) and ``DatabaseError``. ``ip`` and
@@ -352,12 +389,12 @@ class Auth:
                 return AuthResult.reject(rejection)
             return AuthResult(reason=Reason.NO_TOKEN, detail="no token presented")
         try:
-            return self.refresh(refresh_token, ip=ip, user_agent=user_agent)
+            return self._refresh(refresh_token, ip=ip, user_agent=user_agent)
         except DatabaseError:
             self._pause_touches()
             raise
 
-    def refresh(
+    def _refresh(
         self, refresh_token: str, *, ip: str | None = None, user_agent: str | None = None
     ) -> AuthResult:
         """Silent refresh: valid, unrevoked refresh token of a live session -> new access token
@@ -789,6 +826,7 @@ class Auth:
         except DatabaseError as exc:
             result.outcome = LogoutOutcome.REVOKED_NOT_DELETED
             result.error = f"tokens are revoked but the session rows were not deleted: {exc}"
+            self._emit_ended(action, actor, reason, sessions, done_without_row, vouched)
             return result
         not_found = [sid for sid in result.missing if sid not in done_without_row]
         if not_found:
@@ -797,6 +835,7 @@ class Auth:
             result.outcome = LogoutOutcome.PARTIAL if done else LogoutOutcome.NOT_FOUND
         elif done_without_row:
             result.outcome = LogoutOutcome.NO_ROW
+        self._emit_ended(action, actor, reason, sessions, done_without_row, vouched)
         return result
 
     def _revoke_requests(self, s: Session, now: float) -> list[RevokeRequest]:
@@ -843,6 +882,56 @@ class Auth:
             ]
         )
 
+    # -- the activity feed ----------------------------------------------------------------------
+
+    def _emit(
+        self,
+        kind: EventKind,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        email: str | None = None,
+        **extra: Any,
+    ) -> None:
+        """One event to the feed: ids, user, reason, actor, address; never a token. Never
+        raises (the feed is not the request's problem)."""
+        with contextlib.suppress(Exception):
+            self.events.emit(Event(kind, self.clock.now(), session_id, user_id, email, **extra))
+
+    def _emit_login(self, s: Session) -> None:
+        self._emit(EventKind.LOGIN, s.id, s.user_id, s.email, ip=s.ip)
+
+    def _emit_result(self, result: AuthResult, ip: str | None) -> None:
+        """A silent refresh (``rotation`` when the refresh token was rotated too) or a rejection
+        with its reason; a plain valid request and a request without a token are not events."""
+        c = result.claims
+        sid, sub, email = (c.sid, c.sub, c.email) if c is not None else (None, None, None)
+        if result.refreshed:
+            kind = EventKind.ROTATION if result.new_refresh_token else EventKind.REFRESH
+            self._emit(kind, sid, sub, email, ip=ip)
+        elif result.reason is not None and result.reason is not Reason.NO_TOKEN:
+            self._emit(EventKind.REJECTION, sid, sub, email, reason=result.reason.value, ip=ip)
+
+    def _emit_ended(
+        self,
+        action: str,
+        actor: str,
+        reason: str | None,
+        sessions: Sequence[Session],
+        without_row: Sequence[str],
+        vouched: Mapping[str, Claims],
+    ) -> None:
+        """One event per logout / operator action / reuse / policy ending, with the number of
+        sessions it ended (and the session and user when it was about one)."""
+        count = len(sessions) + len(without_row)
+        if not count:
+            return
+        kind = _EVENT_OF_ACTION.get(action, EventKind.FORCE_LOGOUT)
+        users: set[tuple[str | None, str | None]] = {(s.user_id, s.email) for s in sessions}
+        users |= {(vouched[sid].sub, vouched[sid].email) for sid in without_row}
+        user_id, email = next(iter(users)) if len(users) == 1 else (None, None)
+        sid = (sessions[0].id if sessions else without_row[0]) if count == 1 else None
+        self._emit(kind, sid, user_id, email, reason=reason, actor=actor, count=count)
+
     def _audit_safely(self, rows: list[AuditRow]) -> None:
         # The audit of a failure must not hide the failure itself.
         with contextlib.suppress(DatabaseError):
@@ -850,6 +939,11 @@ class Auth:
 
 
 REUSE_REASON = Reason.REFRESH_REUSED.value
+_EVENT_OF_ACTION = {
+    "logout": EventKind.LOGOUT,
+    REUSE_DETECTED: EventKind.REUSE_DETECTED,
+    SESSION_ENDED: EventKind.SESSION_ENDED,
+}
 
 
 def _gone(r: Claims) -> AuthResult:

@@ -32,6 +32,7 @@ from sessionmon.core.errors import (
     RedisUnavailable,
     SessionmonError,
 )
+from sessionmon.core.events import Event, EventKind
 from sessionmon.core.session_query import SessionQuery, matching_sessions
 from sessionmon.core.store import AuditRow, SessionStore
 
@@ -217,6 +218,16 @@ class LogoutJob:
             outcome = f"ok: {counts}" if failure is None else f"stopped ({counts}): {failure}"
             with contextlib.suppress(DatabaseError):
                 auth.store.write_audit([self._audit_row(now, outcome)])
+            with contextlib.suppress(Exception):  # the feed never fails the job
+                auth.events.emit(
+                    Event(
+                        EventKind.LOGOUT_JOB,
+                        now,
+                        reason=f"job {st.job}: {outcome}",
+                        actor=st.actor,
+                        count=st.ended,
+                    )
+                )
         return JobReport(
             st, JobOutcome.COMPLETE if failure is None else JobOutcome.STOPPED, failure
         )

@@ -8,7 +8,7 @@ Stream that every process appends to and the monitor and ``sessionmon events`` r
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -24,8 +24,15 @@ class EventKind(StrEnum):
     REJECTION = "rejection"  # a token was refused (``reason`` says why)
     REUSE_DETECTED = "reuse_detected"  # an old refresh token came back: the family is revoked
     SESSION_ENDED = "session_ended"  # a lifetime policy ended a session (``reason``)
-    KEY_ROTATION = "key_rotation"
+    KEY_ROTATION = "key_rotation"  # ``reason``: rotate or retire (with the kid)
+    LOGOUT_JOB = "logout_job"  # a revoke-by-query job ran (``count``: sessions it ended)
     DOCTOR_REPAIR = "doctor_repair"
+
+
+# Kinds that end sessions: the activity view's "revocations" (``count`` sessions each).
+REVOCATION_KINDS = frozenset(
+    {EventKind.LOGOUT, EventKind.FORCE_LOGOUT, EventKind.REUSE_DETECTED, EventKind.SESSION_ENDED}
+)
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,13 @@ class Event:
 
     def fields(self) -> dict[str, str]:
         """The stream entry's fields (``None`` left out)."""
-        out: dict[str, str] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "id" or value is None or (f.name == "count" and value == 1):
-                continue
-            out[f.name] = str(value)
+        out = {"kind": self.kind.value, "at": repr(self.at)}
+        for name in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.count != 1:
+            out["count"] = str(self.count)
         return out
 
     @classmethod
@@ -62,11 +70,14 @@ class Event:
             count = int(data.get("count", "1"))
         except (KeyError, ValueError):
             return None
-        opt = {k: data.get(k) for k in ("session_id", "user_id", "email", "reason", "actor", "ip")}
+        opt = {k: data.get(k) for k in _OPTIONAL}
         return cls(kind, at, count=count, id=entry_id, **opt)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, **self.fields(), "count": self.count, "at": self.at}
+
+
+_OPTIONAL = ("session_id", "user_id", "email", "reason", "actor", "ip")
 
 
 class EventSink(Protocol):

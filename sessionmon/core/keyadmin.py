@@ -5,11 +5,13 @@ Used by ``sessionmon keys ...`` and the monitor; neither reads key files itself.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import DatabaseError, KeySetError
+from sessionmon.core.events import Event, EventKind, EventSink, NullSink
 from sessionmon.core.keydir import KeyChange, KeyDirectory
 from sessionmon.core.keyring import KeyEntry, KeyRing, overlap_for
 from sessionmon.core.keysource import KeySource, LiveKeys, open_keys
@@ -53,10 +55,12 @@ class KeyAdmin:
         *,
         keys: KeySource | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        events: EventSink | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
+        self.events: EventSink = events if events is not None else NullSink()
         self.keys = keys if keys is not None else open_keys(settings, clock=clock)
 
     def listing(self) -> KeyListing:
@@ -115,6 +119,10 @@ class KeyAdmin:
             revoked=revoked or [],
             outcome=f"ok: {change.algorithm} {change.summary()}",
         )
+        # The feed says what changed (kids only) and why; never key material.
+        said = f"{change.action} {change.summary()}" + (f" ({reason})" if reason else "")
+        with contextlib.suppress(Exception):
+            self.events.emit(Event(EventKind.KEY_ROTATION, row.at, reason=said, actor=actor))
         self._write_audit(row, what=change.summary())
 
     def _write_audit(self, row: AuditRow, what: str) -> None:

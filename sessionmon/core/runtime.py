@@ -17,6 +17,8 @@ from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.embedded import EmbeddedRedis
 from sessionmon.core.embedded_keeper import EmbeddedKeeper, Reviver
+from sessionmon.core.event_stream import StreamWriter
+from sessionmon.core.events import EventSink, NullSink
 from sessionmon.core.keysource import KeySource, open_keys
 from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.redis_client import connect
@@ -82,6 +84,20 @@ def make_codec(
     )
 
 
+def make_events(settings: Settings, client: redis.Redis) -> EventSink:
+    """The activity feed's writer on ``client`` (``--no-events``: none). Close it with
+    ``close_events`` so what is queued is written."""
+    if not settings.events:
+        return NullSink()
+    return StreamWriter(client, settings.prefix, maxlen=settings.events_maxlen)
+
+
+def close_events(sink: EventSink, timeout: float = 2.0) -> None:
+    """Write what the sink has queued (up to ``timeout``), then stop its thread."""
+    if isinstance(sink, StreamWriter):
+        sink.close(timeout)
+
+
 def redis_url_for(settings: Settings) -> tuple[str, EmbeddedRedis | None]:
     """The URL to use, starting (or joining) the embedded server when none is configured."""
     if settings.redis_url:
@@ -106,6 +122,8 @@ class Runtime:
     _codec: TokenCodec | None = field(default=None, repr=False)
     _auth: Auth | None = field(default=None, repr=False)
     auth_options: dict[str, Any] = field(default_factory=dict)
+    # The activity feed every emitter of this process writes to (``make_events``).
+    events: EventSink = field(default_factory=NullSink)
 
     @property
     def keys(self) -> KeySource:
@@ -125,7 +143,11 @@ class Runtime:
     @property
     def auth(self) -> Auth:
         if self._auth is None:
-            options = {"policy": SessionPolicy.from_settings(self.settings), **self.auth_options}
+            options = {
+                "policy": SessionPolicy.from_settings(self.settings),
+                "events": self.events,
+                **self.auth_options,
+            }
             self._auth = Auth(
                 self.store,
                 self.blacklist,
@@ -138,6 +160,7 @@ class Runtime:
         return self._auth
 
     def close(self) -> None:
+        close_events(self.events)  # what was emitted is written before the client goes
         with contextlib.suppress(Exception):
             self.client.close()
         with contextlib.suppress(Exception):
@@ -197,4 +220,5 @@ def open_runtime(
         clock=clock,
         keeper=keeper,
         auth_options=auth_options,
+        events=make_events(settings, client),
     )

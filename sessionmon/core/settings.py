@@ -102,6 +102,9 @@ class Settings:
     absolute_timeout: float | None = None
     max_sessions_per_user: int | None = None
     on_max_sessions: OnMaxSessions = OnMaxSessions.DENY
+    # The activity feed: a capped Redis Stream every process appends its events to.
+    events: bool = True
+    events_maxlen: int = 100_000
     # The settings that a flag, an env var or the config file set (the rest are defaults).
     explicit: frozenset[str] = field(default_factory=frozenset, compare=False, repr=False)
 
@@ -175,6 +178,8 @@ _CONVERTERS: dict[str, Any] = {
     "on_max_sessions": OnMaxSessions.parse,
     "key_dir": lambda v: Path(str(v)).expanduser(),
     "allow_weak_secret": parse_bool,
+    "events": parse_bool,
+    "events_maxlen": lambda v: _positive_int(v),
 }
 
 

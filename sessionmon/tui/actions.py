@@ -132,6 +132,15 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "K",
         show=False,
     ),
+    ActionSpec(
+        "e",
+        "activity",
+        "Activity",
+        "Show the live activity feed: every process's logins, refreshes, logouts and rejections, "
+        "per-second sparklines of the last 5 minutes and the rates (filter by kind and user)",
+        "e",
+        show=False,
+    ),
     ActionSpec("question_mark", "help", "Help", "Show the keys and what they do", "?", pinned=True),
     ActionSpec(
         "q", "quit", "Quit", "Quit the monitor (ctrl+c too, from anywhere)", "q", pinned=True

@@ -19,9 +19,10 @@ from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.embedded_keeper import EmbeddedKeeper
+from sessionmon.core.event_stream import StreamReader
 from sessionmon.core.keyadmin import KeyListing
 from sessionmon.core.keyring import overlap_for
-from sessionmon.core.runtime import Runtime
+from sessionmon.core.runtime import Runtime, close_events, make_events
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import SessionStore, open_store
 from sessionmon.core.store.url import DatabaseUrl
@@ -92,9 +93,18 @@ class MonitorBackend:
                     blacklist=self.blacklist,
                     redis_url="",
                     clock=self.clock,
+                    events=make_events(self.settings, self.blacklist.client),
                 )
                 self._auth = self._runtime.auth
             return self._auth
+
+    def event_reader(self) -> tuple[StreamReader, int]:
+        """The activity feed's reader on the monitor's Redis, and how long one blocking read may
+        wait (under the client's timeout, so a quiet feed never looks like an outage)."""
+        client = self.blacklist.client
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        block_ms = 1000 if not timeout else max(50, min(1000, int(timeout * 500)))
+        return StreamReader(client, self.blacklist.prefix), block_ms
 
     def key_listing(self) -> KeyListing:
         """The signing key set as of now, through auth's codec (generated on first use when
@@ -111,6 +121,9 @@ class MonitorBackend:
         """Close what this backend opened and leave the embedded Redis."""
         with self._lock:
             store, self._store = self._store, None
+            runtime = self._runtime
+        if runtime is not None:
+            close_events(runtime.events)  # the monitor's own events are written first
         if self._owns_store and store is not None:
             with contextlib.suppress(Exception):
                 store.close()

@@ -177,6 +177,101 @@ def seed(store: SessionStore, blacklist: Blacklist | None, now: float = NOW) -> 
     return sessions
 
 
+def seed_events(client: Any, prefix: str, now: float = NOW) -> int:
+    """Five minutes of fixed feed up to ``now``: steady logins and refreshes, a few logouts and
+    expiries, an operator's force-logout, one stolen refresh token, and a burst of forged tokens
+    in the last 40 seconds (what the activity view must make obvious)."""
+    from sessionmon.core.event_stream import stream_key
+    from sessionmon.core.events import Event, EventKind
+
+    rng = random.Random(7)
+    events: list[Event] = []
+    people = [(f"u{1000 + i}", email) for i, (email, _) in enumerate(PEOPLE)]
+    for second in range(int(now) - 299, int(now) + 1):
+        for _ in range(rng.choice((0, 0, 1, 1, 2))):
+            user, email = rng.choice(people)
+            events.append(
+                Event(
+                    EventKind.LOGIN,
+                    second + rng.random(),
+                    fixed_id(rng),
+                    user,
+                    email,
+                    ip=f"10.1.{rng.randint(0, 9)}.{rng.randint(2, 250)}",
+                )
+            )
+        for _ in range(rng.choice((2, 3, 3, 4, 5))):
+            user, email = rng.choice(people)
+            events.append(
+                Event(EventKind.ROTATION, second + rng.random(), fixed_id(rng), user, email)
+            )
+        if rng.random() < 0.08:
+            user, email = rng.choice(people)
+            events.append(
+                Event(
+                    EventKind.LOGOUT,
+                    second + rng.random(),
+                    fixed_id(rng),
+                    user,
+                    email,
+                    reason="logout",
+                    actor="user",
+                )
+            )
+        if rng.random() < 0.1:
+            user, email = rng.choice(people)
+            events.append(
+                Event(
+                    EventKind.REJECTION,
+                    second + rng.random(),
+                    fixed_id(rng),
+                    user,
+                    email,
+                    reason="expired",
+                )
+            )
+        if second > now - 40:
+            for _ in range(rng.randint(6, 14)):
+                events.append(
+                    Event(
+                        EventKind.REJECTION,
+                        second + rng.random(),
+                        reason="bad_signature",
+                        ip=f"203.0.113.{rng.randint(2, 60)}",
+                    )
+                )
+    events.append(
+        Event(
+            EventKind.FORCE_LOGOUT,
+            now - 200.5,
+            None,
+            "u2001",
+            "mo.patel@shop.test",
+            reason="suspicious IP",
+            actor="oncall",
+            count=3,
+        )
+    )
+    thief = (fixed_id(rng), "u1003", "dara.novak@mail.example.org")
+    events.append(
+        Event(EventKind.REUSE_DETECTED, now - 95.2, *thief, reason="refresh_reused", actor="system")
+    )
+    events.append(
+        Event(EventKind.REJECTION, now - 95.1, *thief, reason="refresh_reused", ip="198.51.100.23")
+    )
+    events.sort(key=lambda e: e.at)
+    key = stream_key(prefix)
+    pipe = client.pipeline(transaction=False)
+    last_ms, seq = -1, 0
+    for e in events:
+        ms = int(e.at * 1000)
+        seq = seq + 1 if ms == last_ms else 0
+        last_ms = ms
+        pipe.xadd(key, e.fields(), id=f"{ms}-{seq}")
+    pipe.execute()
+    return len(events)
+
+
 def sample_settings(db: DatabaseUrl | Path, read_only: bool = False) -> Settings:
     return Settings(
         db=DatabaseUrl.parse(db),
@@ -314,6 +409,16 @@ async def blacklist_filtered(pilot: Pilot[Any]) -> None:
     await pilot.press("enter")
 
 
+async def activity(pilot: Pilot[Any]) -> None:
+    """The activity view on the seeded feed (also used by the snapshot tests)."""
+    from sessionmon.tui.screens.activity import ActivityScreen
+
+    await pilot.press("e")
+    app = app_of(pilot)
+    await wait_until(pilot, lambda: isinstance(app.screen, ActivityScreen) and app.screen.live)
+    await pilot.pause(0.1)
+
+
 async def make_all(out: Path) -> list[Path]:
     """Every picture: main (and at 80x24), confirm dialog, Redis down, filtered views, help,
     blacklist view."""
@@ -331,6 +436,7 @@ async def make_all(out: Path) -> list[Path]:
             store = SqliteStore(db, clock=FrozenClock(NOW))
             blacklist = Blacklist(client, prefix="shots:", leeway=10, clock=FrozenClock(NOW))
             seed(store, blacklist)
+            seed_events(client, "shots:")
             freeze_latency(blacklist)
             for name, steps in (
                 ("main", None),
@@ -339,6 +445,7 @@ async def make_all(out: Path) -> list[Path]:
                 ("help", _help),
                 ("blacklist", _blacklist),
                 ("blacklist-filtered", blacklist_filtered),
+                ("activity", activity),
             ):
                 made.append(await _shoot(out, name, store, blacklist, steps))
             made.append(await _shoot(out, "main-80x24", store, blacklist, size=SMALL))

@@ -53,6 +53,8 @@ def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
         "redis_timeout": (["--redis-timeout", "500ms"], "redis_timeout", 0.5),
         "allow_evicting_redis": (["--allow-evicting-redis"], "allow_evicting_redis", True),
         "redis_wait_replicas": (["--redis-wait-replicas", "2"], "redis_wait_replicas", 2),
+        "events": (["--no-events"], "events", False),
+        "events_maxlen": (["--events-maxlen", "5000"], "events_maxlen", 5000),
     }
 
 

@@ -20,6 +20,7 @@ from sessionmon.core.store import ViewQuery
 from sessionmon.tui.actions import BLACKLIST, DESTRUCTIVE, SESSIONS, bindings, works_in
 from sessionmon.tui.format import ago
 from sessionmon.tui.poller import REDIS_DOWN, Snapshot
+from sessionmon.tui.screens.activity import ActivityScreen
 from sessionmon.tui.screens.confirm import ConfirmLogout, LogoutKind, LogoutTarget
 from sessionmon.tui.screens.help import HelpScreen
 from sessionmon.tui.screens.keys import KeysScreen
@@ -475,6 +476,10 @@ class MainScreen(Screen[None]):
             self.notify(why, title="Refused", severity="warning")
             return
         self.app.find_sessions_signed_with(kid)
+
+    def action_activity(self) -> None:
+        app = self.app
+        app.push_screen(ActivityScreen(app.backend.event_reader, app.clock))
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen(self.disabled_actions()))
