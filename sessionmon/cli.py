@@ -70,7 +70,10 @@ SETTING_FLAGS = (
         "DB",
     ),
     SettingFlag(
-        "redis_url", "redis://, rediss:// or unix:// URL (default: the embedded server)", "URL"
+        "redis_url",
+        "redis://, rediss://, unix:// or redis+sentinel://host:port[,host:port]/service[/db] URL "
+        "(default: the embedded server)",
+        "URL",
     ),
     SettingFlag("prefix", "Redis key prefix (default: sessionmon:)", "TEXT"),
     SettingFlag(
@@ -121,6 +124,14 @@ SETTING_FLAGS = (
         "a revoke is done only once N replicas acknowledged it (WAIT; default 0)",
         "N",
     ),
+    SettingFlag(
+        "redis_ca_file",
+        "rediss://: CA certificates (PEM) that sign the server's certificate (default: the "
+        "system's)",
+        "PATH",
+    ),
+    SettingFlag("redis_cert_file", "rediss://: client certificate (PEM) for mutual TLS", "PATH"),
+    SettingFlag("redis_key_file", "rediss://: the client certificate's key (PEM file)", "PATH"),
     SettingFlag(
         "rotate_refresh",
         "rotate refresh tokens on every silent refresh, with reuse detection (default: yes)",

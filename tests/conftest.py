@@ -21,6 +21,7 @@ from sessionmon.core.settings import Settings
 from sessionmon.core.store import Backend, DatabaseUrl, SessionStore, open_store
 from sessionmon.core.tokens import TokenCodec
 from tests.redis_server import RedisProcess, StartRedis
+from tests.redis_tls import Certificates, TlsRedis, tls_binary
 from tests.support import pg
 
 TEST_SECRET = "test-secret-" + secrets.token_hex(24)
@@ -165,3 +166,18 @@ def start_redis(tmp_path: Path) -> Iterator[StartRedis]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    """A CA, a server certificate for 127.0.0.1 and client certificates, made with openssl."""
+    return Certificates.make(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def tls_redis(certs: Certificates, tmp_path: Path) -> Iterator[TlsRedis]:
+    """The machine's redis-server, TLS only, client certificates required (skipped, saying
+    why, when it has no TLS)."""
+    server = TlsRedis(tls_binary(), certs, tmp_path / "tls-redis").start()
+    yield server
+    server.stop()

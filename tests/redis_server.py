@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,11 @@ import redis
 from sessionmon.core.embedded import redis_server_binary
 
 
+def system_redis_server() -> str | None:
+    """The machine's ``redis-server`` (Redis 7, built with TLS here), or None."""
+    return shutil.which("redis-server")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -26,12 +32,20 @@ class RedisProcess:
     """A redis-server on 127.0.0.1 and a free port, which a test can kill, restart, pause.
 
     ``args``: more redis-server options (they win over the defaults: ``--appendonly no``).
+    ``binary``: another redis-server (default: the embedded server's, see ``system_redis_server``).
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        args: Sequence[str] = (),
+        binary: str | None = None,
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.args = list(args)
+        self.binary = binary
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
 
@@ -43,7 +57,7 @@ class RedisProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [
-                redis_server_binary(),
+                self.binary or redis_server_binary(),
                 "--port",
                 str(self.port),
                 "--bind",

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
+import redis.sentinel
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import RedisMayEvict, RedisUnavailable, RevocationNotDurable
@@ -39,7 +40,42 @@ def _describe(exc: Exception) -> str:
 
 # The server's own words when a write is refused under noeviction and a full memory (also inside
 # a pipeline's or a script's error text).
+# An ACL refusal (NOPERM), also inside a pipeline's or a script's error text.
+_ACL = re.compile(r"NOPERM|no permissions to|can't run this command or subcommand")
 _OOM = re.compile(r"command not allowed when used memory > 'maxmemory'")
+
+
+# An OpenSSL reason inside redis-py's "Error 1 connecting to host:port. [SSL: ...] reason (...)"
+_SSL_REASON = re.compile(r"\[SSL(?:: [A-Z0-9_]+)?\] (.+?)(?: \(_ssl\.c:\d+\)|'\)|\.?$)")
+_WHERE = re.compile(r"(?:connecting to|reading from|writing to) (\S+?:\d+)")
+_CLIENT_CERT = " (the server refused the client certificate: --redis-cert-file, --redis-key-file)"
+
+
+def _tls_failure(text: str) -> str | None:
+    """The reason of a failed TLS handshake in one line, with the setting to look at, or None."""
+    first = text.splitlines()[0] if text else ""
+    where = _WHERE.search(first)
+    at = f"{where.group(1)}: " if where else ""
+    if "EOF occurred in violation of protocol" in first:
+        # TLS 1.3: the server hangs up after the handshake when it wanted a client certificate
+        return (
+            f"{at}the server closed the connection after the handshake (it refused or wanted a "
+            f"client certificate: --redis-cert-file, --redis-key-file)"
+        )
+    match = _SSL_REASON.search(first)
+    if match is None:
+        return None
+    reason = match.group(1).strip().rstrip(".")
+    hint = ""
+    if "unable to get local issuer" in reason or "self-signed" in reason or "self signed" in reason:
+        hint = " (no CA of --redis-ca-file, or of the system when it is unset, signed it)"
+    elif "mismatch" in reason:
+        hint = " (the URL's host is not in the server's certificate)"
+    elif "certificate required" in reason:
+        hint = " (the server requires a client certificate: --redis-cert-file, --redis-key-file)"
+    elif any(w in reason for w in ("unknown ca", "bad certificate")):
+        hint = _CLIENT_CERT
+    return f"{at}{reason}{hint}"
 
 
 @contextlib.contextmanager
@@ -51,7 +87,14 @@ def redis_errors(what: str = "Redis") -> Iterator[None]:
         raise RedisUnavailable(
             f"{what} is loading its data after a restart ({_describe(exc)})"
         ) from None
+    except redis.sentinel.MasterNotFoundError as exc:  # its message names the sentinels
+        raise RedisUnavailable(_describe(exc)) from None
+    except redis.exceptions.AuthenticationError as exc:
+        raise RedisUnavailable(f"{what} refused the login: {_describe(exc)}") from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        tls = _tls_failure(str(exc))
+        if tls is not None:
+            raise RedisUnavailable(f"{what} TLS handshake failed: {tls}") from None
         raise RedisUnavailable(f"{what} unreachable: {_describe(exc)}") from None
     except redis.exceptions.ResponseError as exc:
         msg = _describe(exc)
@@ -60,6 +103,17 @@ def redis_errors(what: str = "Redis") -> Iterator[None]:
             raise RedisUnavailable(
                 f"{what} is out of memory: OOM command not allowed when used memory > "
                 f"'maxmemory' (free memory, raise maxmemory, or wait for keys to expire)"
+            ) from None
+        if isinstance(exc, redis.exceptions.NoPermissionError) or _ACL.search(str(exc)):
+            # ACL: a pipeline's error quotes the command (a script's text): keep the reason
+            reason = str(exc).partition("caused error: ")[2] or str(exc)
+            reason = reason.removeprefix("NOPERM ").partition(" script: ")[0]
+            if "can't run this command" in reason:
+                reason = "the revoke script may not run SET, ZADD, TTL or ZREMRANGEBYSCORE"
+            reason = _describe(Exception(reason))
+            raise RedisUnavailable(
+                f"{what} refused the command: NOPERM {reason} (the ACL user needs the "
+                f"permissions the README lists)"
             ) from None
         if msg.startswith(("NOAUTH", "WRONGPASS", "NOPERM", "LOADING", "MISCONF", "READONLY")):
             raise RedisUnavailable(f"{what} refused the command: {msg}") from None

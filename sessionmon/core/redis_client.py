@@ -1,4 +1,6 @@
-"""The redis-py client sessionmon uses: bounded timeouts, bounded retries.
+"""The redis-py client sessionmon uses: bounded timeouts, bounded retries. Every client sessionmon
+makes is made here (``connect``): a plain or TLS server (``redis://``, ``rediss://``,
+``unix://``) or the master of a Sentinel service (``redis+sentinel://``).
 
 A hung server (stopped, overloaded, behind a dead network path) must cost one ``timeout``, not
 several: a timed-out command is never retried. A dropped connection (a restarted server, an idle
@@ -10,10 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+import redis.sentinel
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from sessionmon.core.errors import ConfigError
@@ -57,16 +63,209 @@ class BoundedRetry(Retry):
         return super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
-def connect(url: str, *, timeout: float = TOOL_TIMEOUT, **kwargs: Any) -> redis.Redis:
-    """A client whose every command answers (or fails) within about ``timeout`` seconds."""
-    try:
-        return redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=BoundedRetry(timeout),
-            health_check_interval=30,
-            **kwargs,
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The files of a ``rediss://`` connection: the CA bundle that signs the server's certificate
+    (None: the system's), and a client certificate and its key for mutual TLS."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.ca_file, self.cert_file, self.key_file))
+
+    def kwargs(self) -> dict[str, Any]:
+        """redis-py's ``ssl_*`` options: the server's certificate and host name always checked."""
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("--redis-cert-file and --redis-key-file go together (mutual TLS)")
+        for flag, path in (
+            ("--redis-ca-file", self.ca_file),
+            ("--redis-cert-file", self.cert_file),
+            ("--redis-key-file", self.key_file),
+        ):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{flag}: no such file: {path}")
+        out: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+        if self.ca_file is not None:
+            out["ssl_ca_certs"] = str(self.ca_file)
+        if self.cert_file is not None:
+            out["ssl_certfile"] = str(self.cert_file)
+            out["ssl_keyfile"] = str(self.key_file)
+        return out
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """``redis+sentinel://[user:pass@]host:port[,host:port]/service_name[/db]``: the credentials
+    and ``db`` are the master's; ``?sentinel_username=...&sentinel_password=...`` the sentinels'."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelUrl:
+        def bad(why: str) -> ConfigError:
+            return ConfigError(f"bad Redis Sentinel URL {mask_url(url)}: {why}")
+
+        parts = urlsplit(url)
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        username = password = None
+        if userinfo:
+            user, colon, secret = userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(secret) if colon else None
+        sentinels = []
+        for item in hosts.split(","):
+            host, colon, port = item.strip().rpartition(":")
+            if not colon:
+                host, port = item.strip(), str(SENTINEL_PORT)
+            host = host.strip("[]")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise bad(f"expected host:port[,host:port], not {item.strip()!r}")
+            sentinels.append((host, int(port)))
+        path = [unquote(p) for p in parts.path.split("/") if p]
+        if not path or len(path) > 2:
+            raise bad("expected /service_name or /service_name/db after the sentinels")
+        if len(path) == 2 and not path[1].isdigit():
+            raise bad(f"the database must be a number, not {path[1]!r}")
+        options = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = sorted(set(options) - {"sentinel_username", "sentinel_password"})
+        if unknown:
+            raise bad(f"unknown option {unknown[0]!r} (sentinel_username, sentinel_password)")
+        return cls(
+            sentinels=tuple(sentinels),
+            service=path[0],
+            db=int(path[1]) if len(path) == 2 else 0,
+            username=username,
+            password=password,
+            sentinel_username=options.get("sentinel_username") or None,
+            sentinel_password=options.get("sentinel_password") or None,
         )
+
+    def display(self) -> str:
+        return ", ".join(f"{host}:{port}" for host, port in self.sentinels)
+
+
+class _Sentinel(redis.sentinel.Sentinel):
+    """redis-py's Sentinel whose "no master" error says why in one line: no sentinel answered,
+    none knows the service, or the master is down (a failover under way)."""
+
+    def __init__(self, url: SentinelUrl, timeout: float) -> None:
+        super().__init__(
+            list(url.sentinels),
+            sentinel_kwargs={
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                # Each sentinel is asked once: the next one is the retry.
+                "retry": Retry(NoBackoff(), 0),
+                "username": url.sentinel_username,
+                "password": url.sentinel_password,
+            },
+        )
+        self.url = url
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        unreachable: list[str] = []
+        down = unknown = 0
+        for position, sentinel in enumerate(self.sentinels):
+            try:
+                masters = sentinel.sentinel_masters()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                unreachable.append(str(exc).splitlines()[0][:120] if str(exc) else repr(exc))
+                continue
+            except redis.exceptions.ResponseError as exc:  # NOAUTH, NOPERM, ...
+                unreachable.append(str(exc).splitlines()[0][:120])
+                continue
+            state = masters.get(service_name) if isinstance(masters, dict) else None
+            if not state:
+                unknown += 1
+            elif not self.check_master_state(state, service_name):
+                down += 1
+            else:
+                self.sentinels[0], self.sentinels[position] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+        where = f"(sentinels {self.url.display()})"
+        if down:
+            why = f"the master of {service_name!r} is down (a failover may be under way) {where}"
+        elif unknown:
+            why = f"Redis Sentinel knows no service named {service_name!r} {where}"
+        else:
+            why = f"no Redis Sentinel answered {where}: {unreachable[0] if unreachable else '?'}"
+        raise redis.sentinel.MasterNotFoundError(why)
+
+
+class SentinelClient(redis.Redis):
+    """The master of a Sentinel service; ``close`` also closes the sentinels' connections."""
+
+    sentinels: redis.sentinel.Sentinel | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self.sentinels is not None:
+            self.sentinels.close()
+
+
+def _options(timeout: float) -> dict[str, Any]:
+    """What every client gets: the timeouts and the bounded retry."""
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": BoundedRetry(timeout),
+        "health_check_interval": 30,
+    }
+
+
+def connect(
+    url: str, *, timeout: float = TOOL_TIMEOUT, tls: TlsFiles | None = None, **kwargs: Any
+) -> redis.Redis:
+    """A client whose every command answers (or fails) within about ``timeout`` seconds.
+
+    ``tls``: the CA and client certificate files of a ``rediss://`` URL (a ``ConfigError`` with
+    any other URL). A ``redis+sentinel://`` URL gives the service's master, found through the
+    sentinels on every new connection (so a failover is followed on reconnect).
+    """
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if tls and scheme != "rediss":
+        raise ConfigError(
+            f"--redis-ca-file, --redis-cert-file and --redis-key-file need a rediss:// URL, "
+            f"not {mask_url(url)}"
+        )
+    options = _options(timeout) | kwargs
+    if scheme == "rediss":
+        options = (tls or TlsFiles()).kwargs() | options
+    if scheme == SENTINEL_SCHEME:
+        return _sentinel_master(SentinelUrl.parse(url), options, timeout)
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            f"bad Redis URL {mask_url(url)}: use redis://, rediss://, unix:// or "
+            f"redis+sentinel:// (Redis Cluster and Sentinel over TLS are not supported)"
+        )
+    try:
+        return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConfigError(f"bad Redis URL {mask_url(url)}: {exc}") from None
+
+
+def _sentinel_master(url: SentinelUrl, options: dict[str, Any], timeout: float) -> redis.Redis:
+    sentinel = _Sentinel(url, timeout)
+    client = sentinel.master_for(
+        url.service,
+        redis_class=SentinelClient,
+        db=url.db,
+        username=url.username,
+        password=url.password,
+        **options,
+    )
+    assert isinstance(client, SentinelClient)
+    client.sentinels = sentinel
+    return client

@@ -131,14 +131,18 @@ def findings(settings: ServerSettings, *, allow_evicting: bool = False) -> list[
     return out
 
 
-def read_server_settings(client: redis.Redis) -> ServerSettings:
-    """CONFIG GET (or INFO where CONFIG is refused); raises ``RedisUnavailable``."""
+def read_server_settings(
+    client: redis.Redis, *, use_config: Callable[[], bool] = lambda: True
+) -> ServerSettings:
+    """CONFIG GET (or INFO where CONFIG is refused; ``use_config()`` False, asked once connected:
+    INFO only); raises ``RedisUnavailable``."""
     pool = client.connection_pool
     with redis_errors():
         connection = pool.get_connection()
         try:
             return connection.retry.call_with_retry(
-                lambda: _read(_caller(connection)), lambda _error: connection.disconnect()
+                lambda: _read(_caller(connection), use_config=use_config()),
+                lambda _error: connection.disconnect(),
             )
         finally:
             pool.release(connection)
@@ -148,15 +152,17 @@ def _caller(connection: Any) -> Callable[..., Any]:
     """``call(*command)`` on one connection: its raw reply (no client-side parsing)."""
 
     def call(*args: Any) -> Any:
-        connection.send_command(*args)
+        connection.send_command(*args, check_health=False)  # the command itself is the check
         return connection.read_response(disable_decoding=True)
 
     return call
 
 
-def _read(call: Callable[..., Any]) -> ServerSettings:
+def _read(call: Callable[..., Any], *, use_config: bool = True) -> ServerSettings:
     """The settings through ``call(*command)`` (raw replies: a client's or one connection's)."""
     try:
+        if not use_config:
+            raise redis.exceptions.ResponseError("CONFIG refused before")
         values: dict[str, str] = {}
         for name in ("maxmemory", "maxmemory-policy", "appendonly", "save"):
             values.update(_pairs(call("CONFIG", "GET", name)))  # Redis 6: one name per call
@@ -237,6 +243,9 @@ class WriteGuard:
         self._local = threading.local()
         self._settings: ServerSettings | None = None
         self._read_at = 0.0  # monotonic
+        # CONFIG refused once (an ACL user): INFO from then on (one ACL LOG entry, not one per
+        # connection).
+        self._use_config = True
         self._watch_connects()
 
     def _watch_connects(self) -> None:
@@ -246,9 +255,14 @@ class WriteGuard:
         def on_connect(connection: Any) -> None:
             if previous is not None:
                 previous(connection)
+            elif hasattr(connection, "on_connect_check_health"):
+                # No PING health check on a connection being set up: its retry would reconnect
+                # from inside this hook, again and again, on a server that accepts and then
+                # hangs up (a TLS server that wanted a client certificate).
+                connection.on_connect_check_health(check_health=False)
             else:
                 connection.on_connect()
-            settings = self._remember(_read(_caller(connection)))
+            settings = self._remember(_read(_caller(connection), use_config=self._use_config))
             if getattr(self._local, "writing", False) and self._refuses(settings):
                 raise _RefusedOnConnect(self._refusal(settings))
 
@@ -256,6 +270,7 @@ class WriteGuard:
 
     def _remember(self, settings: ServerSettings) -> ServerSettings:
         with self._lock:
+            self._use_config = self._use_config and settings.source == "CONFIG"
             self._settings = settings
             self._read_at = time.monotonic()
         return settings
@@ -278,7 +293,9 @@ class WriteGuard:
             settings, age = self._settings, time.monotonic() - self._read_at
         if settings is not None and age < self.max_age:
             return settings
-        return self._remember(read_server_settings(self.client))
+        return self._remember(
+            read_server_settings(self.client, use_config=lambda: self._use_config)
+        )
 
     def findings(self) -> list[Finding]:
         """What is wrong with the server (``findings`` of the settings), worst first."""

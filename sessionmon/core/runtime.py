@@ -60,8 +60,10 @@ def make_blacklist(
 
 
 def connect_for(settings: Settings, url: str, *, web: bool = False) -> redis.Redis:
-    """A client for ``url`` with the timeout of ``settings`` (``web``: the web path's default)."""
-    return connect(url, timeout=settings.redis_timeout_for(web=web))
+    """A client for ``url`` with the timeout and TLS files of ``settings`` (``web``: the web
+    path's default timeout). The embedded server (a unix socket) never takes the TLS files."""
+    tls = settings.redis_tls if settings.redis_url else None
+    return connect(url, timeout=settings.redis_timeout_for(web=web), tls=tls)
 
 
 def make_codec(

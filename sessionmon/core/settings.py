@@ -10,7 +10,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sessionmon.core.durations import parse_duration
 from sessionmon.core.errors import ConfigError
@@ -19,6 +19,9 @@ from sessionmon.core.policy import DEFAULT_REUSE_GRACE, OnMaxSessions, SessionPo
 from sessionmon.core.store.base import Backend
 from sessionmon.core.store.url import DatabaseUrl
 from sessionmon.core.urls import mask_url
+
+if TYPE_CHECKING:
+    from sessionmon.core.redis_client import TlsFiles
 
 
 def parse_bool(value: Any) -> bool:
@@ -89,6 +92,10 @@ class Settings:
     allow_evicting_redis: bool = False
     # > 0: a revoke is done only once this many replicas acknowledged it (WAIT).
     redis_wait_replicas: int = 0
+    # rediss://: the CA bundle of the server's certificate, and a client certificate and key.
+    redis_ca_file: Path | None = None
+    redis_cert_file: Path | None = None
+    redis_key_file: Path | None = None
     secret_file: Path | None = None
     private_key_file: Path | None = None
     public_key_file: Path | None = None
@@ -129,6 +136,13 @@ class Settings:
             return self.redis_timeout
         return WEB_TIMEOUT if web else TOOL_TIMEOUT
 
+    @property
+    def redis_tls(self) -> TlsFiles:
+        """The TLS files of a ``rediss://`` URL (empty when none is set)."""
+        from sessionmon.core.redis_client import TlsFiles
+
+        return TlsFiles(self.redis_ca_file, self.redis_cert_file, self.redis_key_file)
+
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
@@ -167,6 +181,9 @@ _CONVERTERS: dict[str, Any] = {
     "redis_timeout": lambda v: _positive(parse_duration(v)),
     "allow_evicting_redis": parse_bool,
     "redis_wait_replicas": _count,
+    "redis_ca_file": lambda v: Path(str(v)).expanduser(),
+    "redis_cert_file": lambda v: Path(str(v)).expanduser(),
+    "redis_key_file": lambda v: Path(str(v)).expanduser(),
     "secret_file": lambda v: Path(str(v)).expanduser(),
     "private_key_file": lambda v: Path(str(v)).expanduser(),
     "public_key_file": lambda v: Path(str(v)).expanduser(),

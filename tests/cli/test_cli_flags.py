@@ -53,6 +53,9 @@ def examples(tmp_path: Path) -> dict[str, tuple[list[str], str, Any]]:
         "redis_timeout": (["--redis-timeout", "500ms"], "redis_timeout", 0.5),
         "allow_evicting_redis": (["--allow-evicting-redis"], "allow_evicting_redis", True),
         "redis_wait_replicas": (["--redis-wait-replicas", "2"], "redis_wait_replicas", 2),
+        "redis_ca_file": (["--redis-ca-file", "~/ca.pem"], "redis_ca_file", Path.home() / "ca.pem"),
+        "redis_cert_file": (["--redis-cert-file", "/c.pem"], "redis_cert_file", Path("/c.pem")),
+        "redis_key_file": (["--redis-key-file", "/k.pem"], "redis_key_file", Path("/k.pem")),
         "events": (["--no-events"], "events", False),
         "events_maxlen": (["--events-maxlen", "5000"], "events_maxlen", 5000),
     }
