@@ -291,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--idle-for", metavar="DURATION", help="no request for at least this")
     where.add_argument(
+        "--kid", metavar="KID", help="its live access or refresh token was signed with key KID"
+    )
+    where.add_argument(
         "--dry-run", action="store_true", help="print the count and a sample, change nothing"
     )
     where.add_argument("--batch", type=int, default=1000, help="sessions per batch (default 1000)")
@@ -604,7 +607,7 @@ def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
         _json(
             [
                 {
-                    **s.to_dict(),
+                    **s.to_json(),
                     "state": s.state(now),
                     "idle_deadline": policy.idle_deadline(s),
                     "absolute_deadline": policy.absolute_deadline(s),
@@ -644,7 +647,7 @@ def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.where or args.resume:
         return _logout_where(args, settings)
-    query_only = [f for f in ("ip", "user_agent", "issued_before", "idle_for") if getattr(args, f)]
+    query_only = [f for f in QUERY_ONLY_FILTERS if getattr(args, f)]
     if query_only or args.dry_run:
         flag = "--" + (query_only[0].replace("_", "-") if query_only else "dry-run")
         raise CliError(f"{flag} selects sessions by query: add --where")
@@ -746,8 +749,12 @@ def _logout_where(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+# The filters of ``logout --where`` (besides --user, which works without --where too).
+QUERY_ONLY_FILTERS = ("ip", "user_agent", "issued_before", "idle_for", "kid")
+
+
 def _query_given(args: argparse.Namespace) -> bool:
-    return any(getattr(args, f) for f in ("user", "ip", "user_agent", "issued_before", "idle_for"))
+    return any(getattr(args, f) for f in ("user", *QUERY_ONLY_FILTERS))
 
 
 def _session_query(args: argparse.Namespace) -> SessionQuery:
@@ -760,8 +767,11 @@ def _session_query(args: argparse.Namespace) -> SessionQuery:
     if not _query_given(args):
         raise CliError(
             "--where needs at least one filter: --user, --ip, --user-agent, --issued-before, "
-            "--idle-for"
+            "--idle-for, --kid"
         )
+    kid = args.kid.strip() if args.kid is not None else None
+    if kid is not None and not kid:
+        raise CliError("--kid: empty key id")
     try:
         idle = parse_duration(args.idle_for) if args.idle_for else None
     except ConfigError as exc:
@@ -780,6 +790,7 @@ def _session_query(args: argparse.Namespace) -> SessionQuery:
         user_agent=args.user_agent or None,
         issued_before=before,
         idle_for=idle,
+        kid=kid,
     )
 
 
@@ -808,7 +819,7 @@ def _logout_dry_run(args: argparse.Namespace, settings: Settings, query: Session
                 "dry_run": True,
                 "query": query.describe(),
                 "would_end": count,
-                "sample": [s.to_dict() for s in sample],
+                "sample": [s.to_json() for s in sample],
             }
         )
     else:

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -285,6 +285,8 @@ class Auth:
             refresh_exp=r.exp,
             refresh_count=0,
             source=self.source,
+            access_kid=a.kid,
+            refresh_kid=r.kid,
         )
         limit = policy.max_sessions_per_user
         if limit is None:
@@ -431,7 +433,7 @@ class Auth:
             now=now,
             exp=self.policy.cap(now + self.access_ttl, session.created_at),
         )
-        if not self.store.update_access(session.id, a.jti, a.exp, now):
+        if not self.store.update_access(session.id, a.jti, a.exp, now, a.kid):
             # Deleted while we minted (a force-logout won the race): the token is never handed out.
             return _gone(r)
         return AuthResult(user=_user(a), new_access_token=token, claims=a)
@@ -458,8 +460,12 @@ class Auth:
                 ip=ip,
                 user_agent=user_agent[:512] if user_agent else user_agent,
             )
+            # Minted before the compare-and-set, so the row records the kids that signed them.
+            result, refresh_kid = self._mint_pair(session, rotation)
+            assert result.claims is not None
+            rotation = replace(rotation, access_kid=result.claims.kid, refresh_kid=refresh_kid)
             if self.store.rotate_refresh(session.id, rotation):
-                return self._successor(session, rotation)
+                return result
             # Another request rotated first (or the session ended): read the row as it is now.
             fresh = self.store.get_session(session.id)
             if fresh is None:
@@ -503,6 +509,10 @@ class Auth:
 
     def _successor(self, session: Session, rotation: Rotation) -> AuthResult:
         """Mint the successor pair ``rotation`` describes (the same claims every time)."""
+        return self._mint_pair(session, rotation)[0]
+
+    def _mint_pair(self, session: Session, rotation: Rotation) -> tuple[AuthResult, str | None]:
+        """The successor pair ``rotation`` describes, and the refresh token's kid."""
         access, a = self.codec.mint(
             ACCESS,
             sub=session.user_id,
@@ -513,8 +523,9 @@ class Auth:
             now=rotation.at,
             exp=rotation.access_exp,
             jti=rotation.access_jti,
+            kid=rotation.access_kid,
         )
-        refresh, _ = self.codec.mint(
+        refresh, r = self.codec.mint(
             REFRESH,
             sub=session.user_id,
             sid=session.id,
@@ -523,14 +534,16 @@ class Auth:
             exp=rotation.refresh_exp,
             jti=rotation.refresh_jti,
             gen=rotation.generation + 1,
+            kid=rotation.refresh_kid,
         )
-        return AuthResult(
+        result = AuthResult(
             user=_user(a),
             new_access_token=access,
             claims=a,
             new_refresh_token=refresh,
             refresh_exp=rotation.refresh_exp,
         )
+        return result, r.kid
 
     def _reuse_detected(
         self,
@@ -951,6 +964,8 @@ def _rotation_of(session: Session) -> Rotation:
         at=session.rotated_at,
         ip=session.rotated_ip,
         user_agent=session.rotated_ua,
+        access_kid=session.access_kid,
+        refresh_kid=session.refresh_kid,
     )
 
 

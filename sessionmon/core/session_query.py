@@ -52,6 +52,7 @@ class SessionQuery:
     user_agent: str | None = None  # a substring, case-insensitive
     issued_before: float | None = None  # logged in before this instant
     idle_for: float | None = None  # no request for at least this long
+    kid: str | None = None  # its live access or refresh token was signed with this key
 
     @property
     def empty(self) -> bool:
@@ -64,6 +65,7 @@ class SessionQuery:
                 self.user_agent,
                 self.issued_before,
                 self.idle_for,
+                self.kid,
             )
         )
 
@@ -83,6 +85,8 @@ class SessionQuery:
             parts.append(f"logged in before {stamp}")
         if self.idle_for is not None:
             parts.append(f"idle for {format_duration(self.idle_for)}")
+        if self.kid is not None:
+            parts.append(f"signed with key {self.kid}")
         return ", ".join(parts) or "every live session"
 
     def matches(self, s: Session, now: float) -> bool:
@@ -99,6 +103,8 @@ class SessionQuery:
         ):
             return False
         if self.issued_before is not None and not s.created_at < self.issued_before:
+            return False
+        if self.kid is not None and not s.signed_with(self.kid):
             return False
         return self.idle_for is None or s.last_seen_at <= now - self.idle_for
 

@@ -21,7 +21,7 @@ import jwt
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.jws_fast import HmacFastPath
-from sessionmon.core.keyring import KeyRing
+from sessionmon.core.keyring import KeyRing, KeyState
 from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.keysource import KeySource, StaticKeys
 
@@ -82,6 +82,8 @@ class Claims:
     name: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     gen: int | None = None  # a refresh token's generation (None: absent or not an integer >= 0)
+    # The signing key's kid: set by ``mint`` (verification leaves it None; not compared).
+    kid: str | None = field(default=None, compare=False)
 
     def public(self) -> dict[str, Any]:
         """The claims as decoded (safe to print: no signature, no token)."""
@@ -219,12 +221,25 @@ class TokenCodec:
         exp: float | None = None,
         jti: str | None = None,
         gen: int | None = None,
+        kid: str | None = None,
     ) -> tuple[str, Claims]:
-        """Sign a token of type ``typ``; returns the token and its claims.
+        """Sign a token of type ``typ``; returns the token and its claims (``kid`` set).
 
         ``jti``, ``now`` and ``exp`` given: the same claims as a token minted before with them
-        (a rotation's successor pair minted again). ``gen``: the refresh token's generation."""
-        current = self.key_source.ring().current
+        (a rotation's successor pair minted again; ``kid``: with the key that signed it then, if
+        it is still the current or a previous key, else with the current key). ``gen``: the
+        refresh token's generation."""
+        ring = self.key_source.ring()
+        current = ring.current
+        if kid is not None and kid != current.kid:
+            entry = ring.get(kid)
+            if (
+                entry is not None
+                and entry.state is KeyState.PREVIOUS
+                and entry.material is not None
+                and entry.material.signing_key is not None
+            ):
+                current = entry
         assert current.material is not None
         if current.material.signing_key is None:
             from sessionmon.core.errors import ConfigError
@@ -258,7 +273,7 @@ class TokenCodec:
             algorithm=self.algorithm,
             headers={"kid": current.kid},
         )
-        return token, self._claims(payload, token, typ)
+        return token, self._claims(payload, token, typ, current.kid)
 
     # -- verification ----------------------------------------------------------------------------
 
@@ -379,7 +394,9 @@ class TokenCodec:
             raise TokenRejected(Reason.EXPIRED, "token has expired", claims)
         return claims
 
-    def _claims(self, payload: dict[str, Any], token: str, typ: str) -> Claims:
+    def _claims(
+        self, payload: dict[str, Any], token: str, typ: str, kid: str | None = None
+    ) -> Claims:
         jti = payload.get("jti")
         if not isinstance(jti, str) or not jti:
             jti = token_fingerprint(token)
@@ -398,6 +415,7 @@ class TokenCodec:
             name=payload.get("name") if isinstance(payload.get("name"), str) else None,
             raw=payload,
             gen=gen if type(gen) is int and gen >= 0 else None,
+            kid=kid,
         )
 
 

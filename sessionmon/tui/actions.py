@@ -159,7 +159,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "K",
         "keys",
         "Keys",
-        "Show the signing keys: kid, state, age, when the previous key can go",
+        "Show the signing keys: kid, state, age, when the previous key can go (there, l logs "
+        "out every session signed with the selected key, after a confirmation naming how many)",
         "K",
         show=False,
         views=EVERY_VIEW,

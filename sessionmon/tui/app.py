@@ -33,6 +33,7 @@ from sessionmon.core.bulk_logout import end_in_batches
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.durations import format_duration
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
+from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.redis_health import Severity
 from sessionmon.core.session_query import SessionQuery, matching_sessions
 from sessionmon.core.settings import Settings
@@ -58,7 +59,7 @@ from sessionmon.tui.messages import (
 )
 from sessionmon.tui.model import SessionList
 from sessionmon.tui.poller import Poller, PollRequest, RedisStatus, Snapshot
-from sessionmon.tui.screens.confirm import LogoutKind, LogoutTarget
+from sessionmon.tui.screens.confirm import BY_QUERY, LogoutKind, LogoutTarget
 from sessionmon.tui.screens.main import MainScreen, without_address
 from sessionmon.tui.state import MonitorState
 from sessionmon.tui.widgets.blacklist_table import WINDOW
@@ -122,6 +123,8 @@ class SessionmonApp(App[int]):
         self.backend = backend
         self.blacklist_store = backend.blacklist
         self.settings = settings
+        # The lifetime policies whose deadlines the views count down (the core's pure functions).
+        self.policy = SessionPolicy.from_settings(settings)
         self.clock = clock
         self.frame = FrameClock(clock)  # the time the screen is drawn at (one reading a tick)
         self.handle_signals = handle_signals
@@ -628,21 +631,24 @@ class SessionmonApp(App[int]):
     def find_matching_sessions(self, text: str) -> None:
         """For ``A``: read every live session the filter ``text`` matches in a worker, then ask
         to confirm with exactly that set."""
-        self._find_matching_sessions(text)
+        self._find_matching_sessions(SessionQuery(text=text), text, None)
+
+    def find_sessions_signed_with(self, kid: str) -> None:
+        """For the keys panel's ``l``: read every live session whose access or refresh token
+        was signed with ``kid`` in a worker, then ask to confirm with exactly that set."""
+        self._find_matching_sessions(SessionQuery(kid=kid), "", kid)
 
     @work(thread=True, group="user-lookup", exclusive=True, exit_on_error=False)
-    def _find_matching_sessions(self, text: str) -> None:
+    def _find_matching_sessions(self, query: SessionQuery, text: str, kid: str | None) -> None:
         try:
-            found = list(
-                matching_sessions(self.backend.store(), SessionQuery(text=text), self.clock.now())
-            )
+            found = list(matching_sessions(self.backend.store(), query, self.clock.now()))
         except Exception as exc:  # DatabaseError, or a bug (logged)
             error = report_failure("reading the matching sessions", exc).detail
-            self.post_message(MatchingSessionsFound(text, (), (), error))
+            self.post_message(MatchingSessionsFound(text, (), (), error, kid))
             return
         ids = tuple(s.id for s in found)
         emails = tuple(s.email or s.user_id for s in found)
-        self.post_message(MatchingSessionsFound(text, ids, emails, None))
+        self.post_message(MatchingSessionsFound(text, ids, emails, None, kid))
 
     @on(MatchingSessionsFound)
     def _matching_sessions_found(self, message: MatchingSessionsFound) -> None:
@@ -651,10 +657,20 @@ class SessionmonApp(App[int]):
         if message.error is not None:
             self.notify(message.error, title="Cannot read the sessions", severity="error")
             return
-        if not message.ids:
-            self.notify(f"No live session matches {message.text!r}", severity="warning")
-            return
-        target = LogoutTarget(LogoutKind.MATCHING, message.ids, message.emails, query=message.text)
+        if message.kid is not None:
+            if not message.ids:
+                self.notify(f"No live session is signed with key {message.kid}", severity="warning")
+                return
+            target = LogoutTarget(
+                LogoutKind.SIGNED_WITH, message.ids, message.emails, kid=message.kid
+            )
+        else:
+            if not message.ids:
+                self.notify(f"No live session matches {message.text!r}", severity="warning")
+                return
+            target = LogoutTarget(
+                LogoutKind.MATCHING, message.ids, message.emails, query=message.text
+            )
         self.main.confirm(target)
 
     def start_logout(self, target: LogoutTarget, reason: str | None) -> None:
@@ -669,7 +685,7 @@ class SessionmonApp(App[int]):
             auth = self.backend.auth()
             if target.kind is LogoutKind.USER and target.user_id:
                 result = auth.force_logout_user(target.user_id, actor, reason)
-            elif target.kind is LogoutKind.MATCHING:
+            elif target.kind in BY_QUERY:
                 result = end_in_batches(
                     auth, target.session_ids, actor, reason, progress=self._logout_progress
                 )
@@ -697,7 +713,7 @@ class SessionmonApp(App[int]):
             self.notify(message.error or "failed", title="Force-logout failed", severity="error")
         else:
             self.model.unmark(result.found)
-            if target.kind in (LogoutKind.MARKED, LogoutKind.MATCHING):
+            if target.kind is LogoutKind.MARKED or target.kind in BY_QUERY:
                 self.model.unmark(result.missing)
             title, text, severity = describe_logout(target, result)
             self.notify(text, title=title, severity=severity, timeout=6)

@@ -56,17 +56,24 @@ class UserSessionsFound(Message):
 
 
 class MatchingSessionsFound(Message):
-    """The live sessions the filter ``text`` matched when ``A`` was pressed (ids and emails;
+    """The live sessions the filter ``text`` matched when ``A`` was pressed, or (``kid`` set)
+    those signed with that key when the keys panel's ``l`` was pressed (ids and emails;
     ``error``: they could not be read)."""
 
     def __init__(
-        self, text: str, ids: tuple[str, ...], emails: tuple[str, ...], error: str | None
+        self,
+        text: str,
+        ids: tuple[str, ...],
+        emails: tuple[str, ...],
+        error: str | None,
+        kid: str | None = None,
     ) -> None:
         super().__init__()
         self.text = text
         self.ids = ids
         self.emails = emails
         self.error = error
+        self.kid = kid
 
 
 class Notice(Message):

@@ -32,6 +32,8 @@ from sessionmon.core.clock import FrozenClock
 from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import DatabaseUrl, Session, SessionStore, SqliteStore
+from sessionmon.core.store.base import RotationRecord
+from sessionmon.core.store.schema import ROTATION_HISTORY
 from sessionmon.core.tokens import TokenCodec
 from sessionmon.demo import AGENTS  # the same browsers as the traffic generator
 
@@ -43,8 +45,13 @@ if TYPE_CHECKING:
 
 NOW = 1_767_268_800.0  # 2026-01-01 12:00:00 UTC
 SIZE = (160, 45)
+SMALL = (80, 24)  # the narrowest terminal the monitor is made for
 ACCESS_TTL = 900.0
 REFRESH_TTL = 7 * 86400.0
+IDLE_TIMEOUT = 2 * 3600.0  # the pictures show the lifetime policies' countdowns
+ABSOLUTE_TIMEOUT = 14 * 86400.0
+# The signing keys: sessions older than a day were signed with the previous one.
+CURRENT_KID, PREVIOUS_KID = "5f1c0e2a9b7d4c31", "a93e77d0c2f14b08"
 DB_LABEL = "~/.local/share/sessionmon/sessions.db"
 REDIS_LABEL = "embedded"
 
@@ -95,6 +102,16 @@ def sample_sessions(now: float = NOW) -> list[Session]:
     for i, (person, access_left, age, seen) in enumerate(SHAPES):
         email, name = PEOPLE[person]
         created = now - age
+        generation = int(age // ACCESS_TTL)
+        ip = f"{('192.0.2.', '198.51.100.', '203.0.113.')[i % 3]}{10 + 7 * i}"
+        # The last rotations (the newest one 'seen' seconds ago, one per access lifetime).
+        rotations = [
+            RotationRecord(
+                g, now - seen - (generation - g) * ACCESS_TTL, ip, AGENTS[i % len(AGENTS)]
+            )
+            for g in range(max(1, generation - ROTATION_HISTORY + 1), generation + 1)
+        ]
+        kid = PREVIOUS_KID if age > 86_400 else CURRENT_KID
         out.append(
             Session(
                 id=fixed_id(rng),
@@ -103,14 +120,19 @@ def sample_sessions(now: float = NOW) -> list[Session]:
                 name=name,
                 created_at=created,
                 last_seen_at=now - seen,
-                ip=f"{('192.0.2.', '198.51.100.', '203.0.113.')[i % 3]}{10 + 7 * i}",
+                ip=ip,
                 user_agent=AGENTS[i % len(AGENTS)],
                 access_jti=fixed_id(rng),
                 access_exp=now + access_left,
                 refresh_jti=fixed_id(rng),
                 refresh_exp=created + REFRESH_TTL,
-                refresh_count=int(age // ACCESS_TTL),
+                refresh_count=generation,
                 source="demo",
+                generation=generation,
+                rotated_at=rotations[-1].at if rotations else None,
+                access_kid=CURRENT_KID,
+                refresh_kid=kid,
+                rotations=RotationRecord.dump_list(rotations) if rotations else None,
             )
         )
     return out
@@ -328,6 +350,8 @@ def sample_settings(db: DatabaseUrl | Path, read_only: bool = False) -> Settings
         actor="oncall",
         interval=3600.0,  # one poll at start: pictures never depend on timing
         read_only=read_only,
+        idle_timeout=IDLE_TIMEOUT,
+        absolute_timeout=ABSOLUTE_TIMEOUT,
     )
 
 
@@ -405,12 +429,17 @@ async def settle(pilot: Pilot[Any]) -> None:
 
 
 async def _shoot(
-    out: Path, name: str, store: SessionStore, blacklist: Blacklist, steps: Steps | None = None
+    out: Path,
+    name: str,
+    store: SessionStore,
+    blacklist: Blacklist,
+    steps: Steps | None = None,
+    size: tuple[int, int] = SIZE,
 ) -> Path:
     clock = FrozenClock(NOW)
     blacklist.clock = clock
     app = build_app(store, blacklist, clock, sample_settings(store.location))
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=size) as pilot:
         await settle(pilot)
         if steps is not None:
             await steps(pilot)
@@ -485,7 +514,8 @@ async def activity(pilot: Pilot[Any]) -> None:
 
 
 async def make_all(out: Path) -> list[Path]:
-    """Every picture: main, confirm dialog, Redis down, filtered views, help, blacklist view."""
+    """Every picture: main (and at 80x24), confirm dialog, Redis down, filtered views, help,
+    blacklist view."""
     from sessionmon.core.embedded import EmbeddedRedis
 
     out.mkdir(parents=True, exist_ok=True)
@@ -515,6 +545,7 @@ async def make_all(out: Path) -> list[Path]:
                 ("activity", activity),
             ):
                 made.append(await _shoot(out, name, store, blacklist, steps))
+            made.append(await _shoot(out, "main-80x24", store, blacklist, size=SMALL))
             down = Blacklist(connect(dead_redis_url(), timeout=0.5), prefix="shots:", leeway=10)
             made.append(await _shoot(out, "redis-down", store, down))
             store.close()

@@ -7,7 +7,11 @@ import subprocess
 from collections.abc import Callable
 
 from sessionmon.core.auth import Auth
+from sessionmon.core.blacklist import Blacklist
+from sessionmon.core.clock import FrozenClock
+from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.store import SessionStore
+from sessionmon.core.tokens import TokenCodec
 from tests.cli.test_cli import assert_clean_error
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -86,3 +90,37 @@ def test_no_match_and_bad_input(run_cli: Run, auth: Auth, store: SessionStore) -
     assert_clean_error(run_cli("logout", "--where", "--user", "u0", "abc"), 2, "give no SESSION_ID")
     assert_clean_error(run_cli("logout", "--resume", "20990101-000000-abcdef"), 2, "no logout job")
     assert store.count_sessions() == 4
+
+
+def test_where_kid_ends_exactly_the_sessions_signed_with_that_key(
+    run_cli: Run, store: SessionStore, blacklist: Blacklist, clock: FrozenClock
+) -> None:
+    """Two keys: --kid selects a session when its access or its refresh token has that kid;
+    ``ls --json`` shows both kids."""
+    old_key = KeyMaterial("HS256", b"k" * 32, b"k" * 32, kid="aaaa1111")
+    new_key = KeyMaterial("HS256", b"n" * 32, b"n" * 32, kid="bbbb2222")
+    old = Auth(store, blacklist, TokenCodec(old_key, clock=clock), clock=clock)
+    new = Auth(store, blacklist, TokenCodec(new_key, clock=clock), clock=clock)
+    signed_old = [old.login(f"o{i}", f"o{i}@example.com", None)[0].id for i in range(3)]
+    signed_new = [new.login(f"n{i}", f"n{i}@example.com", None)[0].id for i in range(2)]
+
+    listed = {s["id"]: s for s in json.loads(run_cli("ls", "--json").stdout)}
+    assert {listed[i]["access_kid"] for i in signed_old} == {"aaaa1111"}
+    assert {listed[i]["refresh_kid"] for i in signed_new} == {"bbbb2222"}
+    assert all(s["rotations"] == [] for s in listed.values())
+
+    dry = run_cli("logout", "--where", "--kid", "aaaa1111", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[0] == "would end 3 live sessions (signed with key aaaa1111)"
+    run = run_cli("logout", "--where", "--kid", "aaaa1111", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["ended"] == 3
+    assert store.get_sessions(signed_old) == []
+    assert [s.id for s in store.get_sessions(signed_new)] == signed_new
+
+    assert_clean_error(
+        run_cli("logout", "--where", "--kid", "cccc3333"), 1, "(signed with key cccc3333)"
+    )
+    assert_clean_error(run_cli("logout", "--where", "--kid", " "), 2, "--kid: empty key id")
+    assert_clean_error(run_cli("logout", "--kid", "bbbb2222"), 2, "--kid selects sessions by query")
+    assert store.count_sessions() == 2

@@ -18,6 +18,7 @@ from sessionmon.core.store import SessionStore
 from sessionmon.core.tokens import TokenCodec
 from sessionmon.tui.app import SessionmonApp
 from sessionmon.tui.poller import Poller
+from sessionmon.tui.screens.confirm import ConfirmLogout, LogoutKind
 from sessionmon.tui.screens.keys import KeysScreen, keys_table
 from tests.tui.conftest import SIZE, loaded, wait_for
 
@@ -93,3 +94,109 @@ async def test_keys_panel_says_why_when_there_is_no_key(
         assert isinstance(screen, KeysScreen)
         await wait_for(pilot, lambda: screen.loads > 0, "a read")
         assert screen.listing is None and screen.error and "SESSIONMON_SECRET" in screen.error
+
+
+async def test_l_in_the_keys_panel_logs_out_exactly_the_sessions_signed_with_the_selected_key(
+    store: SessionStore,
+    blacklist: Blacklist,
+    settings: Settings,
+    clock: FrozenClock,
+    tmp_path: Path,
+) -> None:
+    """Three sessions signed with the first key, two with the second (after a rotation): the
+    panel selects the current key, the arrows select the previous one, ``l`` opens the confirm
+    dialog naming 3, and confirming ends exactly those three (one of which ended meanwhile)."""
+    directory = KeyDirectory(tmp_path / "keys", "HS256", clock)
+    directory.ensure()
+    keys = LiveKeys(directory)
+    codec = TokenCodec(keys, clock=clock)
+    auth = Auth(store, blacklist, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
+    old = [auth.login(f"o{i}", f"o{i}@example.com", "Old")[0] for i in range(3)]
+    first = keys.ring().current.kid
+    directory.rotate(overlap=3600)
+    keys.refresh()
+    new = [auth.login(f"n{i}", f"n{i}@example.com", "New")[0] for i in range(2)]
+    second = keys.ring().current.kid
+    assert {s.access_kid for s in old} == {first} and {s.refresh_kid for s in new} == {second}
+    app = SessionmonApp(
+        store=store,
+        blacklist=blacklist,
+        auth=auth,
+        settings=settings.with_(interval=0.2),
+        clock=clock,
+        poller=Poller(store.location, blacklist, clock, backoff_start=0.1, backoff_cap=0.5),
+    )
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("K")
+        await wait_for(pilot, lambda: isinstance(app.screen, KeysScreen), "the keys panel")
+        screen = app.screen
+        assert isinstance(screen, KeysScreen)
+        await wait_for(pilot, lambda: screen.listing is not None, "the key set read")
+        assert screen.selected == second  # the current key first
+        kids = [e.kid for e in screen.listing.entries]  # type: ignore[union-attr]
+        steps = kids.index(first) - kids.index(second)
+        for _ in range(abs(steps)):
+            await pilot.press("down" if steps > 0 else "up")
+        assert screen.selected == first
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmLogout), "confirm dialog")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmLogout)
+        target = dialog.target
+        assert target.kind is LogoutKind.SIGNED_WITH and target.kid == first
+        assert sorted(target.session_ids) == sorted(s.id for s in old)
+        assert target.title == f"Force-logout every session signed with key {first}: 3?"
+        auth.force_logout(old[0].id, "elsewhere")  # ended while the dialog is open
+        await pilot.press("y")
+        await wait_for(
+            pilot, lambda: not store.get_sessions([s.id for s in old]), "the three ended"
+        )
+        await app.workers.wait_for_complete()
+    assert [s.id for s in store.get_sessions([s.id for s in new])] == [s.id for s in new]
+    for s in old:
+        assert blacklist.is_revoked(s.access_jti, None) and blacklist.is_revoked(None, s.id)
+    mine = [a for a in store.audit(limit=50) if a.actor == settings.actor]
+    assert sorted((a.session_id or "", a.outcome) for a in mine) == sorted(
+        [(old[0].id, "not_found")] + [(s.id, "ok") for s in old[1:]]
+    )
+
+
+async def test_l_in_the_keys_panel_with_no_session_of_that_key_says_so(
+    store: SessionStore,
+    blacklist: Blacklist,
+    settings: Settings,
+    clock: FrozenClock,
+    tmp_path: Path,
+) -> None:
+    directory = KeyDirectory(tmp_path / "keys", "HS256", clock)
+    directory.ensure()
+    codec = TokenCodec(LiveKeys(directory), clock=clock)
+    auth = Auth(store, blacklist, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
+    auth.login("u1", "ann@example.com", "Ann")
+    app = SessionmonApp(store=store, blacklist=blacklist, auth=auth, settings=settings, clock=clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        await pilot.press("K")
+        await wait_for(pilot, lambda: isinstance(app.screen, KeysScreen), "the keys panel")
+        screen = app.screen
+        assert isinstance(screen, KeysScreen)
+        await wait_for(pilot, lambda: screen.listing is not None, "the key set read")
+        assert screen.listing is not None
+        kids = [e.kid for e in screen.listing.entries]
+        (next_kid,) = [e.kid for e in screen.listing.entries if e.state is KeyState.NEXT]
+        steps = kids.index(next_kid) - kids.index(screen.listing.ring.current.kid)
+        for _ in range(abs(steps)):
+            await pilot.press("down" if steps > 0 else "up")
+        assert screen.selected == next_kid  # the next key: it has signed nothing yet
+        await pilot.press("l")
+
+        def told() -> bool:
+            return any(
+                f"No live session is signed with key {next_kid}" in str(n.message)
+                for n in app._notifications
+            )
+
+        await wait_for(pilot, told, "the notification")
+        assert not isinstance(app.screen, ConfirmLogout)
+    assert store.count_sessions() == 1

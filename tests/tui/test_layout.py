@@ -103,17 +103,18 @@ async def test_detail_pane_shows_whole_ids_and_marks_what_it_cuts(
         await loaded(pilot)
         await detail_of(pilot, session.id)
         tokens = detail_text(app, "tokens")
-        assert tokens[0].strip() == "access token"
+        assert tokens[0].strip() == f"access · kid {session.access_kid}"  # the signing key
         assert tokens[1].split()[0] == "sub" and tokens[1].rstrip().endswith("…")
         assert tokens[2].split() == ["jti", session.access_jti]  # all 22 characters
         assert len(session.access_jti) == 22
-        assert tokens[5].strip() == "refresh token"  # not pushed down by a wrapped line
+        assert tokens[5].strip() == f"refresh · kid {session.refresh_kid}"  # not pushed down
         assert tokens[6].split() == ["jti", session.refresh_jti]
         assert tokens[8].split()[0] == "expires"
         info = detail_text(app, "session")
         agent = next(line for line in info if line.strip().startswith("agent"))
         assert agent.rstrip().endswith("…") and "Mozilla/5.0" in agent
-        assert info[8].split()[0] == "state"  # nine rows, none wrapped
+        assert info[7].split()[0] == "state"
+        assert info[8].split()[0] == "ends"  # nine rows, none wrapped
 
 
 async def test_list_and_detail_pane_show_the_same_countdown(make_app, auth: Auth, clock):

@@ -51,9 +51,28 @@ class Session:
     rotated_at: float | None = None
     rotated_ip: str | None = None
     rotated_ua: str | None = None
+    access_kid: str | None = None  # the key that signed the live access token (None: unknown)
+    refresh_kid: str | None = None  # ... and the live refresh token
+    rotations: str | None = None  # the last rotations, JSON as stored (see ``rotation_history``)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every column, as stored (in column order)."""
         return asdict(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``ls --json`` shows: every column, ``rotations`` as a list of objects (oldest
+        first)."""
+        out = asdict(self)
+        out["rotations"] = [r.to_dict() for r in self.rotation_history()]
+        return out
+
+    def rotation_history(self) -> list[RotationRecord]:
+        """The recorded rotations, oldest first (unreadable JSON reads as none)."""
+        return RotationRecord.parse_list(self.rotations)
+
+    def signed_with(self, kid: str) -> bool:
+        """True when the live access or refresh token was signed with the key ``kid``."""
+        return kid in (self.access_kid, self.refresh_kid)
 
     def state(self, now: float) -> str:
         """``active``, ``refresh due`` (access expired, refresh valid) or ``expired``."""
@@ -163,6 +182,50 @@ class AuditEntry:
 
 
 @dataclass(frozen=True)
+class RotationRecord:
+    """One rotation in a session's history: the generation it moved to, when, and from where."""
+
+    generation: int
+    at: float
+    ip: str | None = None
+    user_agent: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def parse_list(cls, text: str | None) -> list[RotationRecord]:
+        """The records of a ``rotations`` column (NULL, or anything unreadable: none)."""
+        if not text:
+            return []
+        try:
+            items = json.loads(text)
+        except ValueError:
+            return []
+        out = []
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict):
+                continue
+            gen, at = item.get("generation"), item.get("at")
+            if type(gen) is not int or isinstance(at, bool) or not isinstance(at, int | float):
+                continue
+            ip, ua = item.get("ip"), item.get("user_agent")
+            out.append(
+                cls(
+                    gen,
+                    float(at),
+                    ip if isinstance(ip, str) else None,
+                    ua if isinstance(ua, str) else None,
+                )
+            )
+        return out
+
+    @staticmethod
+    def dump_list(records: Sequence[RotationRecord]) -> str:
+        return json.dumps([r.to_dict() for r in records], separators=(",", ":"))
+
+
+@dataclass(frozen=True)
 class Rotation:
     """A refresh-token rotation to record: the session moves from ``generation`` (whose refresh
     token is ``presented_jti``) to ``generation + 1`` with the successor pair described here.
@@ -180,6 +243,8 @@ class Rotation:
     at: float
     ip: str | None = None
     user_agent: str | None = None
+    access_kid: str | None = None  # the keys that signed the successor pair
+    refresh_kid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -218,15 +283,23 @@ class SessionStore(Protocol):
         ...
 
     def update_access(
-        self, session_id: str, access_jti: str, access_exp: float, now: float
+        self,
+        session_id: str,
+        access_jti: str,
+        access_exp: float,
+        now: float,
+        access_kid: str | None = None,
     ) -> bool:
-        """Record a silent refresh; False when the session no longer exists."""
+        """Record a silent refresh (and the kid of the new access token); False when the
+        session no longer exists."""
         ...
 
     def rotate_refresh(self, session_id: str, rotation: Rotation) -> bool:
         """The rotation's compare-and-set: one ``UPDATE ... WHERE id AND generation AND
-        refresh_jti`` in one transaction. False when the session is gone or another request
-        rotated it first (then nothing changed)."""
+        refresh_jti`` in one transaction, which also writes the successor pair's kids and
+        appends the rotation to the ``rotations`` history (the last ``ROTATION_HISTORY``).
+        False when the session is gone or another request rotated it first (then nothing
+        changed)."""
         ...
 
     def insert_session_limited(

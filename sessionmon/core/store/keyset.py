@@ -27,6 +27,10 @@ class Dialect:
     nulls: bool  # write NULLS FIRST / NULLS LAST in ORDER BY
     ignore_prefix: str  # INSERT <this>INTO ... : leave a row whose key exists
     ignore_suffix: str  # ... VALUES (...)<this>
+    # The ``rotations`` column with one more record (generation, at, ip, user agent: four
+    # placeholders) and at most ``{keep}`` records: computed by the database in the rotation's
+    # own UPDATE (no JSON work in Python on that path); an unreadable value starts afresh.
+    append_rotation: str = ""
 
     def columns(self, sort: str) -> tuple[str, ...]:
         return (*SORTS[sort].keys, self.key)
@@ -52,6 +56,12 @@ SQLITE = Dialect(
     nulls=False,
     ignore_prefix="OR IGNORE ",
     ignore_suffix="",
+    append_rotation=(
+        "json_insert(CASE WHEN json_valid(rotations) AND json_type(rotations) = 'array' THEN "
+        "(CASE WHEN json_array_length(rotations) >= {keep} THEN json_remove(rotations, '$[0]') "
+        "ELSE rotations END) ELSE '[]' END, '$[#]', "
+        "json_object('generation', ?, 'at', ?, 'ip', ?, 'user_agent', ?))"
+    ),
 )
 POSTGRES = Dialect(
     key="seq",
@@ -61,6 +71,11 @@ POSTGRES = Dialect(
     nulls=True,
     ignore_prefix="",
     ignore_suffix=" ON CONFLICT DO NOTHING",
+    # sessionmon_rotations: see postgres_schema._v4.
+    append_rotation=(
+        "sessionmon_rotations(rotations, jsonb_build_object('generation', %s::integer, "
+        "'at', %s::double precision, 'ip', %s::text, 'user_agent', %s::text), {keep})"
+    ),
 )
 
 

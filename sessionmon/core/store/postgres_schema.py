@@ -7,7 +7,8 @@ same index read backwards; ids and emails compare as bytes, ``COLLATE "C"``, as 
 Version 2: the filter's ``pg_trgm`` GIN index over email, name, id and ip, and a statement
 trigger that sends ``NOTIFY sessionmon_changes`` (payload: the schema) on every write to
 ``sessions``, so monitors reload within a poll of any process's commit. Version 3: refresh-token
-rotation columns on ``sessions`` and ``audit.detail``. Version 5: ``ended_sessions``.
+rotation columns on ``sessions`` and ``audit.detail``. Version 4: each session's access and
+refresh ``kid`` and its rotation history. Version 5: ``ended_sessions``.
 """
 
 from __future__ import annotations
@@ -129,7 +130,34 @@ def _v3(cur: psycopg.Cursor) -> None:
 
 
 def _v4(cur: psycopg.Cursor) -> None:
-    """Version 4 is the key ids' migration, merged from its own branch; nothing here."""
+    """The ``kid`` of each session's live access and refresh tokens, and its last rotations as
+    JSON. Existing sessions have neither (NULL: unknown)."""
+    cur.execute(
+        "ALTER TABLE sessions ADD COLUMN access_kid text, ADD COLUMN refresh_kid text, "
+        "ADD COLUMN rotations text"
+    )
+    # The rotation's UPDATE appends to the history with this (an unreadable value starts afresh).
+    cur.execute(
+        """
+        CREATE FUNCTION sessionmon_rotations(history text, item jsonb, keep integer)
+        RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+        DECLARE h jsonb;
+        BEGIN
+            BEGIN
+                h := history::jsonb;
+            EXCEPTION WHEN others THEN
+                h := NULL;
+            END;
+            IF h IS NULL OR jsonb_typeof(h) <> 'array' THEN
+                h := '[]'::jsonb;
+            END IF;
+            WHILE jsonb_array_length(h) >= keep LOOP
+                h := h - 0;
+            END LOOP;
+            RETURN (h || jsonb_build_array(item))::text;
+        END $$
+        """
+    )
 
 
 def _v5(cur: psycopg.Cursor) -> None:

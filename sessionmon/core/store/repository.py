@@ -24,7 +24,7 @@ from sessionmon.core.store.history import (
     EndHow,
     HistoryQuery,
 )
-from sessionmon.core.store.schema import AUDIT_COLUMNS, SESSION_COLUMNS, SORTS
+from sessionmon.core.store.schema import AUDIT_COLUMNS, ROTATION_HISTORY, SESSION_COLUMNS, SORTS
 
 CHUNK = 500
 _COLS = ", ".join(SESSION_COLUMNS)
@@ -128,15 +128,20 @@ class SqlRepository:
         return [Session(*r) for r in rows]
 
     def update_access(
-        self, session_id: str, access_jti: str, access_exp: float, now: float
+        self,
+        session_id: str,
+        access_jti: str,
+        access_exp: float,
+        now: float,
+        access_kid: str | None = None,
     ) -> bool:
         """Record a silent refresh; False when the session no longer exists."""
         m = self.dialect.mark
         with self.transaction() as conn:
             cur = conn.execute(
                 f"UPDATE sessions SET access_jti = {m}, access_exp = {m}, last_seen_at = {m}, "
-                f"refresh_count = refresh_count + 1 WHERE id = {m}",
-                (access_jti, access_exp, now, session_id),
+                f"access_kid = {m}, refresh_count = refresh_count + 1 WHERE id = {m}",
+                (access_jti, access_exp, now, access_kid, session_id),
             )
             return bool(cur.rowcount == 1)
 
@@ -145,11 +150,13 @@ class SqlRepository:
         refresh expiry does not move (every index of the monitor's sorts holds it)."""
         m = self.dialect.mark
         r = rotation
+        history = self.dialect.append_rotation.format(keep=ROTATION_HISTORY)
         with self.transaction() as conn:
             cur = conn.execute(
                 f"UPDATE sessions SET generation = {m}, prev_refresh_jti = refresh_jti, "
                 f"refresh_jti = {m}, access_jti = {m}, access_exp = {m}, "
                 f"last_seen_at = {m}, rotated_at = {m}, rotated_ip = {m}, rotated_ua = {m}, "
+                f"access_kid = {m}, refresh_kid = {m}, rotations = {history}, "
                 "refresh_count = refresh_count + 1 "
                 f"WHERE id = {m} AND generation = {m} AND refresh_jti = {m}",
                 (
@@ -158,6 +165,12 @@ class SqlRepository:
                     r.access_jti,
                     r.access_exp,
                     r.at,
+                    r.at,
+                    r.ip,
+                    r.user_agent,
+                    r.access_kid,
+                    r.refresh_kid,
+                    r.generation + 1,
                     r.at,
                     r.ip,
                     r.user_agent,

@@ -38,7 +38,15 @@ SESSION_COLUMNS = (
     "rotated_at",
     "rotated_ip",
     "rotated_ua",
+    # Version 4: the ``kid`` of the key that signed the live access and refresh tokens, and the
+    # last ``ROTATION_HISTORY`` rotations as a JSON list (oldest first; see ``RotationRecord``).
+    "access_kid",
+    "refresh_kid",
+    "rotations",
 )
+
+# How many rotations a session row keeps (appended by the rotation's compare-and-set itself).
+ROTATION_HISTORY = 10
 
 AUDIT_COLUMNS = (
     "id",

@@ -135,7 +135,15 @@ def _migrate_v3(db: sqlite_utils.Database) -> None:
 
 
 def _migrate_v4(db: sqlite_utils.Database) -> None:
-    """Version 4 is the key ids' migration, merged from its own branch; nothing here."""
+    """Signing key per session and rotation history: the ``kid`` of the live access and refresh
+    tokens, and the last rotations as JSON. Existing sessions have neither (NULL: unknown)."""
+    conn = db.conn
+    for ddl in (
+        "ALTER TABLE sessions ADD COLUMN access_kid TEXT",
+        "ALTER TABLE sessions ADD COLUMN refresh_kid TEXT",
+        "ALTER TABLE sessions ADD COLUMN rotations TEXT",
+    ):
+        conn.execute(ddl)
 
 
 def _migrate_v5(db: sqlite_utils.Database) -> None:

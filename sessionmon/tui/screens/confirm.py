@@ -27,6 +27,11 @@ class LogoutKind(Enum):
     MARKED = "marked"  # the marked sessions (their ids, captured at the key press)
     USER = "user"  # every session of the user when the operator confirms
     MATCHING = "matching"  # the sessions the filter matched at the key press (their ids)
+    SIGNED_WITH = "signed_with"  # the sessions signed with a key at the key press (their ids)
+
+
+# The kinds that end a set read by a query, in batches (each one audited).
+BY_QUERY = frozenset({LogoutKind.MATCHING, LogoutKind.SIGNED_WITH})
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class LogoutTarget:
     emails: tuple[str, ...]
     user_id: str | None = None
     query: str | None = None  # MATCHING: the filter text
+    kid: str | None = None  # SIGNED_WITH: the key
 
     @property
     def count(self) -> int:
@@ -53,6 +59,8 @@ class LogoutTarget:
             return f"Force-logout every session of {self.who}: {self.count} now?"
         if self.kind is LogoutKind.MATCHING:
             return f"Force-logout every session matching {self.query!r}: {self.count:,}?"
+        if self.kind is LogoutKind.SIGNED_WITH:
+            return f"Force-logout every session signed with key {self.kid}: {self.count:,}?"
         return f"Force-logout {plural(self.count, 'session')}?"
 
     @property
@@ -115,6 +123,12 @@ class ConfirmLogout(ModalScreen[bool]):
                 explain += (
                     " Exactly the sessions listed, as the filter matched them when you pressed"
                     " the key; one that starts to match later is not touched."
+                )
+            elif t.kind is LogoutKind.SIGNED_WITH:
+                explain += (
+                    " Exactly the sessions listed: those whose access or refresh token was"
+                    " signed with this key when you pressed l. The key itself stays as it is"
+                    " (retire it with `sessionmon keys retire`)."
                 )
             yield Static(explain, id="explain")
             yield Input(placeholder="reason (optional, goes to the audit log)", id="reason")

@@ -106,12 +106,13 @@ class MainScreen(Screen[None]):
                 app.request_rows,
                 app.frame,
                 access_life=app.settings.access_ttl,
+                policy=app.policy,
                 id="sessions",
             )
             yield BlacklistTable(app.frame, id="blacklist")
             yield HealthView(lambda: app.backend.health(app.clock), app.clock, id="health")
         yield Input(placeholder=FILTER_HINTS[SESSIONS], id="filter")
-        yield DetailPane(app.frame, app.settings.access_ttl, id="detail")
+        yield DetailPane(app.frame, app.settings.access_ttl, policy=app.policy, id="detail")
         yield KeysFooter()
 
     def on_mount(self) -> None:
@@ -504,7 +505,20 @@ class MainScreen(Screen[None]):
 
     def action_keys(self) -> None:
         app = self.app
-        app.push_screen(KeysScreen(app.backend.key_listing, app.clock))
+
+        def chosen(kid: str | None) -> None:
+            if kid is not None:
+                self.logout_signed_with(kid)
+
+        app.push_screen(KeysScreen(app.backend.key_listing, app.clock), chosen)
+
+    def logout_signed_with(self, kid: str) -> None:
+        """The keys panel's ``l``: read the sessions signed with ``kid``, then ask to confirm."""
+        why = self.refusal()
+        if why:
+            self.notify(why, title="Refused", severity="warning")
+            return
+        self.app.find_sessions_signed_with(kid)
 
     def action_activity(self) -> None:
         app = self.app

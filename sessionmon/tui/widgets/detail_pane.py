@@ -1,6 +1,8 @@
-"""The detail pane: every field of the selected session (with its refresh-token generation), the
-claims its tokens carry (never a token or a signature), its blacklist keys and its audit history
-(a reuse detection in the expired colour). Countdowns tick from stored values.
+"""The detail pane: every field of the selected session (with its refresh-token generation and the
+deadlines its lifetime policies set), the claims its tokens carry and the kid of the key that
+signed each (never a token or a signature), its blacklist keys, its audit history (a reuse
+detection in the expired colour) and its last rotations. Countdowns tick from stored values and
+the policy's pure deadline functions (``core.policy``): never a query.
 
 Nothing wraps: a value too long for its column is cut with an ellipsis ("…"), and the token column
 is wide enough for a whole jti (22 characters), so an id copied from the pane is never a wrong one.
@@ -22,11 +24,14 @@ from textual.widgets import Static
 from sessionmon.core.auth import REUSE_DETECTED
 from sessionmon.core.blacklist import BlacklistEntry
 from sessionmon.core.clock import Clock
+from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.store import AuditEntry, Session
-from sessionmon.tui.format import ago, clock_time, countdown, date_time
+from sessionmon.core.store.base import RotationRecord
+from sessionmon.tui.format import ago, clock_time, countdown, date_time, short_agent
 from sessionmon.tui.widgets.levels import LEVEL_CLASSES, STATE_CLASSES, level_css
 
 _NOTHING = object()
+LINES = 9  # what a panel shows: the pane's height less its border
 
 
 @dataclass(frozen=True)
@@ -100,10 +105,18 @@ class DetailPane(Horizontal):
     """
     )
 
-    def __init__(self, clock: Clock, access_life: float, *, id: str | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        access_life: float,
+        *,
+        policy: SessionPolicy | None = None,
+        id: str | None = None,
+    ) -> None:
         super().__init__(id=id)
         self.clock = clock
         self.access_life = access_life
+        self.policy = policy or SessionPolicy()
         self.detail: SessionDetail | None = None
         self.message = "No session selected."
         self._panels = (
@@ -147,7 +160,13 @@ class DetailPane(Horizontal):
         life = (s.refresh_exp or now) - s.created_at
         self._update(
             0,
-            (s, ago(s.created_at, now), ago(s.last_seen_at, now), s.state(now)),
+            (
+                s,
+                ago(s.created_at, now),
+                ago(s.last_seen_at, now),
+                s.state(now),
+                tuple(_clock_reading(at, now, life) for _, at, life in self._deadlines(s)),
+            ),
             lambda: self._session(s, now),
         )
         self._update(
@@ -178,8 +197,7 @@ class DetailPane(Horizontal):
     def _session(self, s: Session, now: float) -> RenderableType:
         t = _grid()
         t.add_row("session", Text(s.id, style="bold"))
-        t.add_row("user", f"{s.user_id} · {s.email or '-'}")
-        t.add_row("name", s.name or "-")
+        t.add_row("user", " · ".join((s.user_id, s.email or "-", s.name or "-")))
         t.add_row("ip", s.ip or "-")
         t.add_row("agent", s.user_agent or "-")
         t.add_row("created", f"{date_time(s.created_at)} ({ago(s.created_at, now)})")
@@ -190,9 +208,38 @@ class DetailPane(Horizontal):
         )
         state = s.state(now)
         t.add_row("state", Text(state, style=self._style(STATE_CLASSES[state])))
+        t.add_row("ends", self._ends(s, now))
         return t
 
+    def _deadlines(self, s: Session) -> list[tuple[str, float, float]]:
+        """The policy deadlines of ``s`` (name, when, the policy's whole span), soonest first."""
+        p = self.policy
+        out = []
+        if (idle := p.idle_deadline(s)) is not None and p.idle_timeout is not None:
+            out.append(("idle", idle, p.idle_timeout))
+        if (absolute := p.absolute_deadline(s)) is not None and p.absolute_timeout is not None:
+            out.append(("absolute", absolute, p.absolute_timeout))
+        return sorted(out, key=lambda d: d[1])
+
+    def _ends(self, s: Session, now: float) -> Text:
+        """``idle in 29:48 (09:30:00) · absolute in 6h59m (16:00:00)``, the soonest first (a
+        narrow pane cuts the end: the countdowns come before the times)."""
+        deadlines = self._deadlines(s)
+        if not deadlines:
+            return Text("no idle or absolute timeout", style="dim")
+        out = Text()
+        for n, (name, at, life) in enumerate(deadlines):
+            if n:
+                out.append(" · ")
+            text, level = countdown(at, now, life)
+            reading = f"in {text}" if level != "expired" else "passed (ends at the next refresh)"
+            out.append(f"{name} ")
+            out.append(reading, style=self._style(f"countdown--{level}"))
+            out.append(f" ({date_time(at) if at - now > 86_400 else clock_time(at)})")
+        return out
+
     def _tokens(self, s: Session, now: float) -> RenderableType:
+        """The claims of the live pair; each heading names the kid of the key that signed it."""
         access = _grid(7)
         access.add_row("sub", s.user_id or "-")
         access.add_row("jti", s.access_jti or "-")
@@ -204,9 +251,9 @@ class DetailPane(Horizontal):
         life = (s.refresh_exp or now) - s.created_at
         _expiry_row(self._style, refresh, s.refresh_exp, now, life)
         return Group(
-            Text("access token", style="bold"),
+            _heading("access", s.access_kid),
             access,
-            Text("refresh token", style="bold"),
+            _heading("refresh", s.refresh_kid),
             refresh,
         )
 
@@ -215,7 +262,7 @@ class DetailPane(Horizontal):
         if d.keys is None:
             parts.append(Text(d.key_error or "unknown (Redis unreachable)", style="yellow"))
         elif not d.keys:
-            parts.append(Text("none: the session's tokens are not revoked", style="dim"))
+            parts.append(_line("none: the session's tokens are not revoked", "dim"))
         else:
             keys = Table.grid(padding=(0, 1), expand=True)
             keys.add_column(no_wrap=True)
@@ -227,15 +274,19 @@ class DetailPane(Horizontal):
                     e.kind, _countdown(self._style, e.expires_at, now, life), e.reason or ""
                 )
             parts.append(keys)
+        used = 1 + (len(d.keys) if d.keys else 1)  # the heading and the keys (or one line)
+        rotations = d.session.rotation_history()
+        # The audit gets what the rotations leave it (at least two rows), then the rotations.
+        audit_rows = max(2, LINES - used - 2 - min(len(rotations), 3))
         parts.append(Text("audit", style="bold"))
         if not d.audit:
-            parts.append(Text("no operator actions on this session", style="dim"))
+            parts.append(_line("no operator actions on this session", "dim"))
         else:
             audit = Table.grid(padding=(0, 1), expand=True)
             audit.add_column(no_wrap=True)
             audit.add_column(overflow="ellipsis", no_wrap=True, ratio=2)
             audit.add_column(overflow="ellipsis", no_wrap=True, ratio=1)
-            for a in d.audit[:4]:
+            for a in d.audit[: min(4, audit_rows)]:
                 # A reuse detection (theft of a refresh token) stands out.
                 style = self._style("countdown--expired") if a.action == REUSE_DETECTED else ""
                 audit.add_row(
@@ -244,4 +295,36 @@ class DetailPane(Horizontal):
                     Text(a.reason or "", style=style),
                 )
             parts.append(audit)
+        used += 1 + (min(len(d.audit), 4, audit_rows) if d.audit else 1)
+        parts.append(self._rotations(rotations, max(1, LINES - used - 1)))
         return Group(*parts)
+
+    def _rotations(self, rotations: list[RotationRecord], room: int) -> RenderableType:
+        """The newest rotations that fit in ``room`` lines: generation, time, IP, user agent."""
+        title = Text("rotations", style="bold", no_wrap=True, overflow="ellipsis")
+        if not rotations:
+            return Group(title, _line("none yet (the refresh token is the login's)", "dim"))
+        shown = rotations[::-1][:room]
+        if len(shown) < len(rotations):
+            title.append(f" ({len(shown)} newest of {len(rotations)})", style="dim")
+        lines = [
+            _line(
+                f"gen {r.generation}  {clock_time(r.at)}  {r.ip or '-'}  "
+                + short_agent(r.user_agent),
+                "",
+            )
+            for r in shown
+        ]  # one line each, cut at the end: the generation and the time always show
+        return Group(title, *lines)
+
+
+def _line(text: str, style: str) -> Text:
+    """One line that never wraps (the panel's lines are counted)."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
+def _heading(name: str, kid: str | None) -> Text:
+    """``access · kid 3a4a899953ea726f`` (``kid unknown`` for a session older than kids)."""
+    out = Text(name, style="bold")
+    out.append(f" · kid {kid or 'unknown'}", style="dim" if kid is None else "")
+    return out

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from textual.message import Message
 
 from sessionmon.core.clock import Clock
+from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.store import Order, Session
 from sessionmon.tui.format import age, ago, countdown, short_agent, short_id
 from sessionmon.tui.model import SessionList
@@ -24,10 +25,10 @@ from sessionmon.tui.rows import GONE, RowCache
 from sessionmon.tui.widgets.levels import LEVEL_CLASSES, STATE_CLASSES, level_css
 from sessionmon.tui.widgets.table import Cell, Column, LineTable
 
-# On a narrow screen (80 columns) the countdowns and the state always stay; the others give way
-# by priority, lowest first: the user agent shrinks then goes, then the IP, the name, the
-# generation, the age, the last seen time; the email shrinks; the session id goes last. ``←`` /
-# ``→`` scroll them back.
+# On a narrow screen (80 columns) the countdowns of the tokens and the state always stay; the
+# others give way by priority, lowest first: the user agent shrinks then goes, then the IP, the
+# name, the generation, the age, the absolute countdown, the last seen time, the idle countdown;
+# the email shrinks; the session id goes last. ``←`` / ``→`` scroll them back.
 COLUMNS = (
     Column("mark", "", 1),
     Column("email", "email", 20, flex=3, sort="email", priority=60, shrink=14),
@@ -43,6 +44,21 @@ COLUMNS = (
     Column("refresh", "refresh in", 12, right=True, sort="refresh_exp"),
     Column("state", "state", 11),
 )
+
+# The lifetime policies' countdowns, beside access and refresh when the policy is configured.
+IDLE_COLUMN = Column("idle", "idle in", 8, right=True, priority=55, optional=True)
+ABSOLUTE_COLUMN = Column("absolute", "absolute in", 11, right=True, priority=45, optional=True)
+
+
+def columns_for(policy: SessionPolicy) -> tuple[Column, ...]:
+    """The sessions view's columns: the policy countdowns after refresh, when configured."""
+    extra = ((IDLE_COLUMN,) if policy.idle_timeout is not None else ()) + (
+        (ABSOLUTE_COLUMN,) if policy.absolute_timeout is not None else ()
+    )
+    keys = [c.key for c in COLUMNS]
+    at = keys.index("refresh") + 1
+    return COLUMNS[:at] + extra + COLUMNS[at:]
+
 
 PREFETCH = 40  # rows read beyond the visible ones
 
@@ -67,7 +83,7 @@ class SessionsTable(LineTable):
     """
     )
 
-    columns = COLUMNS
+    columns: tuple[Column, ...] = COLUMNS
     ticking_from = "age"  # age, last seen, both countdowns and the state move with the clock
 
     class OrderFilled(Message):
@@ -84,9 +100,12 @@ class SessionsTable(LineTable):
         clock: Clock,
         *,
         access_life: float,
+        policy: SessionPolicy | None = None,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
+        self.policy = policy or SessionPolicy()
+        self.columns = columns_for(self.policy)
         self.model = model
         self._request_rows = request_rows  # (keys, generation): read them off the UI thread
         self.rows = RowCache()
@@ -210,13 +229,24 @@ class SessionsTable(LineTable):
         session = self.session_at(index)
         if session is None:
             if self.is_gone(index):
-                return [("", None), ("(ended)", "session--dim")] + [("", None)] * (len(COLUMNS) - 2)
+                return [("", None), ("(ended)", "session--dim")] + [("", None)] * (
+                    len(self.columns) - 2
+                )
             return None
         access, access_level = countdown(session.access_exp, now, self.access_life)
         refresh_life = (session.refresh_exp or now) - session.created_at
         refresh, refresh_level = countdown(session.refresh_exp, now, refresh_life)
         state = session.state(now)
         marked = session.id in self.model.marks
+        policy = self.policy
+        deadlines: list[Cell] = []
+        if policy.idle_timeout is not None:
+            text, level = countdown(policy.idle_deadline(session), now, policy.idle_timeout)
+            deadlines.append((text, f"countdown--{level}"))
+        if policy.absolute_timeout is not None:
+            when = policy.absolute_deadline(session)
+            text, level = countdown(when, now, policy.absolute_timeout)
+            deadlines.append((text, f"countdown--{level}"))
         return [
             ("●" if marked else "", "session--mark"),
             (session.email or "-", None),
@@ -229,6 +259,7 @@ class SessionsTable(LineTable):
             (ago(session.last_seen_at, now), None),
             (access, f"countdown--{access_level}"),
             (refresh, f"countdown--{refresh_level}"),
+            *deadlines,
             (state, STATE_CLASSES.get(state)),
         ]
 
