@@ -7,7 +7,6 @@ import json
 import stat
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -24,6 +23,7 @@ from sessionmon.core.settings import Settings, load_settings
 from sessionmon.core.store import SessionStore
 from sessionmon.core.tokens import ACCESS, REFRESH, Reason, TokenCodec, TokenRejected
 from tests.core.forge import b64url_json, hs_token, segments
+from tests.support.waiting import wait_until
 
 ASYMMETRIC = ("RS256", "PS256", "ES256", "EdDSA")
 
@@ -32,15 +32,6 @@ def reason(codec: TokenCodec, token: str, typ: str = ACCESS) -> Reason:
     with pytest.raises(TokenRejected) as info:
         codec.verify(token, typ)
     return info.value.reason
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return time.monotonic() - start
 
 
 def live(path: Path, algorithm: str = "HS256", clock: FrozenClock | None = None) -> LiveKeys:

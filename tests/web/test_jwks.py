@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import httpx
 import jwt
 import pytest
 
+from tests.support.waiting import wait_until
 from tests.web.conftest import WebServer
 from tests.web.test_http_flow import assert_401, get_me, login
 
@@ -37,16 +37,6 @@ def verify_with(client: jwt.PyJWKClient, token: str) -> dict[str, Any]:
     key = client.get_signing_key_from_jwt(token)
     claims: dict[str, Any] = jwt.decode(token, key.key, algorithms=["ES256"])
     return claims
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> float:
-    """Poll ``condition`` until true; returns how long it took."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 def test_jwks_verifies_access_tokens_across_a_rotation_and_a_retirement(
