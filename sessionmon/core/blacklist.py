@@ -372,23 +372,30 @@ class Blacklist:
             pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._key_prefix) + "*"
             next_cursor, keys = self.client.scan(cursor, match=pattern, count=count)
             keys = [k for k in keys if _text(k) != self.index_key]
-            if not keys:
-                return int(next_cursor), []
+            return int(next_cursor), self.read_entries(keys, now) if keys else []
+
+        return self._run(run)
+
+    def read_entries(self, keys: Sequence[Any], now: float) -> list[BlacklistEntry]:
+        """The entries of ``keys`` that exist (GET and PTTL in one pipeline); a key without a
+        TTL expires at ``inf``."""
+
+        def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
             for k in keys:
                 pipe.get(k)
                 pipe.pttl(k)
-            res = pipe.execute()
-            out = []
-            for i, k in enumerate(keys):
-                raw, pttl = res[2 * i], res[2 * i + 1]
-                if raw is None:
-                    continue
-                expires = now + pttl / 1000 if pttl and pttl > 0 else math.inf
-                out.append(self.entry(_text(k), raw, expires, now))
-            return int(next_cursor), out
+            return pipe.execute()
 
-        return self._run(run)
+        res = self._run(run)
+        out = []
+        for i, k in enumerate(keys):
+            raw, pttl = res[2 * i], res[2 * i + 1]
+            if raw is None:
+                continue
+            expires = now + pttl / 1000 if pttl and pttl > 0 else math.inf
+            out.append(self.entry(_text(k), raw, expires, now))
+        return out
 
     def entry(self, key: str, raw: Any, expires_at: float, now: float) -> BlacklistEntry:
         """Parse one key's stored value (tolerant of values written by others)."""

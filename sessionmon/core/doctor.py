@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -236,28 +236,11 @@ def read_snapshot(blacklist: Blacklist, now: float) -> KeySnapshot:
             replies = pipe.execute()
         written = [k for k, there in zip(dangling, replies[: len(dangling)], strict=True) if there]
         if written:  # written meanwhile: read them as SCAN would
-            snap.keys.update((e.key, e) for e in _read_keys(blacklist, written, now))
+            snap.keys.update((e.key, e) for e in blacklist.read_entries(written, now))
         for k, score in zip(unindexed, replies[len(dangling) :], strict=True):
             if score is not None:
                 snap.indexed[k] = float(score)
     return snap
-
-
-def _read_keys(blacklist: Blacklist, keys: Sequence[str], now: float) -> list[BlacklistEntry]:
-    with redis_errors():
-        pipe = blacklist.client.pipeline(transaction=False)
-        for k in keys:
-            pipe.get(k)
-            pipe.pttl(k)
-        res = pipe.execute()
-    out = []
-    for i, k in enumerate(keys):
-        raw, pttl = res[2 * i], res[2 * i + 1]
-        if raw is None:
-            continue
-        expires = now + pttl / 1000 if pttl and pttl > 0 else math.inf
-        out.append(blacklist.entry(k, raw, expires, now))
-    return out
 
 
 def usable_after_ending(
