@@ -401,15 +401,29 @@ class SessionStore(Protocol):
         """Up to ``size`` audit entries with an id greater than ``after``, by id."""
         ...
 
-    def copy_in(self, sessions: Sequence[Session], audit: Sequence[AuditEntry]) -> None:
-        """Insert sessions and audit entries (ids kept) in one transaction; rows that exist
-        already are left as they are (a resumed copy)."""
+    def iter_ended_batches(self, after: int, size: int) -> list[EndedSession]:
+        """Up to ``size`` ended sessions (the history) with an id greater than ``after``, by
+        id."""
+        ...
+
+    def copy_in(
+        self,
+        sessions: Sequence[Session],
+        audit: Sequence[AuditEntry],
+        ended: Sequence[EndedSession] = (),
+    ) -> None:
+        """Insert sessions, audit entries and ended sessions (ids kept) in one transaction;
+        rows that exist already are left as they are (a resumed copy)."""
         ...
 
     def audit_count(self) -> int: ...
 
     def last_session_id(self) -> str | None:
         """The largest session id (ids compare as bytes on both backends)."""
+        ...
+
+    def last_ended_id(self) -> int:
+        """The largest ``ended_sessions`` id (0 when the history is empty)."""
         ...
 
     def open_reader(self) -> ReadModel:

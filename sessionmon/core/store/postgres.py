@@ -187,10 +187,10 @@ class PostgresStore(SqlRepository):
             (_USER_LOCK_CLASS, user_id),
         )
 
-    def _after_audit_copy(self, conn: psycopg.Connection) -> None:
-        # Later audit rows written here get ids after the copied ones.
+    def _after_id_copy(self, conn: psycopg.Connection, table: str) -> None:
+        # Later rows written here get ids after the copied ones.
         conn.execute(
-            "SELECT setval(pg_get_serial_sequence('audit', 'id'), (SELECT max(id) FROM audit))"
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
         )
 
     def database_size(self) -> int:

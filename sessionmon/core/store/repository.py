@@ -60,6 +60,11 @@ class SqlRepository:
 
     def _after_audit_copy(self, conn: Any) -> None:
         """Called in the transaction that copied audit rows with their ids."""
+        self._after_id_copy(conn, "audit")
+
+    def _after_id_copy(self, conn: Any, table: str) -> None:
+        """Called in the transaction that copied rows of ``table`` with their ids: later rows
+        must get ids after them (SQLite's ``INTEGER PRIMARY KEY`` does so by itself)."""
 
     def _lock_user(self, conn: Any, user_id: str) -> None:
         """Serialise this transaction with every other one that locks ``user_id`` (until it
@@ -74,11 +79,13 @@ class SqlRepository:
         rows = self._query(sql, params)
         return rows[0][0] if rows else None
 
-    def _insert_ignoring(self, table: str, columns: Sequence[str]) -> str:
-        """``INSERT`` that leaves a row whose key exists as it is."""
+    def _insert_ignoring(self, table: str, columns: Sequence[str], *, keep_id: bool = False) -> str:
+        """``INSERT`` that leaves a row whose key exists as it is; ``keep_id``: the ``id`` given
+        is written even into an identity column that generates its own."""
         d = self.dialect
+        keep = d.keep_ids if keep_id else ""
         return (
-            f"INSERT {d.ignore_prefix}INTO {table} ({', '.join(columns)}) "
+            f"INSERT {d.ignore_prefix}INTO {table} ({', '.join(columns)}){keep} "
             f"VALUES ({self._marks(len(columns))}){d.ignore_suffix}"
         )
 
@@ -491,10 +498,35 @@ class SqlRepository:
         )
         return [AuditEntry.from_row(r) for r in rows]
 
-    def copy_in(self, sessions: Sequence[Session], audit: Sequence[AuditEntry]) -> None:
-        """Insert sessions and audit entries (ids kept) in one transaction; rows that exist
-        already are left as they are (a resumed copy)."""
+    def iter_ended_batches(self, after: int, size: int) -> list[EndedSession]:
+        """Up to ``size`` ended sessions with an id greater than ``after``, by id."""
+        m = self.dialect.mark
+        rows = self._query(
+            f"SELECT id, {_ENDED_COLS} FROM ended_sessions WHERE id > {m} ORDER BY id LIMIT {m}",
+            (after, size),
+        )
+        return [EndedSession.from_row(r) for r in rows]
+
+    def last_ended_id(self) -> int:
+        """The largest ``ended_sessions`` id (0 when the history is empty)."""
+        return int(self._one("SELECT max(id) FROM ended_sessions") or 0)
+
+    def copy_in(
+        self,
+        sessions: Sequence[Session],
+        audit: Sequence[AuditEntry],
+        ended: Sequence[EndedSession] = (),
+    ) -> None:
+        """Insert sessions, audit entries and ended sessions (ids kept) in one transaction;
+        rows that exist already are left as they are (a resumed copy). Copied history rows are
+        not pruned here (the retention applies as this store writes endings and at purge)."""
         with self.transaction() as conn:
+            if ended:
+                conn.cursor().executemany(
+                    self._insert_ignoring("ended_sessions", ("id", *ENDED_COLUMNS), keep_id=True),
+                    [(e.id, *e.params()) for e in ended],
+                )
+                self._after_id_copy(conn, "ended_sessions")
             cur = conn.cursor()
             if sessions:
                 cur.executemany(
