@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from sessionmon.core.blacklist import Blacklist
     from sessionmon.core.bulk_logout import JobState
     from sessionmon.core.session_query import SessionQuery
-    from sessionmon.core.store import Session, SessionStore
+    from sessionmon.core.store import SessionStore
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_REDIS, EXIT_NOT_DURABLE = 0, 1, 2, 3, 4
 
@@ -800,19 +800,15 @@ DRY_RUN_SAMPLE = 10
 def _logout_dry_run(args: argparse.Namespace, settings: Settings, query: SessionQuery) -> int:
     import time
 
-    from sessionmon.core.session_query import matching_sessions
+    from sessionmon.core.session_query import dry_run
 
     store = _open_store(settings)
     try:
         now = time.time()
-        count = 0
-        sample: list[Session] = []
-        for s in matching_sessions(store, query, now):
-            count += 1
-            if len(sample) < DRY_RUN_SAMPLE:
-                sample.append(s)
+        found = dry_run(store, query, now, DRY_RUN_SAMPLE)
     finally:
         store.close()
+    count, sample = found.count, found.sample
     if args.json:
         _json(
             {

@@ -187,6 +187,24 @@ class PostgresStore(SqlRepository):
             (_USER_LOCK_CLASS, user_id),
         )
 
+    def _move_to_history(
+        self,
+        conn: psycopg.Connection,
+        ids: Sequence[str],
+        at: float,
+        how: str,
+        actor: str,
+        reason: str | None,
+    ) -> int:
+        # One statement: the rows deleted are exactly the rows kept (a rotation committed
+        # meanwhile cannot slip between a copy and a delete).
+        cur = conn.execute(
+            f"WITH gone AS (DELETE FROM sessions WHERE id IN ({self._marks(len(ids))}) "
+            f"RETURNING *) {self._history_insert()} FROM gone",
+            (*ids, at, how, actor, reason),
+        )
+        return int(cur.rowcount)
+
     def _after_id_copy(self, conn: psycopg.Connection, table: str) -> None:
         # Later rows written here get ids after the copied ones.
         conn.execute(

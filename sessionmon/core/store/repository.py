@@ -289,7 +289,16 @@ class SqlRepository:
         rows = [AuditRow.coerce(r) for r in audit_rows]
         by_session = {r.session_id: r for r in rows if r.session_id}
         deleted = 0
+        alike = _one_ending(session_ids, by_session)
         with self.transaction() as conn:
+            if alike is not None:
+                # Every session ends the same way (an operator's action on many): the database
+                # moves the rows into the history itself, with no row through Python.
+                for chunk in self._chunks(session_ids):
+                    deleted += self._move_to_history(conn, chunk, *alike)
+                self._insert_audit(conn, rows)
+                self._record_endings(conn, [])
+                return deleted
             ended: list[EndedSession] = []
             for chunk in self._chunks(session_ids):
                 sql = (
@@ -302,6 +311,25 @@ class SqlRepository:
             self._insert_audit(conn, rows)
             self._record_endings(conn, ended)
         return deleted
+
+    def _move_to_history(
+        self, conn: Any, ids: Sequence[str], at: float, how: str, actor: str, reason: str | None
+    ) -> int:
+        """Copy sessions ``ids`` into ``ended_sessions`` (as ended ``how``), then delete them,
+        in the caller's transaction; returns how many were deleted. SQLite's ``BEGIN
+        IMMEDIATE`` keeps every other writer out between the two statements."""
+        marks = self._marks(len(ids))
+        conn.execute(
+            f"{self._history_insert()} FROM sessions WHERE id IN ({marks})",
+            (at, how, actor, reason, *ids),
+        )
+        return int(conn.execute(f"DELETE FROM sessions WHERE id IN ({marks})", ids).rowcount)
+
+    def _history_insert(self) -> str:
+        """``INSERT INTO ended_sessions (...) SELECT ...`` of session rows (add ``FROM``), with
+        four placeholders: ended at, how, actor, reason."""
+        source = ", ".join(c.format(mark=self.dialect.mark) for c in _PURGE_SOURCE)
+        return f"INSERT INTO ended_sessions ({_ENDED_COLS}) SELECT {source}"
 
     def _ending(self, s: Session, row: AuditRow | None) -> EndedSession:
         if row is None:  # deleted without an audit row of its own: an operator's
@@ -431,11 +459,9 @@ class SqlRepository:
         """Delete sessions whose refresh token expired before ``before``; each is kept in the
         history (``expired``), in the same transaction."""
         m = self.dialect.mark
-        source = ", ".join(c.format(mark=m) for c in _PURGE_SOURCE)
         with self.transaction() as conn:
             conn.execute(
-                f"INSERT INTO ended_sessions ({_ENDED_COLS}) SELECT {source} FROM sessions "
-                f"WHERE refresh_exp <= {m}",
+                f"{self._history_insert()} FROM sessions WHERE refresh_exp <= {m}",
                 (self.clock.now(), EndHow.EXPIRED.value, actor, "refresh expired", before),
             )
             deleted = int(
@@ -539,3 +565,21 @@ class SqlRepository:
                     [(e.id, *AuditRow.of_entry(e).params()) for e in audit],
                 )
                 self._after_audit_copy(conn)
+
+
+def _one_ending(
+    session_ids: Sequence[str], by_session: dict[str, AuditRow]
+) -> tuple[float, str, str, str | None] | None:
+    """(ended at, how, actor, reason) when every session has an audit row and they all say the
+    same (one operator action on many sessions), else None."""
+    if not session_ids:
+        return None
+    first = by_session.get(session_ids[0])
+    if first is None:
+        return None
+    key = (first.at, first.action, first.actor, first.reason)
+    for sid in session_ids:
+        row = by_session.get(sid)
+        if row is None or (row.at, row.action, row.actor, row.reason) != key:
+            return None
+    return first.at, EndHow.of_audit(first.action, first.reason).value, first.actor, first.reason
