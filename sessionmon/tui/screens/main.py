@@ -214,6 +214,10 @@ class MainScreen(Screen[None]):
             self.refresh_bindings()
         self.tick()
 
+    def show_status(self) -> None:
+        """Redraw the status bar (new event rates); no queries."""
+        self._status.show(self.app.status_info())
+
     def tick(self) -> None:
         """Once a second: clock, countdowns (visible rows only), titles. No queries.
 
