@@ -23,6 +23,7 @@ from sessionmon.core.events import REVOCATION_KINDS, Event, EventKind
 RATE_WINDOW = 60  # seconds: the rates are per second over the last minute
 HISTORY_PAGE = 1000
 READ_COUNT = 1000
+MAX_PAGES = 20  # per step: a step a second keeps up with 20,000 events a second
 
 LOGINS = "logins"
 REFRESHES = "refreshes"
@@ -149,9 +150,7 @@ class RateFollower:
                 events = self._history(reader)
                 last = events[-1].id if events else reader.last_id()
             else:
-                block = self._block_ms or None  # 0: do not wait (never BLOCK 0: for ever)
-                events = reader.after(self.last_id, count=READ_COUNT, block_ms=block)
-                last = events[-1].id if events else self.last_id
+                events, last = self._new(reader, self.last_id)
         except SessionmonError as exc:
             return FeedRates(FeedState.DOWN, error=str(exc))
         now = self.clock.now()
@@ -159,6 +158,20 @@ class RateFollower:
         self.read += len(events)
         self.last_id = last
         return FeedRates(FeedState.LIVE, self.counter.rates(now))
+
+    def _new(self, reader: StreamReader, last: str) -> tuple[list[Event], str]:
+        """What was appended after ``last`` (up to ``MAX_PAGES`` pages: a feed busier than that
+        is counted a step later), and the new last id."""
+        block = self._block_ms or None  # 0: do not wait (never BLOCK 0: for ever)
+        events: list[Event] = []
+        for _ in range(MAX_PAGES):
+            page = reader.after(last, count=READ_COUNT, block_ms=None if events else block)
+            events += page
+            if page:
+                last = page[-1].id
+            if len(page) < READ_COUNT:
+                break
+        return events, last
 
     def _history(self, reader: StreamReader) -> list[Event]:
         """The events of the last window, oldest first."""

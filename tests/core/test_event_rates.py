@@ -61,11 +61,12 @@ def test_follower_counts_the_last_minute_then_only_new_events(
         first = follower.step()
         assert first.state is FeedState.LIVE and first.rates is not None
         assert first.rates.logins == 6 / 60  # the older five are out of the window
-        for _ in range(3):
+        for _ in range(2500):  # more than one read's page: one step reads them all
             writer.emit(ev(EventKind.ROTATION, now))
-        assert writer.flush()
+        assert writer.flush() and writer.dropped == 0
         second = follower.step()
-        assert second.rates is not None and second.rates.refreshes == 3 / 60
+        assert second.rates is not None and second.rates.refreshes == 2500 / 60
+        assert follower.read == 11 + 2500  # each event read once (the history: by stream id)
         assert second.rates.logins == 6 / 60  # not counted again
         third = follower.step()  # nothing new: the same
         assert third.rates == second.rates
