@@ -308,6 +308,7 @@ class SessionmonApp(App[int]):
             now=self.frame.now(),
             redis_status=snap.redis if snap else RedisStatus(),
             live=snap.live if snap else None,
+            live_exact=snap.live_exact if snap else True,
             blacklisted=snap.blacklist.count if snap and snap.blacklist else None,
             db_ok=not (snap and snap.db_error),
             paused=self.paused,

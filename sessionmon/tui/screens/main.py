@@ -234,6 +234,10 @@ class MainScreen(Screen[None]):
     def show_detail(self, detail: SessionDetail | None, message: str = "") -> None:
         self._detail.show(detail, message or "No session selected.")
 
+    @on(SessionsTable.OrderSettled)
+    def _order_settled(self) -> None:
+        self.update_titles()  # the count is exact now
+
     @on(LineTable.CursorMoved, "#sessions")
     def _cursor_moved(self) -> None:
         self.app.load_detail()
