@@ -4,9 +4,14 @@ Sessions: the read model's change token (``PRAGMA data_version`` on SQLite, LIST
 PostgreSQL) says whether anything was committed since the last poll; only then
 (or when the query changed, or every ``reload_every`` seconds so expired sessions drop out) the
 row-id order is rebuilt. A reload that took long delays the next automatic one, so a million-row
-database cannot keep a core busy. Redis: a ping, the key count and one page of the expiry index
-around the blacklist view's scroll position; when Redis is down, attempts back off (doubling up to
-``backoff_cap`` seconds) forever, and sessions are still served from SQLite. A database that cannot
+database cannot keep a core busy. A new sort or filter is never held up by counting every live
+session: a new long order may come estimated (``Order.estimated``, the exact one follows from the
+reader's thread) and a filter keeps the last live count; either is marked (``live_exact``) until a
+later poll without a reload takes the count from the exact order, or counts.
+
+Redis: a ping, the key count and one page of the expiry index around the blacklist view's scroll
+position; when Redis is down, attempts back off (doubling up to ``backoff_cap`` seconds) forever,
+and sessions are still served from SQLite. A database that cannot
 be opened (missing, corrupt, locked) is retried the same way (capped at ``db_backoff_cap``), and at
 once when the operator asks for a refresh. Audit rows the operator must hear of at once (a refresh
 token reused: the core revoked the session) come with the snapshot in which they were first seen
