@@ -267,9 +267,9 @@ class _Fill:
         if self.order is not None:
             self.order.resume()
         snap = self.snap
-        if snap is not None:
-            with contextlib.suppress(Exception):
-                snap.interrupt()
+        if snap is not None and self.thread.is_alive():
+            # Off the caller's thread: PostgreSQL's cancel request opens a connection of its own.
+            threading.Thread(target=_interrupt, args=(snap,), daemon=True).start()
 
     def _run(self) -> None:
         snap: OrderSnapshot | None = None
@@ -314,6 +314,7 @@ class _Fill:
             self._fail(self.describe(exc))
         finally:
             self.ready.set()
+            self.snap = None
             if snap is not None:
                 with contextlib.suppress(Exception):
                     snap.close()
@@ -337,6 +338,11 @@ class _Fill:
         after = after[: n - at]
         order[at - len(before) : at] = array("q", before)
         order[at : at + len(after)] = array("q", after)
+
+
+def _interrupt(snap: OrderSnapshot) -> None:
+    with contextlib.suppress(Exception):  # it may have finished (and closed) meanwhile
+        snap.interrupt()
 
 
 def estimate(
