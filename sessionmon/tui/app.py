@@ -327,7 +327,7 @@ class SessionmonApp(App[int]):
             blacklist_limit=WINDOW,
             blacklist_descending=self.blacklist_descending,
             redis_now=redis_now,
-            top=self.main.sessions.top,
+            top=self.main.sessions_top,
             rows=self.main.sessions.page_height + PREFETCH,
         )
 

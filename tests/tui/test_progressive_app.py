@@ -108,3 +108,23 @@ async def test_a_filter_shows_the_last_live_count_as_approximate_until_the_next_
         assert app.status_info().live == 12 and app.status_info().live_exact
         app.main.tick()
         assert "~" not in str(app.main.query_one("StatusBar").render())
+
+
+async def test_a_sort_reads_the_rows_of_the_new_top_with_its_order(make_app, auth: Auth, clock):
+    for i in range(150):
+        auth.login(f"u{i}", f"u{i:03d}@example.com", f"U{i}")
+        clock.advance(1)
+    app = make_app(interval=3600.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.main.sessions
+        await pilot.press("end")
+        await wait_for(pilot, lambda: table.top > 0, "scrolled to the end")
+        page = table.page_height
+        polls = app.polls
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.polls > polls and table.top == 0, "the new order")
+        result = app.snapshot.sessions if app.snapshot else None
+        assert result is not None and result.query.sort == "refresh_exp"
+        # The rows the view shows first came with the order: no second round trip to draw them.
+        assert set(result.order[:page]) <= set(result.rows)

@@ -247,6 +247,14 @@ class MainScreen(Screen[None]):
         if event.column.sort:
             self._sort_sessions(self.app.model.sorted_by(event.column.sort))
 
+    @property
+    def sessions_top(self) -> int:
+        """The first row the sessions view will show when the next order comes in: 0 after a
+        sort change (``show_top``), so the poll reads those rows with the order."""
+        if self._to_top is not None and self._to_top == self.app.model.query:
+            return 0
+        return self.sessions.top
+
     def _sort_sessions(self, query: ViewQuery) -> None:
         """A new sort (``s``, ``S``, a header click): once its rows are in, the view shows the
         first rows of the new order; the cursor stays on its session (the detail pane too), even
