@@ -469,8 +469,11 @@ class OrderReader:
             self._fill = fill
             fill.thread.start()
             return preview
-        # Unknown or short: counting up to ``progressive_from`` is cheap then.
-        if self._live_at_least(now, self.progressive_from):
+        # A reload of a long list, or not known to be long: is it (at most ``progressive_from``
+        # rows counted, and not even that when the last count says so)?
+        if (known is not None and known >= self.progressive_from) or self._live_at_least(
+            now, self.progressive_from
+        ):
             fill = _Fill(
                 lambda: self._snapshot(query, now),
                 query,
