@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from array import array
 
 import pytest
 
 from sessionmon.core.auth import Auth
+from sessionmon.core.store import Order
 from sessionmon.core.store import order as order_module
+from sessionmon.tui.poller import SessionsResult
 from tests.support.orders import CountGate
 
 from .conftest import SIZE, loaded, polled, wait_for
@@ -128,3 +131,24 @@ async def test_a_sort_reads_the_rows_of_the_new_top_with_its_order(make_app, aut
         assert result is not None and result.query.sort == "refresh_exp"
         # The rows the view shows first came with the order: no second round trip to draw them.
         assert set(result.order[:page]) <= set(result.rows)
+
+
+async def test_an_estimated_order_whose_exact_one_is_complete_already_is_replaced_at_once(
+    make_app, auth: Auth
+):
+    for i in range(6):
+        auth.login(f"u{i}", f"u{i}@example.com", f"U{i}")
+    app = make_app(interval=3600.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await loaded(pilot)
+        table = app.main.sessions
+        exact = Order.complete_from(array("q", list(app.model.order)))
+        estimated = Order("q", bytes(8 * (len(exact) + 3)))  # the last count: 3 more
+        estimated.estimated = True
+        estimated[0:2] = exact[0:2]
+        estimated._settle(exact)  # read, and complete, before the estimated one is shown
+        assert estimated.complete
+        table.apply(SessionsResult(app.model.query, estimated, len(estimated)))
+        assert app.model.estimated and "Sessions · ~9 ·" in table.title()
+        await wait_for(pilot, lambda: app.model.order is exact, "the exact order on screen")
+        assert "Sessions · 6 ·" in table.title()

@@ -160,8 +160,9 @@ class SessionsTable(LineTable):
         return self.model.cursor_rowid != before
 
     def _follow(self, order: array) -> None:
-        """Hear when a filling order is complete, or an estimated one's exact order is read."""
-        if not isinstance(order, Order) or order.complete:
+        """Hear when a filling order is complete, or an estimated one's exact order is read (at
+        once if it is already: it may even be complete before the estimated one is shown)."""
+        if not isinstance(order, Order):
             return
         if order.estimated:
 
@@ -169,6 +170,8 @@ class SessionsTable(LineTable):
                 self.post_message(self.OrderSettled(order, exact))
 
             order.when_exact(settled)
+            return
+        if order.complete:
             return
 
         def filled(done: Order) -> None:
