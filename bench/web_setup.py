@@ -109,10 +109,13 @@ class WebSetup:
 class Uvicorn:
     """``python -m uvicorn APP --workers N`` on a free loopback port (stop() ends it)."""
 
-    def __init__(self, app: str, env: dict[str, str], workers: int = WORKERS) -> None:
+    def __init__(
+        self, app: str, env: dict[str, str], workers: int = WORKERS, args: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.env = env
         self.workers = workers
+        self.args = args
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -137,6 +140,7 @@ class Uvicorn:
                         "--log-level",
                         "warning",
                         "--no-access-log",
+                        *self.args,
                     ],
                     cwd=ROOT,
                     env=self.env,
