@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 from bench.harness import Context, Figure
 from bench.web_setup import WORKERS, Uvicorn, WebSetup, server_stack
-from bench.wrk import WrkResult, ensure_wrk, run_wrk
+from bench.wrk import WrkResult, ensure_wrk, run_async_client, run_wrk
 
 NOAUTH, NAIVE, PLAIN, CACHED = "no auth", "naive", "sessionmon", "sessionmon, cached"
 APPS = {
@@ -45,6 +46,15 @@ def check_answers(name: str, server: Uvicorn, token: str, email: str) -> None:
                 raise RuntimeError(f"{name}: GET /me with a bad token answered {status}")
 
 
+def load(
+    wrk: str | None, server: Uvicorn, token_file: Path, seconds: float, conns: int
+) -> WrkResult:
+    """One fixed-duration run of wrk (or, without it, the bounded asyncio client)."""
+    if wrk is None:
+        return run_async_client(url(server), "/me", token_file, seconds=seconds, connections=conns)
+    return run_wrk(wrk, url(server), "/me", token_file, seconds=seconds, connections=conns)
+
+
 def run(ctx: Context) -> None:
     wrk = ensure_wrk()
     rounds = 2 if ctx.quick else 5
@@ -55,26 +65,24 @@ def run(ctx: Context) -> None:
         for name, (app, extra) in APPS.items():
             servers[name] = Uvicorn(app, {**setup.env, **extra}).start()
             check_answers(name, servers[name], setup.tokens[0], "user0@example.com")
+        generator = (
+            f"wrk -t2 -c{CONNECTIONS} -d{seconds:.0f}s"
+            if wrk
+            else f"NO wrk: a bounded asyncio client, {CONNECTIONS} connections, {seconds:.0f} s"
+        )
         print(
-            f"  {server_stack()}, --workers {WORKERS}; wrk -t2 -c{CONNECTIONS} -d{seconds:.0f}s, "
+            f"  {server_stack()}, --workers {WORKERS}; {generator}, "
             f"{len(setup.tokens)} sessions' tokens in turn; {rounds} rounds",
             flush=True,
         )
         names = list(APPS)
         for name in names:  # warm up: imports, first connections, the caches
-            run_wrk(wrk, url(servers[name]), "/me", setup.token_file, seconds=1, connections=8)
+            load(wrk, servers[name], setup.token_file, 1, 8)
         results: dict[str, list[WrkResult]] = {n: [] for n in names}
         for r in range(rounds):
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
-                res = run_wrk(
-                    wrk,
-                    url(servers[name]),
-                    "/me",
-                    setup.token_file,
-                    seconds=seconds,
-                    connections=CONNECTIONS,
-                )
+                res = load(wrk, servers[name], setup.token_file, seconds, CONNECTIONS)
                 if not res.clean:
                     raise RuntimeError(
                         f"{name}: {res.status_errors} non-2xx responses and "
@@ -90,7 +98,7 @@ def run(ctx: Context) -> None:
                 flush=True,
             )
         for name in (PLAIN, CACHED):
-            report(ctx, name, results, rounds)
+            report(ctx, name, results, rounds, wrk is not None)
     finally:
         for server in servers.values():
             server.stop()
@@ -101,7 +109,9 @@ def url(server: Uvicorn) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
-def report(ctx: Context, name: str, results: dict[str, list[WrkResult]], rounds: int) -> None:
+def report(
+    ctx: Context, name: str, results: dict[str, list[WrkResult]], rounds: int, wrk: bool
+) -> None:
     mine = results[name]
     rps = statistics.median(r.rps for r in mine)
     p99 = statistics.median(r.p99_ms for r in mine)
@@ -120,7 +130,9 @@ def report(ctx: Context, name: str, results: dict[str, list[WrkResult]], rounds:
                 ratio=ratio,
                 target=f">= {target}x {base}",
                 met=ratio >= target,
-                note="per-round ratios " + ", ".join(f"{x:.2f}" for x in ratios),
+                note=("" if wrk else "asyncio client, not wrk; ")
+                + "per-round ratios "
+                + ", ".join(f"{x:.2f}" for x in ratios),
             )
         )
     ctx.report(
