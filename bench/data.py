@@ -53,8 +53,8 @@ def _rid(rng: random.Random) -> str:
 
 
 # The rotation columns (schema v3) of a session that was never rotated: generation 0, no
-# previous refresh token, no rotation yet; then (schema v4) the kids of its tokens and its
-# rotation history, unknown (NULL), as for a session written before kids were recorded.
+# previous refresh token, no rotation yet; and the key ids and rotation history (schema v4):
+# unknown kids (a session from before kids were recorded), no rotations.
 _NOT_ROTATED: tuple[object, ...] = (0, None, None, None, None, None, None, None)
 
 

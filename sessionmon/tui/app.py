@@ -361,6 +361,7 @@ class SessionmonApp(App[int]):
             now=self.frame.now(),
             redis_status=snap.redis if snap else RedisStatus(),
             live=snap.live if snap else None,
+            live_exact=snap.live_exact if snap else True,
             blacklisted=snap.blacklist.count if snap and snap.blacklist else None,
             db_ok=not (snap and snap.db_error),
             paused=self.paused,
@@ -380,7 +381,7 @@ class SessionmonApp(App[int]):
             blacklist_limit=WINDOW,
             blacklist_descending=self.blacklist_descending,
             redis_now=redis_now,
-            top=self.main.sessions.top,
+            top=self.main.sessions_top,
             rows=self.main.sessions.page_height + PREFETCH,
         )
 

@@ -443,7 +443,9 @@ class ReadModel(Protocol):
     def order(self, query: ViewQuery, now: float) -> Order:
         """Row keys of the live sessions matching ``query.text``, in the query's order; a long
         order comes back with its first rows and the rows around ``query.around`` and fills in
-        the background."""
+        the background. A new long query (another sort, the filter cleared) comes back
+        ``estimated`` (length and the cursor row's position from the last count and its sort
+        key, no O(N) step) and the exact order follows (``Order.when_exact``)."""
         ...
 
     def rows(self, keys: Iterable[int]) -> dict[int, Session]:

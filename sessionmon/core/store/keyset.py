@@ -136,7 +136,7 @@ def position_in(
     half is counted from the end (its position in the reversed order). The estimate only chooses
     the end; the count is exact either way.
     """
-    if n > 1 and _estimate(run, d, sort, descending, key) > 0.5:
+    if n > 1 and estimate_share(run, d, sort, descending, key) > 0.5:
         after = position(run, d, sort, not descending, now, key)
         return None if after is None else n - 1 - after
     return position(run, d, sort, descending, now, key)
@@ -212,7 +212,7 @@ def _as_number(value: object) -> float:
     return float("-inf")  # NULL sorts first
 
 
-def _estimate(run: Run, d: Dialect, sort: str, descending: bool, key: int) -> float:
+def estimate_share(run: Run, d: Dialect, sort: str, descending: bool, key: int) -> float:
     """Roughly how far into the order row ``key`` is (0 top, 1 bottom), from its first sort key
     between the smallest and the largest (index look-ups)."""
     column = SORTS[sort].keys[0]

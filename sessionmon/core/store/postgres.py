@@ -267,12 +267,17 @@ class _Snapshot:
             while rows := cur.fetchmany(size):
                 yield [r[0] for r in rows]
 
+    def interrupt(self) -> None:
+        self.conn.cancel()
+
     def close(self) -> None:
         self.conn.close()
 
 
 class PostgresReader(OrderReader):
     """The monitor's read model on PostgreSQL (row keys: the ``seq`` column)."""
+
+    dialect = keyset.POSTGRES
 
     def __init__(self, url: DatabaseUrl | str, *, progressive_from: int | None = None) -> None:
         super().__init__(progressive_from)
@@ -361,6 +366,13 @@ class PostgresReader(OrderReader):
 
     def _snapshot(self, query: ViewQuery, now: float) -> _Snapshot:
         return _Snapshot(self, query, now)
+
+    def _run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._all(sql, params)
+
+    def _top(self, query: ViewQuery, now: float, limit: int) -> list[int]:
+        sql, params = self.order_sql(query, now)
+        return [r[0] for r in self._all(sql + " LIMIT %s", [*params, limit])]
 
     def _describe(self, exc: BaseException) -> DatabaseError:
         if isinstance(exc, psycopg.Error):

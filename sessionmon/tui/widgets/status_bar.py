@@ -23,6 +23,7 @@ class StatusInfo:
     now: float
     redis_status: RedisStatus
     live: int | None = None
+    live_exact: bool = True  # False: ``live`` is an estimate, shown as ``~1,234``
     blacklisted: int | None = None
     db_ok: bool = True
     paused: bool = False
@@ -131,7 +132,8 @@ class StatusBar(Widget):
             if status.last_ok is not None and not form.short_redis:
                 text.append(f" · last ok {clock_time(status.last_ok)}", label)
         text.append_text(sep)
-        text.append("- " if info.live is None else f"{info.live:,} ", self._style("status--clock"))
+        live = "- " if info.live is None else f"{'' if info.live_exact else '~'}{info.live:,} "
+        text.append(live, self._style("status--clock"))
         if form.short_counts:
             text.append("sess", label)
         else:
