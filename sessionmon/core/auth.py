@@ -170,6 +170,19 @@ class LogoutResult:
         }
 
 
+@dataclass
+class RevokedSessions:
+    """Sessions ``Auth.revoke_for_ending`` blacklisted, waiting for ``Auth.delete_revoked``."""
+
+    sessions: list[Session]
+    action: str
+    actor: str
+    reason: str | None
+    at: float
+    result: LogoutResult
+    audit: list[AuditRow] = field(default_factory=list)  # one per session, with its keys
+
+
 class LogoutFailed(RedisUnavailable):
     """Redis failed before anything was revoked, so nothing was deleted either.
 
@@ -700,8 +713,85 @@ class Auth:
     ) -> LogoutResult:
         """An operator ends exactly these sessions, as just read from the store (revoke by
         query): one blacklist write, one delete with the audit rows."""
-        ids = [s.id for s in sessions]
-        return self._revoke_sessions(ids, action, actor, reason, sessions=sessions)
+        revoked = self.revoke_for_ending(sessions, action, actor, reason)
+        return revoked.result if not revoked.result.ok else self.delete_revoked(revoked)
+
+    def revoke_for_ending(
+        self, sessions: Sequence[Session], action: str, actor: str, reason: str | None = None
+    ) -> RevokedSessions:
+        """The first half of ``end_sessions``: blacklist these sessions (one write), deleting
+        nothing. Raises ``LogoutFailed`` when Redis did not take them (nothing written); a result
+        that is not ok (not durable) must not be deleted. ``delete_revoked`` is the second half;
+        a bulk job runs it for one batch while it revokes the next."""
+        now = self.clock.now()
+        result = LogoutResult(action=action, requested=[s.id for s in sessions])
+        result.found = list(result.requested)
+        requests: list[RevokeRequest] = []
+        keys_by_session: dict[str, list[str]] = {}
+        for s in sessions:
+            reqs = self._revoke_requests(s, now)
+            keys_by_session[s.id] = [self.blacklist.key_for(q) for q in reqs]
+            requests += reqs
+        revoked = RevokedSessions(list(sessions), action, actor, reason, now, result)
+
+        def audit_row(s: Session, keys: list[str], outcome: str) -> AuditRow:
+            return AuditRow(
+                at=now,
+                action=action,
+                actor=actor,
+                reason=reason,
+                session_id=s.id,
+                user_id=s.user_id,
+                email=s.email,
+                revoked=keys,
+                outcome=outcome,
+            )
+
+        if not requests:
+            return revoked
+        try:
+            result.revoked = self.blacklist.revoke(requests, reason=reason, actor=actor)
+        except RevocationNotDurable as exc:
+            result.outcome = LogoutOutcome.NOT_DURABLE
+            result.not_durable = exc.ttls
+            result.error = f"the revocation is {exc}; sessions NOT deleted (run it again)"
+            outcome = f"{result.outcome.value} ({exc.acked}/{exc.wanted} replicas)"
+            self._audit_safely(
+                [
+                    audit_row(s, [k for k in keys_by_session[s.id] if k in exc.ttls], outcome)
+                    for s in sessions
+                ]
+            )
+            return revoked
+        except RedisUnavailable as exc:
+            may_evict = isinstance(exc, RedisMayEvict)
+            result.outcome = (
+                LogoutOutcome.REDIS_MAY_EVICT if may_evict else LogoutOutcome.REDIS_UNAVAILABLE
+            )
+            result.error = f"nothing was revoked or deleted: {exc}"
+            self._audit_safely([audit_row(s, [], result.outcome.value) for s in sessions])
+            raise LogoutFailed(result) from None
+        result.warning = self._eviction_note()
+        ok = OK_MAY_EVICT if result.warning else LogoutOutcome.OK.value
+        written = result.revoked
+        revoked.audit = [
+            audit_row(s, [k for k in keys_by_session[s.id] if k in written], ok) for s in sessions
+        ]
+        return revoked
+
+    def delete_revoked(self, revoked: RevokedSessions) -> LogoutResult:
+        """The second half of ``end_sessions``: delete the sessions ``revoke_for_ending``
+        blacklisted (its result ok), with their audit and history rows, in one transaction."""
+        result = revoked.result
+        if not result.ok:
+            raise ValueError("delete_revoked: the revocation did not succeed")
+        try:
+            result.deleted = self.store.delete_sessions_with_audit(result.found, revoked.audit)
+        except DatabaseError as exc:
+            result.outcome = LogoutOutcome.REVOKED_NOT_DELETED
+            result.error = f"tokens are revoked but the session rows were not deleted: {exc}"
+        self._emit_ended(revoked.action, revoked.actor, revoked.reason, revoked.sessions, [], {})
+        return result
 
     def force_logout_user(self, user: str, actor: str, reason: str | None = None) -> LogoutResult:
         """An operator ends every session of a user (by user id or email)."""

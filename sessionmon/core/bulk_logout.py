@@ -19,12 +19,19 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sessionmon.core.auth import Auth, LogoutFailed, LogoutOutcome, LogoutResult
+from sessionmon.core.auth import (
+    Auth,
+    LogoutFailed,
+    LogoutOutcome,
+    LogoutResult,
+    RevokedSessions,
+)
 from sessionmon.core.errors import (
     ConfigError,
     DatabaseError,
@@ -85,6 +92,14 @@ class JobReport:
 
 
 Progress = Callable[[JobState], None]
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A blacklisted batch of ``size`` planned ids, being deleted (no future: none was left)."""
+
+    size: int
+    future: Future[LogoutResult] | None
 
 
 def end_in_batches(
@@ -199,18 +214,8 @@ class LogoutJob:
         if batch < 1:
             raise ConfigError("the batch size must be at least 1")
         with self._exclusive():
-            ids = self.ids()
+            failure = self._run_batches(auth, batch, progress)
             st = self.state
-            failure: SessionmonError | None = None
-            while st.done < len(ids):
-                chunk = ids[st.done : st.done + batch]
-                try:
-                    self._end(auth, chunk)
-                except (RedisUnavailable, DatabaseError, NotDurable) as exc:
-                    failure = exc
-                    break
-                if progress is not None:
-                    progress(st)
             st.finished = failure is None
             self._save()
             now = auth.clock.now()
@@ -232,25 +237,71 @@ class LogoutJob:
             st, JobOutcome.COMPLETE if failure is None else JobOutcome.STOPPED, failure
         )
 
-    def _end(self, auth: Auth, chunk: list[str]) -> None:
-        st = self.state
+    def _run_batches(
+        self, auth: Auth, batch: int, progress: Progress | None
+    ) -> SessionmonError | None:
+        """Two batches in flight: while a worker thread deletes batch N (already blacklisted),
+        this thread reads and blacklists batch N+1 (the database and Redis busy at once). A
+        batch is deleted only after its own revocation succeeded, and batches are recorded in
+        order, so ``state.json`` always names a prefix of the ids that is fully ended. On a
+        failure (or an interrupt) the batch being deleted is waited for and recorded; a batch
+        blacklisted but not deleted is redone by a resume (its keys written again)."""
+        ids = self.ids()
+        reason = self.state.reason or f"query: {self.state.query}"
+        failure: SessionmonError | None = None
+        pending: _Pending | None = None
+        start = self.state.done
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="logout-job") as deleter:
+            try:
+                while start < len(ids):
+                    chunk = ids[start : start + batch]
+                    try:
+                        revoked = self._revoke(auth, chunk, reason)
+                    except (RedisUnavailable, DatabaseError, NotDurable) as exc:
+                        failure = exc
+                        break
+                    if pending is not None:
+                        done, pending = pending, None
+                        failure = self._finish(done, progress)
+                        if failure is not None:
+                            break
+                    future = deleter.submit(auth.delete_revoked, revoked) if revoked else None
+                    pending = _Pending(len(chunk), future)
+                    start += len(chunk)
+            finally:
+                if pending is not None:
+                    last = self._finish(pending, progress)
+                    failure = failure or last
+        return failure
+
+    def _revoke(self, auth: Auth, chunk: list[str], reason: str) -> RevokedSessions | None:
+        """Read ``chunk``'s sessions that still exist and blacklist them (None: none left)."""
         sessions = auth.store.get_sessions(chunk)
-        ended = 0
-        if sessions:
-            reason = st.reason or f"query: {st.query}"
-            result = auth.end_sessions(sessions, ACTION, st.actor, reason)
-            # Not durable (on the master only), or revoked with the rows left: a resume redoes
-            # this batch (writing its keys again is idempotent).
-            if result.outcome is LogoutOutcome.NOT_DURABLE:
-                raise NotDurable(result.error or result.outcome.value)
+        if not sessions:
+            return None
+        revoked = auth.revoke_for_ending(sessions, ACTION, self.state.actor, reason)
+        if revoked.result.outcome is LogoutOutcome.NOT_DURABLE:
+            # On the master only: never deleted; a resume redoes this batch.
+            raise NotDurable(revoked.result.error or revoked.result.outcome.value)
+        return revoked
+
+    def _finish(self, pending: _Pending, progress: Progress | None) -> SessionmonError | None:
+        """Wait for a batch's delete and record it (a failure: not recorded, redone later)."""
+        ended = keys = 0
+        if pending.future is not None:
+            result = pending.future.result()
             if not result.ok:
-                raise DatabaseError(result.error or "the session rows were not deleted")
-            st.keys += len(result.revoked)
-            ended = result.deleted
+                return DatabaseError(result.error or "the session rows were not deleted")
+            ended, keys = result.deleted, len(result.revoked)
+        st = self.state
+        st.keys += keys
         st.ended += ended
-        st.gone += len(chunk) - ended  # ended meanwhile by a logout, a purge or another job
-        st.done += len(chunk)
+        st.gone += pending.size - ended  # ended meanwhile by a logout, a purge or another job
+        st.done += pending.size
         self._save()
+        if progress is not None:
+            progress(st)
+        return None
 
     # -- files -----------------------------------------------------------------------------------
 

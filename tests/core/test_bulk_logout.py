@@ -123,8 +123,10 @@ def test_a_session_ended_meanwhile_counts_as_gone(
 def test_stopped_by_redis_then_resumed_nothing_missed(
     store: SessionStore, codec: TokenCodec, clock: FrozenClock, tmp_path: Path, prefix: str
 ) -> None:
-    """Redis dies after the first batch: the run stops, says how far it got, and a resume after
-    Redis is back ends the rest; every planned session ends up revoked, none twice."""
+    """Redis dies once the first batch is recorded: the second was already blacklisted (the
+    run revokes a batch while the one before is deleted), so it is deleted too; the third finds
+    Redis gone and the run stops, saying how far it got, and a resume after Redis is back ends
+    the rest; every planned session ends up revoked, none twice."""
     server = RedisProcess(tmp_path / "redis").start()
     try:
         client = connect(server.url, timeout=0.5)
@@ -147,12 +149,12 @@ def test_stopped_by_redis_then_resumed_nothing_missed(
         report = job.run(auth, batch=2, progress=crash_after_first_batch)
         assert report.outcome is JobOutcome.STOPPED
         assert isinstance(report.failure, RedisUnavailable)
-        assert (report.state.done, report.state.ended, report.state.finished) == (2, 2, False)
-        assert store.count_sessions(now=clock.now()) == 3
+        assert (report.state.done, report.state.ended, report.state.finished) == (4, 4, False)
+        assert store.count_sessions(now=clock.now()) == 1
 
         server.start()
         resumed = LogoutJob.load(tmp_path / "jobs", report.state.job)
-        assert resumed.state.done == 2
+        assert resumed.state.done == 4
         final = resumed.run(auth, batch=2)
         assert final.outcome is JobOutcome.COMPLETE
         st = final.state
@@ -163,6 +165,62 @@ def test_stopped_by_redis_then_resumed_nothing_missed(
         # Every key the job wrote has a TTL.
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         assert keys and all(client.ttl(k) > 0 for k in keys if client.type(k) == b"string")
+    finally:
+        server.stop()
+
+
+def test_overlap_never_deletes_a_session_whose_revoke_failed(
+    store: SessionStore, codec: TokenCodec, clock: FrozenClock, tmp_path: Path, prefix: str
+) -> None:
+    """Redis is stopped for real while a batch is being deleted and the next one revoked: the
+    sessions deleted are exactly the recorded prefix of the plan, each one blacklisted (read
+    back after a restart) and audited; every session after it keeps its row and nothing of it
+    reached Redis. A resume ends them all, with one audit row per session."""
+    server = RedisProcess(tmp_path / "redis").start()
+    try:
+        client = connect(server.url, timeout=0.5)
+        bl = Blacklist(client, prefix=prefix, leeway=10, clock=clock)
+        auth = Auth(store, bl, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
+        for i in range(12):
+            auth.login(f"u{i}", f"u{i}@example.com", None, "10.0.0.1")
+        job = LogoutJob.plan(
+            tmp_path / "jobs",
+            store,
+            SessionQuery(ip=parse_cidr("10.0.0.0/24")),
+            actor="ops",
+            reason=None,
+            now=clock.now(),
+        )
+        plan = job.ids()
+        ok = (ACTION, LogoutOutcome.OK.value)
+        recorded: list[int] = []
+
+        def stop_redis(st: JobState) -> None:
+            recorded.append(st.done)
+            if st.done == 4:
+                server.stop()
+
+        report = job.run(auth, batch=2, progress=stop_redis)
+        assert report.outcome is JobOutcome.STOPPED
+        assert isinstance(report.failure, RedisUnavailable)
+        done = report.state.done
+        assert recorded == [2, 4, 6] and done == 6 and report.state.ended == 6
+        left = {s.id for s in store.get_sessions(plan)}
+        assert left == set(plan[done:])  # exactly the recorded prefix was deleted
+
+        server.start()
+        assert all(bl.is_revoked(None, sid) for sid in plan[:done])
+        assert not any(bl.is_revoked(None, sid) for sid in plan[done:])
+        audited = [e.session_id for e in store.audit(limit=100) if (e.action, e.outcome) == ok]
+        assert sorted(audited) == sorted(plan[:done])
+
+        final = LogoutJob.load(tmp_path / "jobs", report.state.job).run(auth, batch=2)
+        assert final.outcome is JobOutcome.COMPLETE
+        assert (final.state.done, final.state.ended, final.state.gone) == (12, 12, 0)
+        assert store.get_sessions(plan) == []
+        assert all(bl.is_revoked(None, sid) for sid in plan)
+        audited = [e.session_id for e in store.audit(limit=100) if (e.action, e.outcome) == ok]
+        assert sorted(audited) == sorted(plan)  # none twice, none missed
     finally:
         server.stop()
 
