@@ -6,8 +6,11 @@ after every batch).
 A run that stops (Redis or the database lost, Ctrl-C) is resumed from the last finished batch: ids
 already ended are found gone and skipped (never revoked twice), and every planned id is visited
 (nothing missed). A batch cut short in the middle is redone; writing its blacklist keys again is
-idempotent. Each session's ending is audited as ``force_logout_query``, and each run of the job
-has a ``logout_query`` row saying how far it got and how it ended.
+idempotent. Two batches are in flight: batch N+1 is blacklisted while a worker thread deletes
+batch N (only ever after N's own blacklist write succeeded), and batches are recorded in order;
+a database failure can leave up to two batches blacklisted but not deleted (their tokens are
+refused; a resume deletes them). Each session's ending is audited as ``force_logout_query``,
+and each run of the job has a ``logout_query`` row saying how far it got and how it ended.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from sessionmon.core.errors import (
 )
 from sessionmon.core.events import Event, EventKind
 from sessionmon.core.session_query import SessionQuery, matching_sessions
-from sessionmon.core.store import AuditRow, SessionStore
+from sessionmon.core.store import AuditRow, Session, SessionStore
 
 if TYPE_CHECKING:
     from sessionmon.core.store.url import DatabaseUrl
@@ -253,30 +256,32 @@ class LogoutJob:
         start = self.state.done
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="logout-job") as deleter:
             try:
+                # Read while no delete holds the database; blacklist while one runs.
+                sessions = auth.store.get_sessions(ids[start : start + batch])
                 while start < len(ids):
-                    chunk = ids[start : start + batch]
-                    try:
-                        revoked = self._revoke(auth, chunk, reason)
-                    except (RedisUnavailable, DatabaseError, NotDurable) as exc:
-                        failure = exc
-                        break
+                    size = min(batch, len(ids) - start)
+                    revoked = self._revoke(auth, sessions, reason)
                     if pending is not None:
                         done, pending = pending, None
                         failure = self._finish(done, progress)
                         if failure is not None:
-                            break
-                    future = deleter.submit(auth.delete_revoked, revoked) if revoked else None
-                    pending = _Pending(len(chunk), future)
-                    start += len(chunk)
+                            break  # this batch is blacklisted, not deleted: a resume redoes it
+                    start += size
+                    try:
+                        sessions = auth.store.get_sessions(ids[start : start + batch])
+                    finally:  # even when that read failed: this batch is blacklisted already
+                        future = deleter.submit(auth.delete_revoked, revoked) if revoked else None
+                        pending = _Pending(size, future)
+            except (RedisUnavailable, DatabaseError, NotDurable) as exc:
+                failure = exc
             finally:
                 if pending is not None:
                     last = self._finish(pending, progress)
                     failure = failure or last
         return failure
 
-    def _revoke(self, auth: Auth, chunk: list[str], reason: str) -> RevokedSessions | None:
-        """Read ``chunk``'s sessions that still exist and blacklist them (None: none left)."""
-        sessions = auth.store.get_sessions(chunk)
+    def _revoke(self, auth: Auth, sessions: list[Session], reason: str) -> RevokedSessions | None:
+        """Blacklist a batch's sessions that still exist (None: none was left)."""
         if not sessions:
             return None
         revoked = auth.revoke_for_ending(sessions, ACTION, self.state.actor, reason)

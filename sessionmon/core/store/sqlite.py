@@ -28,6 +28,9 @@ from sessionmon.core.store.sqlite_reader import SqliteReader
 from sessionmon.core.store.sqlite_schema import MIGRATIONS, translate
 from sessionmon.core.store.url import DatabaseUrl
 
+# The page cache of a connection, KiB (SQLite's default: 2 MiB).
+CACHE_KIB = 64 * 1024
+
 
 class SqliteStore(SqlRepository):
     """Sessions and audit rows in one SQLite file."""
@@ -95,6 +98,10 @@ class SqliteStore(SqlRepository):
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # SQLite's default page cache is 2 MiB: a bulk delete touching the 7 indexes and the
+            # trigram index of a million-session table then rereads most pages from the OS at
+            # every batch (~1.5x slower). Pages are allocated as they are used.
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             self.migrate(readonly=readonly)
             if not readonly and checkpoint_interval is not None:
                 self._checkpointer = Checkpointer.acquire(self.path, checkpoint_interval)
