@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,9 @@ from sessionmon.core.bulk_logout import (
     end_in_batches,
 )
 from sessionmon.core.clock import FrozenClock
-from sessionmon.core.errors import ConfigError, RedisUnavailable
+from sessionmon.core.errors import ConfigError, DatabaseError, RedisUnavailable
 from sessionmon.core.session_query import SessionQuery, matching_sessions, parse_cidr, parse_time
-from sessionmon.core.store import SessionStore
+from sessionmon.core.store import SessionStore, SqliteStore
 from sessionmon.core.tokens import Reason, TokenCodec
 from tests.redis_server import RedisProcess
 
@@ -223,6 +224,59 @@ def test_overlap_never_deletes_a_session_whose_revoke_failed(
         assert sorted(audited) == sorted(plan)  # none twice, none missed
     finally:
         server.stop()
+
+
+def test_database_lost_mid_run_leaves_the_next_batch_revoked_then_resumed(
+    codec: TokenCodec, clock: FrozenClock, tmp_path: Path, prefix: str
+) -> None:
+    """The database is locked by another process once the first batch is recorded: the two
+    batches in flight stay blacklisted but not deleted (their tokens are refused) and are not
+    recorded; the resume writes their keys again and ends them, each session audited once."""
+    store = SqliteStore(tmp_path / "s.db", busy_timeout=0.2, clock=clock)
+    server = RedisProcess(tmp_path / "redis").start()
+    blocker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    try:
+        bl = Blacklist(connect(server.url, timeout=0.5), prefix=prefix, leeway=10, clock=clock)
+        auth = Auth(store, bl, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
+        tokens = [auth.login(f"u{i}", None, None, "10.0.0.1")[1] for i in range(6)]
+        job = LogoutJob.plan(
+            tmp_path / "jobs",
+            store,
+            SessionQuery(ip=parse_cidr("10.0.0.0/24")),
+            actor="ops",
+            reason=None,
+            now=clock.now(),
+        )
+        plan = job.ids()
+
+        def lock_database(st: JobState) -> None:
+            if st.done == 2:
+                blocker.execute("BEGIN IMMEDIATE")
+
+        report = job.run(auth, batch=2, progress=lock_database)
+        blocker.execute("ROLLBACK")
+        assert report.outcome is JobOutcome.STOPPED
+        assert isinstance(report.failure, DatabaseError)
+        assert (report.state.done, report.state.ended) == (2, 2)
+        assert {s.id for s in store.get_sessions(plan)} == set(plan[2:])
+        # The second batch's delete failed while the third was blacklisted (reads still work
+        # beside a writer): both revoked, neither deleted, nothing recorded past the first.
+        assert all(bl.is_revoked(None, sid) for sid in plan)
+        for token in tokens:
+            assert auth.authenticate(token, None).reason is Reason.REVOKED
+
+        final = LogoutJob.load(tmp_path / "jobs", report.state.job).run(auth, batch=2)
+        assert final.outcome is JobOutcome.COMPLETE
+        assert (final.state.done, final.state.ended, final.state.gone) == (6, 6, 0)
+        ok = (ACTION, LogoutOutcome.OK.value)
+        audited = [e.session_id for e in store.audit(limit=100) if (e.action, e.outcome) == ok]
+        assert sorted(audited) == sorted(plan)
+        for token in tokens:
+            assert auth.authenticate(token, None).reason is Reason.REVOKED
+    finally:
+        blocker.close()
+        server.stop()
+        store.close()
 
 
 def test_one_process_at_a_time(auth: Auth, clock: FrozenClock, tmp_path: Path) -> None:
