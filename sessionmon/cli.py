@@ -296,7 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--dry-run", action="store_true", help="print the count and a sample, change nothing"
     )
-    where.add_argument("--batch", type=int, default=1000, help="sessions per batch (default 1000)")
+    where.add_argument(
+        "--batch",
+        type=int,
+        default=5000,  # bulk_logout.DEFAULT_BATCH (imported lazily, like the rest of the core)
+        help="sessions per batch: one database transaction (default 5000)",
+    )
     where.add_argument("--resume", metavar="JOB", help="finish a revoke-by-query job that stopped")
 
     events = sub.add_parser(

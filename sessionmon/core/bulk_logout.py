@@ -51,7 +51,8 @@ if TYPE_CHECKING:
 
 ACTION = "force_logout_query"
 JOB_ACTION = "logout_query"
-DEFAULT_BATCH = 1000
+DEFAULT_BATCH = 5000  # sessions per job batch: one database transaction
+REVOKE_CHUNK = 1000  # sessions per blacklist write (one Redis script) within a batch
 
 
 class JobOutcome(Enum):
@@ -281,14 +282,21 @@ class LogoutJob:
         return failure
 
     def _revoke(self, auth: Auth, sessions: list[Session], reason: str) -> RevokedSessions | None:
-        """Blacklist a batch's sessions that still exist (None: none was left)."""
+        """Blacklist a batch's sessions that still exist, ``REVOKE_CHUNK`` per Redis script (a
+        large batch would hold Redis for as long as its script runs), as one deletable whole
+        (None: none was left). A failure raises: nothing of the batch is deleted, and the chunks
+        already written are written again by the resume."""
         if not sessions:
             return None
-        revoked = auth.revoke_for_ending(sessions, ACTION, self.state.actor, reason)
-        if revoked.result.outcome is LogoutOutcome.NOT_DURABLE:
-            # On the master only: never deleted; a resume redoes this batch.
-            raise NotDurable(revoked.result.error or revoked.result.outcome.value)
-        return revoked
+        parts: list[RevokedSessions] = []
+        for start in range(0, len(sessions), REVOKE_CHUNK):
+            chunk = sessions[start : start + REVOKE_CHUNK]
+            part = auth.revoke_for_ending(chunk, ACTION, self.state.actor, reason)
+            if part.result.outcome is LogoutOutcome.NOT_DURABLE:
+                # On the master only: never deleted; a resume redoes this batch.
+                raise NotDurable(part.result.error or part.result.outcome.value)
+            parts.append(part)
+        return parts[0] if len(parts) == 1 else _merged(parts)
 
     def _finish(self, pending: _Pending, progress: Progress | None) -> SessionmonError | None:
         """Wait for a batch's delete and record it (a failure: not recorded, redone later)."""
@@ -340,6 +348,21 @@ class LogoutJob:
             reason=f"{st.reason}; {detail}" if st.reason else detail,
             outcome=outcome,
         )
+
+
+def _merged(parts: list[RevokedSessions]) -> RevokedSessions:
+    """Chunks of one batch, each blacklisted, as one batch to delete in one transaction."""
+    first = parts[0]
+    result = LogoutResult(action=first.action, requested=[])
+    merged = RevokedSessions([], first.action, first.actor, first.reason, first.at, result)
+    for part in parts:
+        merged.sessions += part.sessions
+        merged.audit += part.audit
+        result.requested += part.result.requested
+        result.found += part.result.found
+        result.revoked.update(part.result.revoked)
+        result.warning = result.warning or part.result.warning
+    return merged
 
 
 def _private(path: str, flags: int) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sessionmon.core import bulk_logout
 from sessionmon.core.auth import Auth, LogoutOutcome
 from sessionmon.core.blacklist import Blacklist, connect
 from sessionmon.core.bulk_logout import (
@@ -277,6 +278,33 @@ def test_database_lost_mid_run_leaves_the_next_batch_revoked_then_resumed(
         blocker.close()
         server.stop()
         store.close()
+
+
+def test_a_batch_is_blacklisted_in_chunks_and_deleted_as_one(
+    auth: Auth, clock: FrozenClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch larger than a Redis script's share is written in several scripts and deleted in
+    one transaction: every session ended once, audited with exactly its own keys."""
+    monkeypatch.setattr(bulk_logout, "REVOKE_CHUNK", 2)
+    ids = [auth.login(f"u{i}", None, None, "10.0.0.1")[0].id for i in range(7)]
+    job = LogoutJob.plan(
+        tmp_path,
+        auth.store,
+        SessionQuery(ip=parse_cidr("10.0.0.0/24")),
+        actor="ops",
+        reason=None,
+        now=clock.now(),
+    )
+    seen: list[int] = []
+    report = job.run(auth, batch=5, progress=lambda st: seen.append(st.done))
+    assert report.outcome is JobOutcome.COMPLETE and seen == [5, 7]
+    assert (report.state.ended, report.state.keys) == (7, 21)
+    assert auth.store.get_sessions(ids) == []
+    rows = [e for e in auth.store.audit(limit=100) if e.action == ACTION]
+    assert sorted(e.session_id for e in rows) == sorted(ids)
+    for e in rows:
+        assert len(e.revoked) == 3 and all(e.session_id in k for k in e.revoked if ":sid:" in k)
+        assert auth.blacklist.is_revoked(None, e.session_id)
 
 
 def test_one_process_at_a_time(auth: Auth, clock: FrozenClock, tmp_path: Path) -> None:
