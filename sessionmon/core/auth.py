@@ -39,6 +39,7 @@ from sessionmon.core.errors import (
     DatabaseError,
     RedisMayEvict,
     RedisUnavailable,
+    RevocationIncomplete,
     RevocationNotDurable,
     TooManySessions,
 )
@@ -124,6 +125,9 @@ class LogoutOutcome(Enum):
     REDIS_UNAVAILABLE = "failed: redis unavailable"  # nothing revoked, nothing deleted
     REDIS_MAY_EVICT = "failed: redis may evict"  # refused: nothing revoked, nothing deleted
     NOT_DURABLE = "failed: not durable"  # written on the master only; nothing deleted
+    # A Redis Cluster node did not take some sessions (``failed``): those are neither revoked
+    # nor deleted; the others are done.
+    REDIS_PARTIAL = "failed: redis unavailable for some sessions"
     REVOKED_NOT_DELETED = "revoked_not_deleted"  # tokens blacklisted, rows not deleted
     DATABASE_UNAVAILABLE = "failed: database unavailable"  # nothing read, nothing revoked
     # A user logout whose session row was already gone: the presented tokens and the session id
@@ -150,6 +154,7 @@ class LogoutResult:
     # NOT_DURABLE: the keys written on the master that too few replicas acknowledged.
     not_durable: dict[str, int] = field(default_factory=dict)
     warning: str | None = None  # e.g. the revocation may be evicted (allowed by the operator)
+    failed: list[str] = field(default_factory=list)  # REDIS_PARTIAL: the sessions not revoked
 
     @property
     def ok(self) -> bool:
@@ -167,6 +172,7 @@ class LogoutResult:
             "error": self.error,
             "not_durable": [{"key": k, "ttl": t} for k, t in self.not_durable.items()],
             "warning": self.warning,
+            "failed": self.failed,
         }
 
 
@@ -738,7 +744,7 @@ class Auth:
             requests.append(
                 RevokeRequest(kind, c.sid, c.exp, c.jti, c.sub, owner.email if owner else c.email)
             )
-            keys_by_session.setdefault(c.sid, []).append(self.blacklist.token_key(c.jti))
+            keys_by_session.setdefault(c.sid, []).append(self.blacklist.token_key(c.sid, c.jti))
         # A requested session whose row is gone but whose own token was presented (so its id is
         # authentic): blacklist the session id too, for as long as any token of it can live.
         vouched: dict[str, Claims] = {}
@@ -773,6 +779,30 @@ class Auth:
 
         try:
             result.revoked = self.blacklist.revoke(requests, reason=reason, actor=actor)
+        except RevocationIncomplete as exc:
+            # A Redis Cluster node did not take some shards: each session's keys are all written
+            # or none. The sessions fully written go on as revoked; the others stay, audited as
+            # failed, and the whole logout is reported as failed (run it again for them).
+            written = exc.ttls
+
+            def complete(sid: str) -> bool:
+                keys = keys_by_session.get(sid, [])
+                return bool(keys) and all(k in written for k in keys)
+
+            failed = [s for s in sessions if not complete(s.id)]
+            self._audit_safely(
+                [audit_row(s, outcome=LogoutOutcome.REDIS_PARTIAL.value) for s in failed]
+            )
+            failed_ids = {s.id for s in failed}
+            sessions = [s for s in sessions if s.id not in failed_ids]
+            result.found = [s.id for s in sessions]
+            unrecorded = [sid for sid in unrecorded if complete(sid)]
+            result.revoked = dict(exc.ttls)
+            result.failed = sorted(failed_ids | {s for s in keys_by_session if not complete(s)})
+            result.error = (
+                f"{len(result.failed)} session(s) NOT revoked (nothing written for them, not "
+                f"deleted): {exc.cause}"
+            )
         except RevocationNotDurable as exc:
             # On the master only: a failover may lose it. Never reported revoked; the rows stay,
             # so the same logout can be run again once the replicas are back.
@@ -790,7 +820,7 @@ class Auth:
                 ]
             )
             return result
-        except RedisUnavailable as exc:
+        except RedisUnavailable as exc:  # nothing was written
             may_evict = isinstance(exc, RedisMayEvict)
             result.outcome = (
                 LogoutOutcome.REDIS_MAY_EVICT if may_evict else LogoutOutcome.REDIS_UNAVAILABLE
@@ -835,6 +865,8 @@ class Auth:
             result.outcome = LogoutOutcome.PARTIAL if done else LogoutOutcome.NOT_FOUND
         elif done_without_row:
             result.outcome = LogoutOutcome.NO_ROW
+        if result.failed:
+            result.outcome = LogoutOutcome.REDIS_PARTIAL
         self._emit_ended(action, actor, reason, sessions, done_without_row, vouched)
         return result
 

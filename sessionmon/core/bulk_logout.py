@@ -114,6 +114,7 @@ def end_in_batches(
         total.missing += part.missing
         total.revoked.update(part.revoked)
         total.deleted += part.deleted
+        total.failed += part.failed
         if not part.ok:
             total.outcome, total.error = part.outcome, f"{done}: {part.error}"
             return total
@@ -243,6 +244,8 @@ class LogoutJob:
             # this batch (writing its keys again is idempotent).
             if result.outcome is LogoutOutcome.NOT_DURABLE:
                 raise NotDurable(result.error or result.outcome.value)
+            if result.outcome is LogoutOutcome.REDIS_PARTIAL:  # a resume redoes the rest
+                raise RedisUnavailable(result.error or result.outcome.value)
             if not result.ok:
                 raise DatabaseError(result.error or "the session rows were not deleted")
             st.keys += len(result.revoked)

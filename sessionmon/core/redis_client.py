@@ -1,6 +1,8 @@
 """The redis-py client sessionmon uses: bounded timeouts, bounded retries. Every client sessionmon
 makes is made here (``connect``): a plain or TLS server (``redis://``, ``rediss://``,
-``unix://``) or the master of a Sentinel service (``redis+sentinel://``).
+``unix://``), the master of a Sentinel service (``redis+sentinel://``), or a Redis Cluster
+(``redis+cluster://host:port[,host:port]``, or a ``redis://`` / ``rediss://`` URL whose server
+says ``cluster_enabled:1`` in ``INFO cluster``: then redis-py's ``RedisCluster``).
 
 A hung server (stopped, overloaded, behind a dead network path) must cost one ``timeout``, not
 several: a timed-out command is never retried. A dropped connection (a restarted server, an idle
@@ -20,6 +22,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis
 import redis.sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from sessionmon.core.errors import ConfigError
@@ -63,6 +66,7 @@ class BoundedRetry(Retry):
         return super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
+CLUSTER_SCHEME = "redis+cluster"
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_PORT = 26379
 
@@ -227,12 +231,15 @@ def _options(timeout: float) -> dict[str, Any]:
 
 def connect(
     url: str, *, timeout: float = TOOL_TIMEOUT, tls: TlsFiles | None = None, **kwargs: Any
-) -> redis.Redis:
+) -> Any:
     """A client whose every command answers (or fails) within about ``timeout`` seconds.
 
     ``tls``: the CA and client certificate files of a ``rediss://`` URL (a ``ConfigError`` with
     any other URL). A ``redis+sentinel://`` URL gives the service's master, found through the
-    sentinels on every new connection (so a failover is followed on reconnect).
+    sentinels on every new connection (so a failover is followed on reconnect). A
+    ``redis+cluster://`` URL, or a ``redis://`` URL whose server is a cluster node, gives a
+    ``RedisCluster`` (it reads the cluster's layout now: ``RedisUnavailable`` if no seed
+    answers or the cluster is not in state ok).
     """
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if tls and scheme != "rediss":
@@ -245,15 +252,113 @@ def connect(
         options = (tls or TlsFiles()).kwargs() | options
     if scheme == SENTINEL_SCHEME:
         return _sentinel_master(SentinelUrl.parse(url), options, timeout)
+    if scheme == CLUSTER_SCHEME:
+        return connect_cluster(ClusterUrl.parse(url), options, timeout)
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
-            f"bad Redis URL {mask_url(url)}: use redis://, rediss://, unix:// or "
-            f"redis+sentinel:// (Redis Cluster and Sentinel over TLS are not supported)"
+            f"bad Redis URL {mask_url(url)}: use redis://, rediss://, unix://, "
+            f"redis+sentinel:// or redis+cluster:// (Sentinel over TLS is not supported)"
         )
     try:
-        return redis.Redis.from_url(url, **options)
+        client = redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConfigError(f"bad Redis URL {mask_url(url)}: {exc}") from None
+    if scheme in ("redis", "rediss") and _is_cluster_node(client):
+        kw = client.connection_pool.connection_kwargs
+        client.close()
+        if int(kw.get("db") or 0) != 0:
+            raise ConfigError(
+                f"bad Redis URL {mask_url(url)}: the server is a Redis Cluster node, which has "
+                f"database 0 only"
+            )
+        seed = ClusterUrl(
+            ((str(kw["host"]), int(kw["port"])),),
+            username=kw.get("username"),
+            password=kw.get("password"),
+            tls=scheme == "rediss",
+        )
+        return connect_cluster(seed, options, timeout)
+    return client
+
+
+def _is_cluster_node(client: redis.Redis) -> bool:
+    """``INFO cluster`` says ``cluster_enabled:1``. A server that does not answer is taken as
+    not a cluster: its commands then fail as usual (``RedisUnavailable``)."""
+    try:
+        info = client.info("cluster")
+    except (redis.exceptions.RedisError, OSError):
+        return False
+    return str(info.get("cluster_enabled", "0")) == "1"
+
+
+@dataclass(frozen=True)
+class ClusterUrl:
+    """``redis+cluster://[user:pass@]host:port[,host:port]``: seeds of one Redis Cluster
+    (database 0 only); ``?tls=1`` speaks TLS to every node."""
+
+    seeds: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> ClusterUrl:
+        def bad(why: str) -> ConfigError:
+            return ConfigError(f"bad Redis Cluster URL {mask_url(url)}: {why}")
+
+        parts = urlsplit(url)
+        userinfo, _, hosts = parts.netloc.rpartition("@")
+        username = password = None
+        if userinfo:
+            user, colon, secret = userinfo.partition(":")
+            username = unquote(user) or None
+            password = unquote(secret) if colon else None
+        seeds = []
+        for item in hosts.split(","):
+            host, colon, port = item.strip().rpartition(":")
+            host = host.strip("[]")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise bad(f"expected host:port[,host:port], not {item.strip()!r}")
+            seeds.append((host, int(port)))
+        if parts.path.strip("/") not in ("", "0"):
+            raise bad("a Redis Cluster has database 0 only")
+        options = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = sorted(set(options) - {"tls"})
+        if unknown:
+            raise bad(f"unknown option {unknown[0]!r} (tls)")
+        return cls(
+            tuple(seeds),
+            username=username,
+            password=password,
+            tls=options.get("tls", "0") in ("1", "yes", "true"),
+        )
+
+    def display(self) -> str:
+        return ",".join(f"{host}:{port}" for host, port in self.seeds)
+
+
+def connect_cluster(url: ClusterUrl, options: dict[str, Any], timeout: float) -> RedisCluster:
+    """A ``RedisCluster`` from the seeds (the first that answers gives the layout); raises
+    ``RedisUnavailable`` in one line when none answers or the cluster is not in state ok."""
+    from sessionmon.core.blacklist import redis_errors
+
+    node_options = {k: v for k, v in options.items() if k not in ("retry", "health_check_interval")}
+    if url.tls:
+        node_options = {"ssl": True} | TlsFiles().kwargs() | node_options
+    with redis_errors(f"Redis Cluster ({url.display()})"):
+        try:
+            return RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in url.seeds],
+                username=url.username,
+                password=url.password,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+                **node_options,
+            )
+        except redis.exceptions.RedisClusterException as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise redis.exceptions.ConnectionError(
+                f"no seed answered as a cluster node in state ok: {text}"
+            ) from None
 
 
 def _sentinel_master(url: SentinelUrl, options: dict[str, Any], timeout: float) -> redis.Redis:

@@ -87,7 +87,7 @@ class CachedRevocations:
         self.heartbeat = float(heartbeat) if heartbeat else self.max_staleness / 4
         self.max_entries = int(max_entries)
         self.reconnect_delay = reconnect_delay
-        self.prefix = blacklist.token_key("")  # "<prefix>bl:" covers token and session keys
+        self.prefix = blacklist.layout.base  # "<prefix>bl:" covers token and session keys
         self.stats = CacheStats()
         self.last_error: str | None = None
         self._connection_factory = connection_factory or self._default_connection
@@ -148,11 +148,7 @@ class CachedRevocations:
     def is_revoked(self, jti: str | None, sid: str | None) -> bool:
         """True if the token or its session is revoked; raises ``RedisUnavailable`` when it must
         ask Redis and Redis cannot answer."""
-        keys = []
-        if jti:
-            keys.append(self.blacklist.token_key(jti))
-        if sid:
-            keys.append(self.blacklist.sid_key(sid))
+        keys = self.blacklist.check_keys(jti, sid)
         if not keys:
             return False
         cache = self._cache
@@ -211,6 +207,12 @@ class CachedRevocations:
     # -- the invalidation channel ------------------------------------------------------------
 
     def _default_connection(self) -> Any:
+        if self.blacklist.cluster:
+            # Tracking would need one channel per master; without it nothing is served from
+            # memory: every check asks Redis (fail closed).
+            raise redis.ConnectionError(
+                "cached revocations are not available on a Redis Cluster: every check asks Redis"
+            )
         pool = self.blacklist.client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         kwargs.update(
