@@ -50,7 +50,7 @@ class RedisClusterProcesses:
         if binary is None or cli is None:
             raise RuntimeError("redis-server and redis-cli are needed for a Redis Cluster")
         try:
-            for i in range(self.masters * (1 + self.replicas)):
+            for _i in range(self.masters * (1 + self.replicas)):
                 port = cluster_port()
                 node = RedisProcess(
                     self.workdir / f"node-{port}",

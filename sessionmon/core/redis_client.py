@@ -263,22 +263,26 @@ def connect(
         client = redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConfigError(f"bad Redis URL {mask_url(url)}: {exc}") from None
-    if scheme in ("redis", "rediss") and _is_cluster_node(client):
-        kw = client.connection_pool.connection_kwargs
-        client.close()
-        if int(kw.get("db") or 0) != 0:
-            raise ConfigError(
-                f"bad Redis URL {mask_url(url)}: the server is a Redis Cluster node, which has "
-                f"database 0 only"
-            )
-        seed = ClusterUrl(
-            ((str(kw["host"]), int(kw["port"])),),
-            username=kw.get("username"),
-            password=kw.get("password"),
-            tls=scheme == "rediss",
+    if scheme not in ("redis", "rediss"):
+        return client
+    cluster = _is_cluster_node(client)
+    kw = client.connection_pool.connection_kwargs
+    client.close()
+    if not cluster:
+        # A fresh client: no connection made before the caller's hooks (the WriteGuard's).
+        return redis.Redis.from_url(url, **options)
+    if int(kw.get("db") or 0) != 0:
+        raise ConfigError(
+            f"bad Redis URL {mask_url(url)}: the server is a Redis Cluster node, which has "
+            f"database 0 only"
         )
-        return connect_cluster(seed, options, timeout)
-    return client
+    seed = ClusterUrl(
+        ((str(kw["host"]), int(kw["port"])),),
+        username=kw.get("username"),
+        password=kw.get("password"),
+        tls=scheme == "rediss",
+    )
+    return connect_cluster(seed, options, timeout)
 
 
 def _is_cluster_node(client: redis.Redis) -> bool:
