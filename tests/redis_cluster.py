@@ -33,10 +33,13 @@ def cluster_port() -> int:
 class RedisClusterProcesses:
     """``masters`` masters and ``replicas`` replicas per master, in ``workdir``."""
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(
+        self, workdir: Path, masters: int = 3, replicas: int = 0, args: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
         self.masters = masters
         self.replicas = replicas
+        self.args = args
         self.nodes: list[RedisProcess] = []
 
     @property
@@ -61,6 +64,7 @@ class RedisClusterProcesses:
                         "--cluster-config-file", f"nodes-{port}.conf",
                         "--cluster-node-timeout", "2000",
                         "--appendfsync", "everysec",
+                        *self.args,
                     ),
                 )  # fmt: skip
                 self.nodes.append(node.start())
@@ -99,6 +103,13 @@ class RedisClusterProcesses:
             if int(info.get("cluster_known_nodes", 0)) < len(self.live()):
                 return False
         return True
+
+    def master_of(self, node: RedisProcess) -> bool:
+        client = node.client()
+        try:
+            return client.info("replication").get("role") == "master"
+        finally:
+            client.close()
 
     def live(self) -> list[RedisProcess]:
         return [n for n in self.nodes if n.proc is not None]

@@ -385,10 +385,20 @@ class Blacklist:
         pipe.execute_command("WAIT", wait, self.guard.wait_timeout_ms)
         try:
             replies = pipe.execute()
-        except redis.exceptions.AskError as exc:  # MOVED too: the slot changed hands
-            self.client.nodes_manager.initialize()
+        except (
+            redis.exceptions.AskError,  # MOVED too: the slot changed hands
+            redis.exceptions.ConnectionError,  # the master died: a replica may take over
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ReadOnlyError,  # a demoted master
+            redis.exceptions.ClusterDownError,
+        ) as exc:
+            # This connection is the node's own, outside RedisCluster's redirections: read the
+            # layout again for the next revoke, and report this one as not done.
+            with contextlib.suppress(Exception):
+                self.client.nodes_manager.initialize()
             raise RedisUnavailable(
-                f"Redis Cluster slot moved during the revoke ({_describe(exc)}): run it again"
+                f"Redis Cluster master {node.name} did not take the revoke "
+                f"({_describe(exc)}): run it again"
             ) from None
         ttls = {key: int(t) for (key, _, _), t in zip(items, replies[0], strict=True)}
         return ttls, int(replies[1])

@@ -290,6 +290,8 @@ def _is_cluster_node(client: redis.Redis) -> bool:
     not a cluster: its commands then fail as usual (``RedisUnavailable``)."""
     try:
         info = client.info("cluster")
+    except redis.exceptions.ResponseError as exc:  # SELECT n on a cluster node
+        return "cluster mode" in str(exc)
     except (redis.exceptions.RedisError, OSError):
         return False
     return str(info.get("cluster_enabled", "0")) == "1"

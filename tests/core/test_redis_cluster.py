@@ -1,0 +1,252 @@
+"""The blacklist on a real Redis Cluster: URL detection, bad input, every master's settings, a
+master down during a logout, and a master failover during revocations.
+
+Each test that kills a node starts a cluster of its own (``tests/redis_cluster.py``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.cluster import RedisCluster
+
+from sessionmon.core.auth import Auth, LogoutOutcome
+from sessionmon.core.blacklist import KIND_SESSION, Blacklist, RevokeRequest, connect
+from sessionmon.core.clock import FrozenClock
+from sessionmon.core.errors import (
+    ConfigError,
+    NotDurable,
+    RedisMayEvict,
+    RedisUnavailable,
+    SessionmonError,
+)
+from sessionmon.core.redis_client import ClusterUrl
+from sessionmon.core.redis_health import WriteGuard
+from sessionmon.core.store import SessionStore
+from sessionmon.core.tokens import TokenCodec
+from tests.redis_cluster import RedisClusterProcesses, cluster_port
+from tests.support.waiting import wait_until
+
+
+@pytest.fixture
+def new_cluster(tmp_path: Path) -> Iterator[type[RedisClusterProcesses]]:
+    """Start clusters with ``new_cluster(masters=, replicas=, args=)``; all are torn down."""
+    started: list[RedisClusterProcesses] = []
+
+    def start(**kwargs: object) -> RedisClusterProcesses:
+        c = RedisClusterProcesses(tmp_path / f"cluster-{len(started)}", **kwargs)  # type: ignore[arg-type]
+        started.append(c)
+        return c.start()
+
+    yield start  # type: ignore[misc]
+    for c in started:
+        c.stop()
+
+
+def sessions(n: int) -> list[RevokeRequest]:
+    return [RevokeRequest(KIND_SESSION, f"sess-{i}", time.time() + 600) for i in range(n)]
+
+
+def test_a_redis_url_of_a_cluster_node_gives_a_cluster_client(new_cluster, prefix: str) -> None:
+    cluster = new_cluster(masters=3)
+    node = cluster.nodes[1]
+    client = connect(f"redis://127.0.0.1:{node.port}")
+    try:
+        assert isinstance(client, RedisCluster)
+        bl = Blacklist(client, prefix=prefix)
+        written = bl.revoke(sessions(30))
+        assert len(written) == 30
+        # The shards spread over the three masters.
+        owners = {client.get_node_from_key(bl.sid_key(f"sess-{i}")).name for i in range(30)}
+        assert len(owners) == 3
+        assert all(bl.is_revoked(None, f"sess-{i}") for i in range(30))
+        assert bl.count() == 30 and len(bl.page(limit=100)) == 30
+    finally:
+        client.close()
+    with pytest.raises(ConfigError, match="database 0 only"):
+        connect(f"redis://127.0.0.1:{node.port}/3")
+    cluster_url = connect(f"redis+cluster://127.0.0.1:{node.port},127.0.0.1:1")
+    try:
+        assert isinstance(cluster_url, RedisCluster)
+        assert Blacklist(cluster_url, prefix=prefix).is_revoked(None, "sess-0")
+    finally:
+        cluster_url.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis+cluster://", "expected host:port"),
+        ("redis+cluster://h1:7000,h2", "expected host:port"),
+        ("redis+cluster://h1:99999", "expected host:port"),
+        ("redis+cluster://h1:7000/2", "database 0 only"),
+        ("redis+cluster://h1:7000?nope=1", "unknown option 'nope'"),
+    ],
+)
+def test_a_malformed_cluster_url_is_one_line(url: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=why) as err:
+        ClusterUrl.parse(url)
+    assert "\n" not in str(err.value)
+
+
+def test_a_wrong_seed_is_redis_unavailable_in_one_line(
+    cli_env: dict[str, str], db_path: Path
+) -> None:
+    port = cluster_port()
+    with pytest.raises(RedisUnavailable) as err:
+        connect(f"redis+cluster://127.0.0.1:{port}", timeout=0.5)
+    text = str(err.value)
+    assert "\n" not in text and f"127.0.0.1:{port}" in text and "unreachable" in text
+    env = cli_env | {"SESSIONMON_REDIS_URL": f"redis+cluster://127.0.0.1:{port}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sessionmon", "blacklist"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "Redis Cluster" in proc.stderr and "revoked" not in proc.stdout
+
+
+def test_the_guard_reads_every_master(new_cluster, prefix: str) -> None:
+    cluster = new_cluster(masters=3)
+    client = connect(cluster.url)
+    try:
+        guard = WriteGuard(client)
+        bl = Blacklist(client, prefix=prefix, guard=guard)
+        assert bl.revoke(sessions(3))
+        evicting = cluster.nodes[2]
+        admin = evicting.client()
+        try:
+            admin.config_set("maxmemory", "100mb")
+            admin.config_set("maxmemory-policy", "allkeys-lru")
+        finally:
+            admin.close()
+        guard.max_age = 0  # read again now (else: on the next connection, or within a minute)
+        with pytest.raises(RedisMayEvict, match=f"on master 127.0.0.1:{evicting.port}"):
+            bl.revoke([RevokeRequest(KIND_SESSION, "after", time.time() + 600)])
+        assert not bl.is_revoked(None, "after")
+        assert guard.settings().node == f"127.0.0.1:{evicting.port}"
+    finally:
+        client.close()
+
+
+def test_a_master_down_during_a_logout_reports_exactly_what_was_revoked(
+    new_cluster, store: SessionStore, codec: TokenCodec, clock: FrozenClock, prefix: str
+) -> None:
+    # Without full coverage the other masters keep serving their slots while one is down.
+    cluster = new_cluster(masters=3, args=("--cluster-require-full-coverage", "no"))
+    client = connect(cluster.url, timeout=1.0)
+    try:
+        bl = Blacklist(client, prefix=prefix, clock=clock)
+        auth = Auth(store, bl, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
+        ids = [auth.login(f"u{i}", f"u{i}@example.com", f"U{i}")[0].id for i in range(40)]
+        down = cluster.nodes[0]
+        down.stop()
+        result = auth.force_logout_many(ids, actor="ops", reason="incident")
+        assert result.outcome is LogoutOutcome.REDIS_PARTIAL
+        assert result.failed and result.found and not set(result.failed) & set(result.found)
+        assert sorted(result.failed + result.found) == sorted(ids)
+        assert result.error is not None and "NOT revoked" in result.error
+        assert result.deleted == len(result.found)
+        on_down = {sid for sid in ids if client.keyslot(bl.sid_key(sid)) in _slots(cluster, 1)}
+        assert set(result.failed) == on_down  # exactly the sessions of the dead master's slots
+        for sid in result.found:
+            assert bl.is_revoked(None, sid)
+            assert store.get_session(sid) is None
+        for sid in result.failed:
+            assert store.get_session(sid) is not None  # not revoked: not deleted either
+        audit = {a.session_id: a.outcome for a in store.audit() if a.session_id in result.failed}
+        assert set(audit.values()) == {LogoutOutcome.REDIS_PARTIAL.value}
+        down.start()
+        cluster.wait_ok()
+        wait_until(lambda: _answers(bl, result.failed[0]), "the restarted master", timeout=30)
+        assert not any(bl.is_revoked(None, sid) for sid in result.failed)
+        again = auth.force_logout_many(result.failed, actor="ops", reason="incident")
+        assert again.outcome is LogoutOutcome.OK and again.deleted == len(result.failed)
+    finally:
+        client.close()
+
+
+def test_a_master_failover_during_revocations_loses_no_acknowledged_one(
+    new_cluster, prefix: str
+) -> None:
+    cluster = new_cluster(masters=3, replicas=1)
+    client = connect(cluster.url, timeout=1.0)
+    try:
+        guard = WriteGuard(client, wait_replicas=1, wait_timeout=0.3)
+        bl = Blacklist(client, prefix=prefix, guard=guard)
+        masters = [n for n in cluster.nodes if cluster.master_of(n)]
+        victim = masters[0]
+        victim_slots = _slots(cluster, cluster.nodes.index(victim) + 1)
+        done: list[str] = []
+        failed: list[str] = []
+        errors: list[str] = []
+        killed_at: float | None = None
+        done_after_kill = 0
+        deadline = time.monotonic() + 90
+        i = 0
+        while time.monotonic() < deadline:
+            sid = f"f-{i}"
+            i += 1
+            try:
+                bl.revoke([RevokeRequest(KIND_SESSION, sid, time.time() + 600)])
+            except (RedisUnavailable, NotDurable) as exc:  # reported as errors, never "done"
+                failed.append(sid)
+                errors.append(str(exc))
+                if isinstance(exc, NotDurable) and killed_at is not None and victim.proc is None:
+                    # The replica was promoted and has no replica of its own: bring the old
+                    # master back (it rejoins as the new master's replica).
+                    victim.start()
+            except SessionmonError as exc:  # any other outcome is a bug
+                raise AssertionError(f"unexpected {type(exc).__name__}: {exc}") from None
+            else:
+                done.append(sid)
+                if killed_at is not None and client.keyslot(bl.sid_key(sid)) in victim_slots:
+                    done_after_kill += 1  # on the victim's slots: its replica took over
+            if killed_at is None and len(done) >= 100:
+                victim.stop()  # SIGKILL: its replica takes over after the node timeout
+                killed_at = time.monotonic()
+            if killed_at is not None and done_after_kill >= 20:
+                break
+        assert killed_at is not None and done_after_kill >= 20, (len(done), errors[-3:])
+        assert errors, "the failover window produced no error (the kill was not noticed)"
+        assert all("\n" not in e for e in errors)
+        check = connect(cluster.url)
+        try:
+            reader = Blacklist(check, prefix=prefix)
+            lost = [sid for sid in done if not reader.is_revoked(None, sid)]
+            assert lost == [], f"{len(lost)} acknowledged revocations lost"
+        finally:
+            check.close()
+    finally:
+        client.close()
+
+
+def _slots(cluster: RedisClusterProcesses, position: int) -> set[int]:
+    """The slots the ``position``-th node (1-based, in creation order) was given."""
+    node = cluster.nodes[position - 1]
+    admin = next(n for n in cluster.nodes if n is not node and n.proc is not None).client()
+    try:
+        raw = admin.execute_command("CLUSTER", "SLOTS")
+    finally:
+        admin.close()
+    out: set[int] = set()
+    for start, end, master, *_ in raw:
+        if int(master[1]) == node.port:
+            out |= set(range(int(start), int(end) + 1))
+    return out
+
+
+def _answers(bl: Blacklist, sid: str) -> bool:
+    try:
+        bl.is_revoked(None, sid)
+    except RedisUnavailable:
+        return False
+    return True
