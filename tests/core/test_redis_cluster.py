@@ -26,6 +26,7 @@ from sessionmon.core.errors import (
 )
 from sessionmon.core.redis_client import ClusterUrl
 from sessionmon.core.redis_health import WriteGuard
+from sessionmon.core.revocation_cache import CachedRevocations
 from sessionmon.core.store import SessionStore
 from sessionmon.core.tokens import TokenCodec
 from tests.redis_cluster import RedisClusterProcesses, cluster_port
@@ -250,3 +251,47 @@ def _answers(bl: Blacklist, sid: str) -> bool:
     except RedisUnavailable:
         return False
     return True
+
+
+def test_cached_revocations_track_every_master_and_fail_closed_when_one_channel_drops(
+    new_cluster, prefix: str
+) -> None:
+    cluster = new_cluster(masters=3)
+    client = connect(cluster.url)
+    cache = CachedRevocations(Blacklist(client, prefix=prefix), max_staleness=0.05)
+    writer = connect(cluster.url)
+    try:
+        assert cache.start(wait=10), cache.last_error
+        bl = Blacklist(writer, prefix=prefix)
+        sids = [f"c-{i}" for i in range(30)]  # on every master
+        assert len({writer.get_node_from_key(bl.sid_key(s)).name for s in sids}) == 3
+        assert not any(cache.is_revoked("j", s) for s in sids)
+        wait_until(lambda: cache.live, "the cache to be live on every master")
+        assert not any(cache.is_revoked("j", s) for s in sids)  # from memory now
+        hits = cache.stats.hits
+        assert not cache.is_revoked("j", sids[0]) and cache.stats.hits > hits
+        bl.revoke([RevokeRequest(KIND_SESSION, s, time.time() + 600) for s in sids])
+        # Another client's revocations reach the cache from each master's channel.
+        wait_until(lambda: all(cache.is_revoked("j", s) for s in sids), "every invalidation")
+        # One master's tracking connection drops: nothing is answered from memory.
+        admin = cluster.nodes[1].client()
+        try:
+            listing = admin.client_list()
+            ids = [c["id"] for c in listing if c.get("name") == "sessionmon-revocation-cache"]
+            assert ids
+            for cid in ids:
+                admin.client_kill_filter(_id=cid)
+        finally:
+            admin.close()
+        wait_until(lambda: not cache._live, "the cache to go dark")
+        bypassed = cache.stats.bypassed
+        bl.unrevoke([bl.sid_key(sids[0])])
+        assert cache.is_revoked("j", sids[1]) is True
+        if not cache.live:
+            assert cache.stats.bypassed > bypassed
+        wait_until(lambda: not cache.is_revoked("j", sids[0]), "the unrevoke to be seen")
+        wait_until(lambda: cache.live, "the channels to be back", timeout=15)
+    finally:
+        cache.close()
+        writer.close()
+        client.close()
