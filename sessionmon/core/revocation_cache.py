@@ -8,7 +8,8 @@ How it stays current: one dedicated RESP3 connection runs ``CLIENT TRACKING ON B
 connection per master (a thread each), and the cache is live only while every one of them is
 confirmed (one down: fail closed, as below; after a failover the masters are read again).
 Redis then pushes an ``invalidate`` message for every write, delete or expiry of any key under
-the blacklist prefix, whoever made it. A background thread reads those pushes and drops the cached answers for those keys.
+the blacklist prefix, whoever made it. A background thread reads those pushes and drops the cached
+answers for those keys.
 
 Why an answer is never stale by more than ``max_staleness`` seconds (default 50 ms):
 
