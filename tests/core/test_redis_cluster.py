@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from redis.cluster import RedisCluster
 
 from sessionmon.core.auth import Auth, LogoutOutcome
 from sessionmon.core.blacklist import KIND_SESSION, Blacklist, RevokeRequest, connect
+from sessionmon.core.blacklist_keys import shard_of
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import (
     ConfigError,
@@ -295,3 +297,101 @@ def test_cached_revocations_track_every_master_and_fail_closed_when_one_channel_
         cache.close()
         writer.close()
         client.close()
+
+
+def test_a_slot_migration_during_revocations_keeps_every_acknowledged_one(
+    new_cluster, prefix: str
+) -> None:
+    cluster = new_cluster(masters=3)
+    client = connect(cluster.url, timeout=2.0)
+    try:
+        bl = Blacklist(client, prefix=prefix)
+        sids = [s for s in (f"m-{i}" for i in range(20_000)) if shard_of(s) == 0][:600]
+        slot = client.keyslot(bl.layout.index_keys[0])
+        source = _owner(cluster, slot)
+        target = next(n for n in cluster.nodes if n is not source)
+        bl.revoke([RevokeRequest(KIND_SESSION, s, time.time() + 600) for s in sids[:200]])
+        done: list[str] = list(sids[:200])
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def revoke_more() -> None:
+            for sid in sids[200:]:
+                if stop.is_set():
+                    return
+                try:
+                    bl.revoke([RevokeRequest(KIND_SESSION, sid, time.time() + 600)])
+                except RedisUnavailable as exc:  # reported as an error, never "done"
+                    errors.append(exc)
+                except BaseException as exc:  # anything else is a bug
+                    errors.append(exc)
+                    return
+                else:
+                    done.append(sid)
+
+        worker = threading.Thread(target=revoke_more)
+        worker.start()
+        wait_until(lambda: len(done) >= 250, "revocations under way")
+        n_before = len(done)
+        moved = _migrate_slot(slot, source, target, cluster)
+        n_at_move = len(done)
+        assert n_at_move > n_before, "no revocation ran while the slot was migrating"
+        wait_until(lambda: len(done) >= n_at_move + 20 or not worker.is_alive(), "more revokes")
+        stop.set()
+        worker.join(timeout=30)
+        assert moved > 0
+        assert all(isinstance(e, RedisUnavailable) for e in errors), errors[:3]
+        assert client.get_node_from_key(bl.sid_key(sids[0])).port == target.port
+        reader_client = connect(cluster.url)
+        try:
+            reader = Blacklist(reader_client, prefix=prefix)
+            lost = [sid for sid in done if not reader.is_revoked(None, sid)]
+            assert lost == [], f"{len(lost)} acknowledged revocations lost"
+            # The index moved with its keys: every key listed, nothing listed twice.
+            assert reader.count() == len(set(done)) + _written_but_failed(reader, sids, done)
+        finally:
+            reader_client.close()
+    finally:
+        client.close()
+
+
+def _written_but_failed(bl: Blacklist, sids: list[str], done: list[str]) -> int:
+    """Revokes that raised but whose EVAL ran (an error after the write): on the blacklist,
+    never reported done. Counted so that the index total can be compared."""
+    reported = set(done)
+    return sum(1 for s in sids if s not in reported and bl.is_revoked(None, s))
+
+
+def _owner(cluster: RedisClusterProcesses, slot: int):  # -> RedisProcess
+    for position, node in enumerate(cluster.nodes, start=1):
+        if slot in _slots(cluster, position):
+            return node
+    raise AssertionError(f"no node owns slot {slot}")
+
+
+def _migrate_slot(slot: int, source, target, cluster: RedisClusterProcesses) -> int:
+    """Move ``slot`` from ``source`` to ``target`` by hand (IMPORTING / MIGRATING, MIGRATE in
+    batches of 10 keys, then SETSLOT NODE everywhere); returns the number of keys moved."""
+    src, dst = source.client(), target.client()
+    try:
+        src_id = src.execute_command("CLUSTER", "MYID").decode()
+        dst_id = dst.execute_command("CLUSTER", "MYID").decode()
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        moved = 0
+        while True:
+            keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10)
+            if not keys:
+                break
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            moved += len(keys)
+        for node in cluster.live():
+            admin = node.client()
+            try:
+                admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+            finally:
+                admin.close()
+        return moved
+    finally:
+        src.close()
+        dst.close()
