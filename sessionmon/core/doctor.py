@@ -193,11 +193,33 @@ class Probe:
     def info(self) -> dict[str, str]:
         """INFO memory and replication, as fields."""
         if self._info is None:
-            with redis_errors():
-                memory = self.client.info("memory")
-                replication = self.client.info("replication")
-            self._info = {str(k): str(v) for k, v in {**memory, **replication}.items()}
+            if self.blacklist.cluster:
+                self._info = self._cluster_info()
+            else:
+                with redis_errors():
+                    memory = self.client.info("memory")
+                    replication = self.client.info("replication")
+                self._info = {str(k): str(v) for k, v in {**memory, **replication}.items()}
         return self._info
+
+    def _cluster_info(self) -> dict[str, str]:
+        """INFO of a cluster: the fullest master's memory, the fewest replicas of any master."""
+        each = []
+        with redis_errors():
+            for node in self.client.get_primaries():
+                node_client = self.client.get_redis_connection(node)
+                fields = {**node_client.info("memory"), **node_client.info("replication")}
+                each.append({str(k): str(v) for k, v in fields.items()})
+        if not each:
+            return {}
+
+        def share(info: dict[str, str]) -> float:
+            limit = int(info.get("maxmemory", 0) or 0)
+            return int(info.get("used_memory", 0) or 0) / limit if limit > 0 else 0.0
+
+        out = dict(sorted(each, key=share)[-1])
+        out["connected_slaves"] = str(min(int(i.get("connected_slaves", 0) or 0) for i in each))
+        return out
 
     def snapshot(self) -> KeySnapshot:
         if self._snapshot is None:

@@ -395,3 +395,28 @@ def _migrate_slot(slot: int, source, target, cluster: RedisClusterProcesses) -> 
     finally:
         src.close()
         dst.close()
+
+
+def test_doctor_reads_every_master(new_cluster, store: SessionStore, prefix: str) -> None:
+    from sessionmon.core.doctor import Probe, Status, run_checks
+
+    cluster = new_cluster(masters=3)
+    client = connect(cluster.url)
+    try:
+        bl = Blacklist(client, prefix=prefix)
+        bl.revoke(sessions(40))
+        full = cluster.nodes[2]
+        admin = full.client()
+        try:
+            used = int(admin.info("memory")["used_memory"])
+            admin.config_set("maxmemory", str(int(used * 1.05)))  # 95% full: a problem
+        finally:
+            admin.close()
+        report = run_checks(Probe(store, bl))
+        checks = {c.name: c for c in report.checks}
+        assert checks["index"].status is Status.OK, checks["index"]
+        assert "40 key(s), 40 index entries" in checks["index"].figure
+        assert checks["redis_memory"].status is Status.PROBLEM, checks["redis_memory"]
+        assert checks["redis_eviction"].status is Status.OK  # noeviction on every master
+    finally:
+        client.close()
