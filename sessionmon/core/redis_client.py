@@ -265,12 +265,17 @@ def connect(
         raise ConfigError(f"bad Redis URL {mask_url(url)}: {exc}") from None
     if scheme not in ("redis", "rediss"):
         return client
-    cluster = _is_cluster_node(client)
+    cluster, hung = _is_cluster_node(client)
     kw = client.connection_pool.connection_kwargs
     client.close()
     if not cluster:
         # A fresh client: no connection made before the caller's hooks (the WriteGuard's).
-        return redis.Redis.from_url(url, **options)
+        fresh = redis.Redis.from_url(url, **options)
+        if hung is not None:
+            fresh.connection_pool.connection_kwargs["redis_connect_func"] = _fail_fast(
+                hung, timeout
+            )
+        return fresh
     if int(kw.get("db") or 0) != 0:
         raise ConfigError(
             f"bad Redis URL {mask_url(url)}: the server is a Redis Cluster node, which has "
@@ -285,16 +290,33 @@ def connect(
     return connect_cluster(seed, options, timeout)
 
 
-def _is_cluster_node(client: redis.Redis) -> bool:
-    """``INFO cluster`` says ``cluster_enabled:1``. A server that does not answer is taken as
-    not a cluster: its commands then fail as usual (``RedisUnavailable``)."""
+def _is_cluster_node(client: redis.Redis) -> tuple[bool, Exception | None]:
+    """``INFO cluster`` says ``cluster_enabled:1``; and the timeout when the server did not
+    answer in time. A server that does not answer is taken as not a cluster: its commands then
+    fail as usual (``RedisUnavailable``)."""
     try:
         info = client.info("cluster")
     except redis.exceptions.ResponseError as exc:  # SELECT n on a cluster node
-        return "cluster mode" in str(exc)
+        return "cluster mode" in str(exc), None
+    except redis.exceptions.TimeoutError as exc:
+        return False, exc
     except (redis.exceptions.RedisError, OSError):
-        return False
-    return str(info.get("cluster_enabled", "0")) == "1"
+        return False, None
+    return str(info.get("cluster_enabled", "0")) == "1", None
+
+
+def _fail_fast(error: Exception, timeout: float) -> Callable[[Any], None]:
+    """A connect hook: a connection made within ``timeout`` of a probe that timed out fails at
+    once with the probe's error (a hung server costs one timeout, not two), then connections
+    are made as usual."""
+    until = time.monotonic() + timeout
+
+    def on_connect(connection: Any) -> None:
+        if time.monotonic() < until:
+            raise redis.exceptions.TimeoutError(str(error))
+        connection.on_connect()
+
+    return on_connect
 
 
 @dataclass(frozen=True)
