@@ -242,7 +242,7 @@ def connect(
     answers or the cluster is not in state ok).
     """
     scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if tls and scheme != "rediss":
+    if tls and scheme not in ("rediss", CLUSTER_SCHEME):
         raise ConfigError(
             f"--redis-ca-file, --redis-cert-file and --redis-key-file need a rediss:// URL, "
             f"not {mask_url(url)}"
@@ -253,7 +253,13 @@ def connect(
     if scheme == SENTINEL_SCHEME:
         return _sentinel_master(SentinelUrl.parse(url), options, timeout)
     if scheme == CLUSTER_SCHEME:
-        return connect_cluster(ClusterUrl.parse(url), options, timeout)
+        cluster_url = ClusterUrl.parse(url)
+        if tls and not cluster_url.tls:
+            raise ConfigError(
+                f"--redis-ca-file, --redis-cert-file and --redis-key-file need TLS: add ?tls=1 "
+                f"to {mask_url(url)}"
+            )
+        return connect_cluster(cluster_url, options, timeout, tls)
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
             f"bad Redis URL {mask_url(url)}: use redis://, rediss://, unix://, "
@@ -314,7 +320,10 @@ def _fail_fast(error: Exception, timeout: float) -> Callable[[Any], None]:
     def on_connect(connection: Any) -> None:
         if time.monotonic() < until:
             raise redis.exceptions.TimeoutError(str(error))
-        connection.on_connect()
+        if hasattr(connection, "on_connect_check_health"):
+            connection.on_connect_check_health(check_health=False)  # as the WriteGuard's hook
+        else:
+            connection.on_connect()
 
     return on_connect
 
@@ -365,14 +374,19 @@ class ClusterUrl:
         return ",".join(f"{host}:{port}" for host, port in self.seeds)
 
 
-def connect_cluster(url: ClusterUrl, options: dict[str, Any], timeout: float) -> RedisCluster:
+def connect_cluster(
+    url: ClusterUrl, options: dict[str, Any], timeout: float, tls: TlsFiles | None = None
+) -> RedisCluster:
     """A ``RedisCluster`` from the seeds (the first that answers gives the layout); raises
     ``RedisUnavailable`` in one line when none answers or the cluster is not in state ok."""
     from sessionmon.core.blacklist import redis_errors
 
+    # Each node's client gets the timeouts; RedisCluster's own retry (refresh the layout, try
+    # again) is bounded like ours: twice, within a short backoff.
     node_options = {k: v for k, v in options.items() if k not in ("retry", "health_check_interval")}
+    node_options["socket_timeout"] = node_options.get("socket_timeout", timeout)
     if url.tls:
-        node_options = {"ssl": True} | TlsFiles().kwargs() | node_options
+        node_options = {"ssl": True} | (tls or TlsFiles()).kwargs() | node_options
     with redis_errors(f"Redis Cluster ({url.display()})"):
         try:
             return RedisCluster(
