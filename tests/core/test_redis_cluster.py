@@ -140,6 +140,35 @@ def test_the_guard_reads_every_master(new_cluster, prefix: str) -> None:
         client.close()
 
 
+def test_a_policy_changed_on_one_master_is_seen_when_its_connection_is_remade(
+    new_cluster, prefix: str
+) -> None:
+    cluster = new_cluster(masters=3)
+    client = connect(cluster.url)
+    try:
+        bl = Blacklist(client, prefix=prefix, guard=WriteGuard(client))
+        assert len(bl.revoke(sessions(30))) == 30  # a connection to every master, checked
+        changed = cluster.nodes[0]
+        admin = changed.client()
+        try:
+            admin.config_set("maxmemory", "100mb")
+            admin.config_set("maxmemory-policy", "volatile-lru")
+            admin.client_kill_filter(_type="normal", skipme=True)  # our connections drop
+        finally:
+            admin.close()
+        # The guard's settings are fresh (max_age): only the reconnect's check can see it.
+        on_changed = [
+            r
+            for r in sessions(300)[30:]  # not revoked yet
+            if client.get_node_from_key(bl.sid_key(r.sid)).port == changed.port
+        ][:5]
+        with pytest.raises(RedisMayEvict, match=f"on master 127.0.0.1:{changed.port}"):
+            bl.revoke(on_changed)
+        assert on_changed and not any(bl.is_revoked(None, r.sid) for r in on_changed)
+    finally:
+        client.close()
+
+
 def test_a_master_down_during_a_logout_reports_exactly_what_was_revoked(
     new_cluster, store: SessionStore, codec: TokenCodec, clock: FrozenClock, prefix: str
 ) -> None:
