@@ -230,15 +230,15 @@ class Blacklist:
         """The keys whose existence means "revoked" for a token ``jti`` of session ``sid``: one
         slot (the session's tag); on one server also the old layout's keys.
 
-        A token without a session id cannot be located in the layout: the codec rejects such
-        tokens (``missing claim sid``) before any check, so only the old layout's token key is
-        looked at for it.
+        A token without a session id (none that sessionmon mints: the codec rejects them,
+        ``missing claim sid``) is keyed under the empty session id's shard, by ``revoke`` (a
+        ``RevokeRequest`` with ``sid=""``) and here alike, so it can still be revoked and checked.
         """
         keys = []
         if sid:
             keys.append(self.sid_key(sid))
-            if jti:
-                keys.append(self.token_key(sid, jti))
+        if jti:
+            keys.append(self.token_key(sid or "", jti))
         if not self.cluster:
             if jti:
                 keys.append(self.layout.legacy_token_key(jti))

@@ -237,6 +237,10 @@ def test_is_revoked_by_token_or_session(blacklist: Blacklist, clock: FrozenClock
     assert blacklist.is_revoked(None, "s2")
     assert not blacklist.is_revoked("other", "other")
     assert not blacklist.is_revoked(None, None)
+    # A token without a session id is keyed under the empty id's shard: revocable, checkable.
+    blacklist.revoke([RevokeRequest(KIND_ACCESS, "", now + 60, "no-sid")])
+    assert blacklist.is_revoked("no-sid", None) and blacklist.is_revoked("no-sid", "")
+    assert not blacklist.is_revoked("other", None)
 
 
 def test_is_revoked_is_a_single_exists(private_redis: redis.Redis, clock: FrozenClock) -> None:
