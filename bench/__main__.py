@@ -24,6 +24,8 @@ BENCHMARKS = {
     "monitor": ("bench.bench_monitor", "monitor first paint, tick CPU, RSS, filter/sort"),
     "pgquery": ("bench.bench_pgquery", "PostgreSQL keyset window and trigram filter vs plain SQL"),
     "rotation": ("bench.bench_rotation", "failed verifications across key rotations under load"),
+    "web": ("bench.bench_web", "GET /me under uvicorn --workers 4 vs no auth and a naive check"),
+    "webprop": ("bench.bench_webprop", "force-logout until the last of 4 cached workers rejects"),
 }
 
 

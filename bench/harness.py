@@ -65,8 +65,8 @@ class Context:
 
 
 def fmt(value: float, unit: str) -> str:
-    if unit == "ops/s":
-        return f"{value:,.0f} ops/s"
+    if unit in ("ops/s", "req/s"):
+        return f"{value:,.0f} {unit}"
     if unit in ("ms", "us", "s"):
         return f"{value:,.2f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
     if unit == "MiB":

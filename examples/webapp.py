@@ -12,6 +12,11 @@ Endpoints: ``POST /login`` ``{"email": ..., "name": ...}``, ``GET /me``, ``POST 
 ``GET /.well-known/jwks.json`` (the public keys of the next, current and previous signing keys;
 ``{"keys": []}`` for HMAC).
 
+With ``SESSIONMON_REVOCATION_CACHE=1`` each worker process answers revocation checks from memory
+(:class:`~sessionmon.core.revocation_cache.CachedRevocations`, one invalidation connection per
+process): a force-logout from anywhere is seen by every worker within its ``max_staleness``
+(50 ms); while the channel is not confirmed every check asks Redis.
+
 Refresh tokens rotate on every silent refresh (``SESSIONMON_ROTATE_REFRESH``, on by default): the
 middleware sets both cookies, and a refresh token used again after ``SESSIONMON_REUSE_GRACE``
 revokes the session (``401 refresh_reused``). With rotation off (``SESSIONMON_ROTATE_REFRESH=0``)
@@ -45,6 +50,7 @@ from sessionmon.core.errors import (
     TooManySessions,
 )
 from sessionmon.core.keysource import KeySource
+from sessionmon.core.revocation_cache import CachedRevocations
 from sessionmon.core.runtime import Runtime, open_runtime
 from sessionmon.core.settings import Settings, load_settings
 from sessionmon.web import CookieSettings, SessionMiddleware, auth_reason, get_user, require_user
@@ -107,10 +113,23 @@ def create_app(
         # web=True: Redis commands time out after 1 s unless SESSIONMON_REDIS_TIMEOUT says
         # otherwise; a dead embedded Redis is restarted by the first request that finds it gone.
         runtime = await run_sync(lambda: open_runtime(settings, web=True))
+        cache: CachedRevocations | None = None
+        if web.revocation_cache:
+            # Before the first runtime.auth: the Auth is built with the cache. Not live yet (or
+            # the channel down later): every check asks Redis, as without the cache.
+            cache = CachedRevocations(runtime.blacklist)
+            runtime.auth_options["revocation_cache"] = cache
+            if not await run_sync(cache.start):
+                log.warning(
+                    "revocation cache not live yet (%s); checks ask Redis until it is",
+                    cache.last_error or "no confirmation",
+                )
         try:
             runtime.auth  # noqa: B018
             runtime.keys  # noqa: B018 - load the keys now: a missing or weak secret fails here
         except SessionmonError as exc:
+            if cache is not None:
+                cache.close()
             runtime.close()
             log.error("cannot start: %s", exc)
             raise
@@ -120,6 +139,8 @@ def create_app(
             yield
         finally:
             backend.runtime = None
+            if cache is not None:
+                await run_sync(cache.close)
             await run_sync(runtime.close)
 
     async def login(request: Request) -> Response:

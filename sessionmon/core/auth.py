@@ -352,6 +352,25 @@ class Auth:
         self._emit_result(result, ip)
         return result
 
+    def authenticate_from_memory(self, access_token: str | None) -> AuthResult | None:
+        """What ``authenticate`` answers for a valid access token, when everything it needs is in
+        memory: the token verifies without a file read, the revocation cache says from memory
+        (confirmed within its ``max_staleness``) that neither the token nor its session is
+        revoked, and no last-seen update is due. ``None`` otherwise (no cache, a miss, a revoked
+        or bad token, a refresh): call ``authenticate``. Never waits on Redis, the database or a
+        file, and never raises: an async server calls it on its event loop and only the rest go
+        to a worker thread."""
+        from_memory = getattr(self.revocation_cache, "from_memory", None)
+        codec = self._codec
+        if from_memory is None or codec is None or not access_token:
+            return None
+        claims = codec.verify_from_memory(access_token, ACCESS)
+        if claims is None or from_memory(claims.jti, claims.sid) is not False:
+            return None
+        if self._touch_due(claims.sid):
+            return None
+        return AuthResult(user=_user(claims), claims=claims)
+
     def refresh(
         self, refresh_token: str, *, ip: str | None = None, user_agent: str | None = None
     ) -> AuthResult:
@@ -627,6 +646,13 @@ class Auth:
             self.store.touch(sid, now)
         except DatabaseError:
             self._pause_touches()
+
+    def _touch_due(self, sid: str) -> bool:
+        """True when ``_maybe_touch(sid)`` would write last_seen_at now."""
+        if self.touch_interval < 0:
+            return False
+        last = self._touched.get(sid)
+        return last is None or self.clock.now() - last >= self.touch_interval
 
     def _pause_touches(self) -> None:
         """The database failed: requests with a valid access token stop waiting on it for their

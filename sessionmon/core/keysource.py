@@ -43,6 +43,10 @@ class KeySource(Protocol):
         """The key set as of now (a token with an unknown kid asks this before failing)."""
         ...
 
+    def due(self) -> bool:
+        """True when the next ``ring()`` may read files (False: it answers from memory)."""
+        ...
+
 
 class StaticKeys:
     """A key set that never changes (a configured key, or tests)."""
@@ -55,6 +59,9 @@ class StaticKeys:
 
     def refresh(self) -> KeyRing:
         return self._ring
+
+    def due(self) -> bool:
+        return False
 
 
 class LiveKeys:
@@ -73,6 +80,10 @@ class LiveKeys:
         if time.monotonic() - self._checked < self.poll:
             return self._ring
         return self.refresh()
+
+    def due(self) -> bool:
+        """True when the next ``ring()`` looks at the directory (a ``stat``, maybe a re-read)."""
+        return time.monotonic() - self._checked >= self.poll
 
     def refresh(self) -> KeyRing:
         with self._lock:

@@ -154,27 +154,40 @@ class CachedRevocations:
     def is_revoked(self, jti: str | None, sid: str | None) -> bool:
         """True if the token or its session is revoked; raises ``RedisUnavailable`` when it must
         ask Redis and Redis cannot answer."""
-        keys = self.blacklist.check_keys(jti, sid)
-        if not keys:
-            return False
-        cache = self._cache
-        now = self._wanted = time.monotonic()
-        if self._live and now - self._confirmed <= self.max_staleness:
-            unknown = False
-            for key in keys:
-                value = cache.get(key)
-                if value is True:
-                    self.stats.hits += 1
-                    return True
-                if value is not False:
-                    unknown = True
-            if not unknown:
-                self.stats.hits += 1
-                return False
+        answer = self.from_memory(jti, sid)
+        if answer is not None:
+            return answer
         if not self._live:
             self.stats.bypassed += 1
             return self.blacklist.is_revoked(jti, sid)
-        return self._fetch(keys)
+        return self._fetch(self._keys(jti, sid))
+
+    def from_memory(self, jti: str | None, sid: str | None) -> bool | None:
+        """The answer of ``is_revoked`` when memory holds it and the channel is confirmed within
+        ``max_staleness``; ``None`` when only Redis can tell. Never waits and never raises (an
+        async server may call it on its event loop)."""
+        keys = self._keys(jti, sid)
+        if not keys:
+            return False
+        now = self._wanted = time.monotonic()
+        if not self._live or now - self._confirmed > self.max_staleness:
+            return None
+        cache = self._cache
+        unknown = False
+        for key in keys:
+            value = cache.get(key)
+            if value is True:
+                self.stats.hits += 1
+                return True
+            if value is not False:
+                unknown = True
+        if unknown:
+            return None
+        self.stats.hits += 1
+        return False
+
+    def _keys(self, jti: str | None, sid: str | None) -> list[str]:
+        return self.blacklist.check_keys(jti, sid)
 
     def _fetch(self, keys: list[str]) -> bool:
         """Ask Redis (one round trip) and cache the answers unless invalidated meanwhile."""

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import secrets
+import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -26,6 +27,7 @@ from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.keysource import KeySource, StaticKeys
 
 MAX_TOKEN_BYTES = 8 * 1024
+VERIFIED_MEMO = 8192  # tokens verify_from_memory remembers, per codec
 
 ACCESS = "access"
 REFRESH = "refresh"
@@ -157,6 +159,10 @@ class TokenCodec:
         # the current key's is used.
         self._fast_on = fast_path
         self._fast_paths: dict[str, HmacFastPath | None] = {}
+        # verify_from_memory: token -> (the fast path that accepted it, typ, claims, exp, the
+        # latest of nbf / iat), oldest first.
+        self._verified: dict[str, tuple[HmacFastPath, str, Claims, int, int]] = {}
+        self._verified_lock = threading.Lock()
 
     @property
     def keys(self) -> KeyMaterial:
@@ -352,6 +358,51 @@ class TokenCodec:
         except TokenRejected as exc:
             exc.verified_payload = payload  # the signature did verify
             raise
+
+    def verify_from_memory(self, token: str, expected_typ: str = ACCESS) -> Claims | None:
+        """``verify`` for a token the HMAC fast path accepts with the current key, while the key
+        set needs no look at its files; ``None`` for anything else (a rejection, another key, a
+        public-key algorithm, a key directory due for a look): then call ``verify``. Never reads
+        a file (an async server may call it on its event loop).
+
+        A token accepted here is remembered (the last ``VERIFIED_MEMO`` of them) with the fast
+        path that accepted it: presented again while that is still the current key's, only its
+        time claims are checked again (the signature and the other claims cannot have changed).
+        """
+        if self.key_source.due() or not self._fast_on:
+            return None
+        fast = self._fast
+        if fast is None or not isinstance(token, str):
+            return None
+        known = self._verified.get(token)
+        if known is not None:
+            by, typ, claims, expires, not_before = known
+            if by is fast and typ == expected_typ:
+                now = self.clock.now()
+                if expires > now - self.leeway and not_before <= now + self.leeway:
+                    return claims
+                return None
+        if len(token) > MAX_TOKEN_BYTES or not token.isascii() or token.count(".") != 2:
+            return None
+        payload = fast.accept(token)
+        if payload is None:
+            return None
+        try:
+            claims = self._check_claims(payload, token, expected_typ)
+        except TokenRejected:
+            return None
+        # The same numbers _check_claims compared (all present and finite, or it had raised).
+        exp = _seconds(payload["exp"])
+        latest_start = max(
+            (_seconds(payload[c]) or 0 for c in ("nbf", "iat") if c in payload), default=0
+        )
+        if exp is not None:
+            with self._verified_lock:
+                verified = self._verified
+                while len(verified) >= VERIFIED_MEMO:
+                    del verified[next(iter(verified))]
+                verified[token] = (fast, expected_typ, claims, exp, latest_start)
+        return claims
 
     def _check_claims(self, payload: dict[str, Any], token: str, expected_typ: str) -> Claims:
         now = self.clock.now()

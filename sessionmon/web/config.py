@@ -11,6 +11,9 @@
                                    (``https://app.example.com``); default: same origin only
 ``SESSIONMON_MAX_BODY``            request body cap in bytes (default 16384)
 ``SESSIONMON_FAIL_OPEN``           ``1``: serve without a user while Redis is down (default 503)
+``SESSIONMON_REVOCATION_CACHE``    ``1``: answer revocation checks from memory, kept current by
+                                   Redis (``CachedRevocations``; default ``0``: one ``EXISTS``
+                                   per request)
 =================================  ===========================================================
 """
 
@@ -41,6 +44,7 @@ class WebSettings:
     allowed_origins: frozenset[str] = frozenset()
     max_body: int = DEFAULT_MAX_BODY
     fail_open: bool = False
+    revocation_cache: bool = False
 
     def cookies(self) -> CookieSettings:
         """The :class:`CookieSettings` these settings describe."""
@@ -77,7 +81,11 @@ def load_web_settings(env: Mapping[str, str] | None = None) -> WebSettings:
         values["cookie_samesite"] = samesite.lower()
     if (path := _var(env, "REFRESH_COOKIE_PATH")) is not None:
         values["refresh_cookie_path"] = path
-    for field_name, var in (("trusted_proxy", "TRUSTED_PROXY"), ("fail_open", "FAIL_OPEN")):
+    for field_name, var in (
+        ("trusted_proxy", "TRUSTED_PROXY"),
+        ("fail_open", "FAIL_OPEN"),
+        ("revocation_cache", "REVOCATION_CACHE"),
+    ):
         if (flag := _bool(env, var)) is not None:
             values[field_name] = flag
     if (origins := _var(env, "ALLOWED_ORIGINS")) is not None:

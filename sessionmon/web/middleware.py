@@ -2,7 +2,9 @@
 
 For every HTTP request it reads the access and refresh tokens (cookies, or ``Authorization:
 Bearer <access>``), asks :meth:`sessionmon.core.auth.Auth.authenticate` (in a worker thread: the
-core is synchronous and a slow Redis must not block the event loop) and records the outcome in
+core is synchronous and a slow Redis must not block the event loop; with a revocation cache, a
+valid token the cache answers from memory is decided on the event loop, see
+:meth:`~sessionmon.core.auth.Auth.authenticate_from_memory`) and records the outcome in
 ``scope["state"]`` (see :mod:`sessionmon.web.guards`). After a silent refresh the response gets a
 new access-token cookie, and a new refresh-token cookie when the refresh token was rotated.
 Requests without a user are passed on, never rejected here: routes decide with
@@ -110,21 +112,26 @@ class SessionMiddleware:
             return
 
         auth = self.auth
-        client = scope.get("client")
-        ip = str(client[0]) if client else None
-        user_agent = _header(scope, b"user-agent")
+        # With a revocation cache, a valid token is usually decided from memory, here on the
+        # event loop: no thread hand-off. Anything that may wait (Redis, the database, key files,
+        # a refresh) goes to a worker thread.
+        result = auth.authenticate_from_memory(access)
+        if result is None:
+            client = scope.get("client")
+            ip = str(client[0]) if client else None
+            user_agent = _header(scope, b"user-agent")
 
-        def authenticate() -> AuthResult:
-            return auth.authenticate(access, refresh, ip=ip, user_agent=user_agent)
+            def authenticate() -> AuthResult:
+                return auth.authenticate(access, refresh, ip=ip, user_agent=user_agent)
 
-        try:
-            result = await _in_thread(authenticate)
-        except RedisUnavailable as exc:
-            await self._unavailable(scope, receive, send, REDIS_UNAVAILABLE, str(exc))
-            return
-        except DatabaseError as exc:
-            await self._unavailable(scope, receive, send, DATABASE_UNAVAILABLE, str(exc))
-            return
+            try:
+                result = await _in_thread(authenticate)
+            except RedisUnavailable as exc:
+                await self._unavailable(scope, receive, send, REDIS_UNAVAILABLE, str(exc))
+                return
+            except DatabaseError as exc:
+                await self._unavailable(scope, receive, send, DATABASE_UNAVAILABLE, str(exc))
+                return
         if self._degraded:
             self._degraded = False
             log.warning("auth backend reachable again")

@@ -18,15 +18,22 @@ START_TIMEOUT = 30.0
 
 
 class WebServer:
-    """``python -m uvicorn examples.webapp:app`` in a subprocess, from the repo root."""
+    """``python -m uvicorn examples.webapp:app`` (or another ``app``) in a subprocess, from the
+    repo root."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, workers: int = 1, args: tuple[str, ...] = ()
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        workers: int = 1,
+        args: tuple[str, ...] = (),
+        app: str = "examples.webapp:app",
     ) -> None:
         self.env = env
         self.log_path = log_path
         self.workers = workers
         self.args = args
+        self.app = app
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -43,7 +50,7 @@ class WebServer:
                         sys.executable,
                         "-m",
                         "uvicorn",
-                        "examples.webapp:app",
+                        self.app,
                         "--host",
                         "127.0.0.1",
                         "--port",
@@ -101,15 +108,20 @@ class WebServer:
 
 @pytest.fixture
 def start_webapp(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., WebServer]]:
-    """Start the example app (``workers`` uvicorn worker processes, extra uvicorn ``args``); other
-    keyword arguments become ``SESSIONMON_<NAME>`` variables."""
+    """Start the example app (``workers`` uvicorn worker processes, extra uvicorn ``args``, another
+    ``app`` import string); other keyword arguments become ``SESSIONMON_<NAME>`` variables."""
     servers: list[WebServer] = []
 
-    def start(workers: int = 1, args: tuple[str, ...] = (), **settings: str) -> WebServer:
+    def start(
+        workers: int = 1,
+        args: tuple[str, ...] = (),
+        app: str = "examples.webapp:app",
+        **settings: str,
+    ) -> WebServer:
         env = dict(cli_env)
         env.update(SESSIONMON_LEEWAY="0", SESSIONMON_REFRESH_TTL="120s")
         env.update({f"SESSIONMON_{k.upper()}": v for k, v in settings.items()})
-        server = WebServer(env, tmp_path / f"webapp-{len(servers)}.log", workers, args)
+        server = WebServer(env, tmp_path / f"webapp-{len(servers)}.log", workers, args, app)
         servers.append(server)
         return server.start()
 

@@ -56,11 +56,13 @@ def test_load_web_settings() -> None:
             "SESSIONMON_ALLOWED_ORIGINS": "https://App.Example.com:443, http://localhost:3000",
             "SESSIONMON_MAX_BODY": "1024",
             "SESSIONMON_FAIL_OPEN": "1",
+            "SESSIONMON_REVOCATION_CACHE": "on",
         }
     )
     assert s.cookie_secure is None and s.cookie_samesite == "strict" and s.trusted_proxy
     assert s.allowed_origins == {"https://app.example.com", "http://localhost:3000"}
-    assert s.max_body == 1024 and s.fail_open
+    assert s.max_body == 1024 and s.fail_open and s.revocation_cache
+    assert not load_web_settings({}).revocation_cache  # off by default
     assert load_web_settings({"SESSIONMON_COOKIE_SECURE": "0"}).cookies().secure is False
 
 
@@ -69,6 +71,7 @@ def test_load_web_settings() -> None:
     [
         ({"SESSIONMON_COOKIE_SECURE": "maybe"}, "SESSIONMON_COOKIE_SECURE"),
         ({"SESSIONMON_TRUSTED_PROXY": "sure"}, "SESSIONMON_TRUSTED_PROXY"),
+        ({"SESSIONMON_REVOCATION_CACHE": "fast"}, "SESSIONMON_REVOCATION_CACHE"),
         ({"SESSIONMON_COOKIE_SAMESITE": "none"}, "Secure"),
         ({"SESSIONMON_COOKIE_SAMESITE": "sometimes"}, "samesite"),
         ({"SESSIONMON_ALLOWED_ORIGINS": "https://a.example/path"}, "ALLOWED_ORIGINS"),
