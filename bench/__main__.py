@@ -21,6 +21,10 @@ BENCHMARKS = {
     "rotate": ("bench.bench_rotate", "silent refresh with refresh-token rotation vs without"),
     "events": ("bench.bench_events", "authenticate and silent refresh with the feed on vs off"),
     "logout": ("bench.bench_logout", "force-logout one session and a user with 1,000 sessions"),
+    "revoke-query": (
+        "bench.bench_revoke_query",
+        "logout --where: 1,000,000 sessions revoked by one query, dry run = revoked",
+    ),
     "monitor": ("bench.bench_monitor", "monitor first paint, tick CPU, RSS, filter/sort"),
     "pgquery": ("bench.bench_pgquery", "PostgreSQL keyset window and trigram filter vs plain SQL"),
     "rotation": ("bench.bench_rotation", "failed verifications across key rotations under load"),

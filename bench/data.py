@@ -53,8 +53,9 @@ def _rid(rng: random.Random) -> str:
 
 
 # The rotation columns (schema v3) of a session that was never rotated: generation 0, no
-# previous refresh token, no rotation yet.
-_NOT_ROTATED: tuple[object, ...] = (0, None, None, None, None)
+# previous refresh token, no rotation yet; and the key ids and rotation history (schema v4):
+# unknown kids (a session from before kids were recorded), no rotations.
+_NOT_ROTATED: tuple[object, ...] = (0, None, None, None, None, None, None, None)
 
 
 def session_rows(n: int, now: float, seed: int = 1) -> list[tuple[object, ...]]:

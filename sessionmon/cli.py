@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from sessionmon.core.blacklist import Blacklist
     from sessionmon.core.bulk_logout import JobState
     from sessionmon.core.session_query import SessionQuery
-    from sessionmon.core.store import Session, SessionStore
+    from sessionmon.core.store import SessionStore
 
 EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE, EXIT_REDIS, EXIT_NOT_DURABLE = 0, 1, 2, 3, 4
 
@@ -418,10 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     copy = sub.add_parser(
         "copy",
         parents=[common],
-        help="copy sessions and audit rows from one database to another",
-        description="Copies every session (expired ones included) and every audit row, in "
-        "batches, keeping ids; ends with a count check. Stop the writers of the source first, or "
-        "run it again with --resume until the counts match.",
+        help="copy sessions, audit rows and history from one database to another",
+        description="Copies every session (expired ones included), every audit row and every "
+        "ended session (the history), in batches, keeping ids; ends with a count check. Stop "
+        "the writers of the source first, or run it again with --resume until the counts match.",
     )
     copy.add_argument("--from", dest="source", required=True, metavar="DB", help="path or URL")
     copy.add_argument("--to", dest="dest", required=True, metavar="DB", help="path or URL")
@@ -802,19 +802,15 @@ DRY_RUN_SAMPLE = 10
 def _logout_dry_run(args: argparse.Namespace, settings: Settings, query: SessionQuery) -> int:
     import time
 
-    from sessionmon.core.session_query import matching_sessions
+    from sessionmon.core.session_query import dry_run
 
     store = _open_store(settings)
     try:
         now = time.time()
-        count = 0
-        sample: list[Session] = []
-        for s in matching_sessions(store, query, now):
-            count += 1
-            if len(sample) < DRY_RUN_SAMPLE:
-                sample.append(s)
+        found = dry_run(store, query, now, DRY_RUN_SAMPLE)
     finally:
         store.close()
+    count, sample = found.count, found.sample
     if args.json:
         _json(
             {
@@ -1367,12 +1363,14 @@ def cmd_copy(args: argparse.Namespace, settings: Settings) -> int:
         _json({**dataclasses.asdict(report), "counts_match": report.counts_match})
     else:
         _out(
-            f"copied {report.sessions_copied} sessions and {report.audit_copied} audit rows "
-            f"from {source_url.display} to {dest_url.display}"
+            f"copied {report.sessions_copied} sessions, {report.audit_copied} audit rows and "
+            f"{report.ended_copied} ended sessions from {source_url.display} to "
+            f"{dest_url.display}"
         )
         _out(
             f"count check: sessions {report.source_sessions} -> {report.dest_sessions}, "
-            f"audit {report.source_audit} -> {report.dest_audit}: "
+            f"audit {report.source_audit} -> {report.dest_audit}, "
+            f"history {report.source_ended} -> {report.dest_ended}: "
             + ("match" if report.counts_match else "MISMATCH")
         )
     if not report.counts_match:

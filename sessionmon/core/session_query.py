@@ -3,6 +3,7 @@ people type, and matched the same way for a dry run and for the revocation that 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,6 +122,26 @@ def matching_sessions(
         after = rows[-1].id
 
 
+@dataclass(frozen=True)
+class DryRun:
+    """What a revocation by ``query`` would end now: how many sessions, and the first few."""
+
+    count: int
+    sample: tuple[Session, ...]
+
+
+def dry_run(store: SessionStore, query: SessionQuery, now: float, sample: int = 10) -> DryRun:
+    """Count the sessions ``query`` matches (the same scan a revocation plans from), keeping
+    the first ``sample``; changes nothing."""
+    count = 0
+    first: list[Session] = []
+    for s in matching_sessions(store, query, now):
+        count += 1
+        if len(first) < sample:
+            first.append(s)
+    return DryRun(count, tuple(first))
+
+
 def _same_user(s: Session, user: str) -> bool:
     # As the store's sessions_for_user: the id, or the email as given or lower-cased.
     return s.user_id == user or (s.email is not None and s.email in (user, user.lower()))
@@ -135,7 +156,15 @@ def _contains(s: Session, text: str) -> bool:
 def _in_network(ip: str | None, network: IpNetwork) -> bool:
     if not ip:
         return False
+    address = _address(ip)
+    return address is not None and address in network
+
+
+@functools.lru_cache(maxsize=65_536)
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The parsed address (None when it is not one). Cached: a scan of a million sessions meets
+    the same addresses again and again, and parsing is most of the cost of the IP filter."""
     try:
-        return ipaddress.ip_address(ip) in network
+        return ipaddress.ip_address(ip)
     except ValueError:
-        return False
+        return None

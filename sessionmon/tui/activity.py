@@ -1,7 +1,8 @@
 """The activity view's model: the recent feed and per-second counts for the sparklines and rates.
 
 Plain Python (no Textual, no Redis): the screen feeds it the events its worker read through the
-core's ``StreamReader`` and asks it what to draw for a given ``now`` (the app's clock).
+core's ``StreamReader`` and asks it what to draw for a given ``now`` (the app's clock). Which
+series an event counts in is the core's (``core.event_rates``, shared with the status bar).
 """
 
 from __future__ import annotations
@@ -10,34 +11,34 @@ from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sessionmon.core.events import REVOCATION_KINDS, Event, EventKind
+from sessionmon.core.event_rates import (
+    ALARMING,
+    LOGINS,
+    REFRESHES,
+    REJECTED,
+    REJECTIONS,
+    REVOCATIONS,
+    series_of,
+)
+from sessionmon.core.events import Event, EventKind
 
 WINDOW = 300  # seconds of history in the sparklines (5 minutes)
 RATE_WINDOW = 10  # the rates in the status line: events per second over the last 10 s
 FEED_SIZE = 2000  # events kept for the feed (the filter applies to these)
 
-LOGINS = "logins"
-REFRESHES = "refreshes"
-REVOCATIONS = "revocations"
-REJECTIONS = "rejections"
-REJECTED = "rejected:"  # + reason: one series per rejection reason
-# Rejections whose spike means an attack (forged tokens, stolen refresh tokens): always drawn,
-# in red, and named in the alert line as soon as one is seen.
-ALARMING = ("bad_signature", "refresh_reused")
-
-
-def series_of(event: Event) -> tuple[str, ...]:
-    """The sparkline series an event counts in."""
-    kind = event.kind
-    if kind is EventKind.LOGIN:
-        return (LOGINS,)
-    if kind in (EventKind.REFRESH, EventKind.ROTATION):
-        return (REFRESHES,)
-    if kind in REVOCATION_KINDS:
-        return (REVOCATIONS,)
-    if kind is EventKind.REJECTION:
-        return (REJECTIONS, REJECTED + (event.reason or "unknown"))
-    return ()
+__all__ = [
+    "ALARMING",
+    "FEED_SIZE",
+    "LOGINS",
+    "RATE_WINDOW",
+    "REFRESHES",
+    "REJECTED",
+    "REJECTIONS",
+    "REVOCATIONS",
+    "WINDOW",
+    "ActivityModel",
+    "FeedFilter",
+]
 
 
 @dataclass(frozen=True)

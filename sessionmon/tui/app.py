@@ -33,6 +33,8 @@ from sessionmon.core.bulk_logout import end_in_batches
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.durations import format_duration
 from sessionmon.core.errors import DatabaseError, RedisUnavailable, SessionmonError
+from sessionmon.core.event_rates import FeedRates, FeedState, RateFollower
+from sessionmon.core.event_stream import StreamReader
 from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.redis_health import Severity
 from sessionmon.core.session_query import SessionQuery, matching_sessions
@@ -52,6 +54,7 @@ from sessionmon.tui.messages import (
     MatchingSessionsFound,
     Notice,
     PollDone,
+    RatesRead,
     RedisStarted,
     RowsRead,
     SearchProgress,
@@ -71,6 +74,12 @@ MIN_INTERVAL = 0.2
 # A blacklist search is repeated after polls, but at most this share of the time is spent on it
 # (a search over a million keys takes seconds: then it runs every few tens of seconds).
 SEARCH_DUTY = 0.2
+# The status bar's event rates: read every RATES_EVERY seconds (one non-blocking XREAD in a
+# worker), and while the feed cannot be read, after a delay doubling from RATES_RETRY up to
+# RATES_BACKOFF_CAP seconds.
+RATES_EVERY = 1.0
+RATES_RETRY = 1.0
+RATES_BACKOFF_CAP = 10.0
 
 
 def short_location(db: DatabaseUrl) -> str:
@@ -155,6 +164,11 @@ class SessionmonApp(App[int]):
         self._row_reader: ReadModel | None = None
         self._rows_reading = False
         self._rows_pending: tuple[list[int], int] | None = None
+        # The activity feed's rates for the status bar, read by their own worker (never the poll).
+        self.rates = FeedRates(FeedState.STARTING if settings.events else FeedState.OFF)
+        self.rates_retry = RATES_RETRY
+        self.rates_follower: RateFollower | None = None
+        self._rates_backoff = RATES_RETRY
 
     # -- the view state (``state`` owns it; these read and write it) ---------------------------
 
@@ -202,6 +216,7 @@ class SessionmonApp(App[int]):
         if self._ticker is None:
             self._ticker = self.set_interval(1.0, self._tick)
             self.request_poll(reload=True, redis_now=True)
+            self._start_rates()
 
     def on_mount(self) -> None:
         if self.handle_signals:
@@ -295,6 +310,44 @@ class SessionmonApp(App[int]):
             with contextlib.suppress(Exception):
                 reader.close()
 
+    # -- the event rates of the status bar (the activity feed, read through the core) ---------
+
+    def _start_rates(self) -> None:
+        if not self.settings.events or self.rates_follower is not None:
+            return  # --no-events: the status bar says the feed is off
+        self.rates_follower = RateFollower(self._rates_reader, self.clock)
+        self._read_rates()
+
+    def _rates_reader(self) -> tuple[StreamReader, int]:
+        reader, _ = self.backend.event_reader()
+        return reader, 0  # never a blocking read: one quick read a second, like a poll
+
+    def _read_rates(self) -> None:
+        if self.rates_follower is not None:
+            self._read_rates_now(self.rates_follower)
+
+    @work(thread=True, group="rates", exit_on_error=False)
+    def _read_rates_now(self, follower: RateFollower) -> None:
+        """One read of the feed (its own worker: the poll never waits on it)."""
+        try:
+            reading = follower.step()
+        except Exception as exc:  # a bug: one line, retried like an outage
+            error = str(report_failure("reading the activity feed", exc))
+            reading = FeedRates(FeedState.DOWN, error=error)
+        self.post_message(RatesRead(reading))
+
+    @on(RatesRead)
+    def _rates_read(self, message: RatesRead) -> None:
+        self.rates = message.rates
+        if message.rates.state is FeedState.DOWN:
+            delay = self._rates_backoff
+            self._rates_backoff = min(delay * 2, RATES_BACKOFF_CAP)
+        else:
+            delay, self._rates_backoff = RATES_EVERY, self.rates_retry
+        self.set_timer(delay, self._read_rates)
+        if self.main_ready:
+            self.main.show_status()
+
     def sessions_of_user(self, user_id: str) -> list[str]:
         """Ids of every session of ``user_id`` (blocking: call it from a worker)."""
         store = self.backend.store()
@@ -308,11 +361,13 @@ class SessionmonApp(App[int]):
             now=self.frame.now(),
             redis_status=snap.redis if snap else RedisStatus(),
             live=snap.live if snap else None,
+            live_exact=snap.live_exact if snap else True,
             blacklisted=snap.blacklist.count if snap and snap.blacklist else None,
             db_ok=not (snap and snap.db_error),
             paused=self.paused,
             read_only=self.settings.read_only,
             redis_warnings=redis_badges(snap.redis) if snap and snap.redis.ok else (),
+            rates=self.rates,
         )
 
     # -- polling ----------------------------------------------------------------------------
@@ -326,7 +381,7 @@ class SessionmonApp(App[int]):
             blacklist_limit=WINDOW,
             blacklist_descending=self.blacklist_descending,
             redis_now=redis_now,
-            top=self.main.sessions.top,
+            top=self.main.sessions_top,
             rows=self.main.sessions.page_height + PREFETCH,
         )
 

@@ -4,7 +4,8 @@
 ``LogoutDone`` (the result of a force-logout worker), ``DetailLoaded``, ``UserSessionsFound`` (the
 sessions of a user, for ``L``), ``MatchingSessionsFound`` (what the filter matched, for ``A``),
 ``BlacklistSearched`` / ``SearchProgress`` (the blacklist filter's walk over the index),
-``RedisStarted`` (an attempt to start the embedded Redis) and ``Notice`` (a notification).
+``RedisStarted`` (an attempt to start the embedded Redis), ``RatesRead`` (the activity feed's
+rates for the status bar) and ``Notice`` (a notification).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from textual.notifications import SeverityLevel
 
 from sessionmon.core.auth import LogoutResult
 from sessionmon.core.blacklist_search import SearchResult
+from sessionmon.core.event_rates import FeedRates
 from sessionmon.core.store import Session
 from sessionmon.tui.poller import Snapshot
 
@@ -31,6 +33,14 @@ class PollDone(Message):
     def __init__(self, snapshot: Snapshot) -> None:
         super().__init__()
         self.snapshot = snapshot
+
+
+class RatesRead(Message):
+    """The rates worker read the feed (or could not)."""
+
+    def __init__(self, rates: FeedRates) -> None:
+        super().__init__()
+        self.rates = rates
 
 
 class LogoutDone(Message):

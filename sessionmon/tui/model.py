@@ -19,7 +19,13 @@ _PACK = struct.Struct("q")
 
 
 def find_rowid(order: array, rowid: int) -> int:
-    """Index of ``rowid`` in ``order`` or -1, at memory speed (no Python loop over the array)."""
+    """Index of ``rowid`` in ``order`` or -1, at memory speed (no Python loop over the array);
+    at once for the row a new ``Order`` was read around (``Order.anchor``)."""
+    hint = getattr(order, "anchor", None)
+    if hint is not None and hint[0] == rowid and 0 <= hint[1] < len(order):
+        at = int(hint[1])
+        if order[at] == rowid:
+            return at
     data = order.tobytes()
     needle = _PACK.pack(rowid)
     start = data.find(needle)
@@ -60,6 +66,12 @@ class SessionList:
     def complete(self) -> bool:
         """False while the order is still being filled."""
         return not isinstance(self.order, Order) or self.order.complete
+
+    @property
+    def estimated(self) -> bool:
+        """True while the order's length and the cursor's position are estimates (the exact
+        order follows: ``Order.when_exact``)."""
+        return isinstance(self.order, Order) and self.order.estimated
 
     def rowid_at(self, index: int) -> int | None:
         """The row id at ``index``; None outside the order or where it is not read yet."""

@@ -4,9 +4,14 @@ Sessions: the read model's change token (``PRAGMA data_version`` on SQLite, LIST
 PostgreSQL) says whether anything was committed since the last poll; only then
 (or when the query changed, or every ``reload_every`` seconds so expired sessions drop out) the
 row-id order is rebuilt. A reload that took long delays the next automatic one, so a million-row
-database cannot keep a core busy. Redis: a ping, the key count and one page of the expiry index
-around the blacklist view's scroll position; when Redis is down, attempts back off (doubling up to
-``backoff_cap`` seconds) forever, and sessions are still served from SQLite. A database that cannot
+database cannot keep a core busy. A new sort or filter is never held up by counting every live
+session: a new long order may come estimated (``Order.estimated``, the exact one follows from the
+reader's thread) and a filter keeps the last live count; either is marked (``live_exact``) until a
+later poll without a reload takes the count from the exact order, or counts.
+
+Redis: a ping, the key count and one page of the expiry index around the blacklist view's scroll
+position; when Redis is down, attempts back off (doubling up to ``backoff_cap`` seconds) forever,
+and sessions are still served from SQLite. A database that cannot
 be opened (missing, corrupt, locked) is retried the same way (capped at ``db_backoff_cap``), and at
 once when the operator asks for a refresh. Audit rows the operator must hear of at once (a refresh
 token reused: the core revoked the session) come with the snapshot in which they were first seen
@@ -25,7 +30,14 @@ from sessionmon.core.blacklist import Blacklist, BlacklistEntry
 from sessionmon.core.clock import Clock
 from sessionmon.core.errors import DatabaseError, DatabaseMissing, RedisUnavailable
 from sessionmon.core.redis_health import Finding
-from sessionmon.core.store import AuditEntry, ReadModel, Session, ViewQuery, open_reader
+from sessionmon.core.store import (
+    AuditEntry,
+    Order,
+    ReadModel,
+    Session,
+    ViewQuery,
+    open_reader,
+)
 from sessionmon.core.store.url import DatabaseUrl
 from sessionmon.tui.failures import report_failure
 from sessionmon.tui.model import find_rowid
@@ -52,7 +64,8 @@ class PollRequest:
 
 @dataclass(frozen=True)
 class SessionsResult:
-    """A new order for the sessions view, with the rows it will draw first."""
+    """A new order for the sessions view, with the rows it will draw first. The order may be
+    estimated (``Order.estimated``): the exact one follows from the reader's thread."""
 
     query: ViewQuery
     order: array
@@ -96,6 +109,7 @@ class Snapshot:
     db_missing: bool = False  # the database file does not exist
     db_retry_in: float | None = None  # seconds until the next attempt to open it
     live: int | None = None
+    live_exact: bool = True  # False: ``live`` is an estimate (the exact count follows)
     sessions_as_of: float | None = None  # clock time the sessions shown were last known current
     alerts: tuple[AuditEntry, ...] = ()  # new audit rows of ``ALERT_ACTIONS``, oldest first
 
@@ -129,6 +143,7 @@ class Poller:
         self._last_reload = 0.0  # monotonic
         self._reload_cost = 0.0
         self._live: int | None = None
+        self._live_exact = True
         self._order: array | None = None
         self._redis = RedisStatus()
         self._backoff = backoff_start
@@ -182,30 +197,54 @@ class Poller:
         cooled = mono - self._last_reload >= self._reload_cost / self.max_duty
         due = (changed or stale) and cooled and not req.paused
         if not (req.reload or due):
+            self._settle_live(reader)
             return None
         now = self.clock.now()
         started = time.perf_counter()
         last = self._loaded_query
+        previous = self._order.settled if isinstance(self._order, Order) else self._order
         if (
-            self._order is not None
+            previous is not None
+            and (not isinstance(previous, Order) or previous.complete)
             and last is not None
             and version == self._data_version
             and not stale
             and req.query == ViewQuery(last.sort, not last.reverse, last.text)
         ):
-            order = self._order[::-1]  # only the direction changed: no query at all
+            order = previous[::-1]  # only the direction changed: no query at all
         else:
             order = reader.order(req.query, now)
         self._order = order
         keys = _window_keys(order, req)
         rows = reader.rows(keys) if keys else {}
-        live = reader.count_live(now) if req.query.text.strip() else len(order)
+        if not req.query.text.strip():
+            self._live = len(order)
+            self._live_exact = not (isinstance(order, Order) and order.estimated)
+        elif self._live is None or req.query == last:
+            self._live = reader.count_live(now)
+            self._live_exact = True
+        else:
+            # A filter changes what is shown, not how many are live: the count of the last poll
+            # until the next poll counts again (never O(N) before the matches are on screen).
+            self._live_exact = False
         self._reload_cost = time.perf_counter() - started
         self._last_reload = time.monotonic()
         self._data_version = version
         self._loaded_query = req.query
-        self._live = live
-        return SessionsResult(req.query, order, live, rows, tuple(keys))
+        return SessionsResult(req.query, order, self._live, rows, tuple(keys))
+
+    def _settle_live(self, reader: ReadModel) -> None:
+        """A poll with no reload makes an estimated live count exact: from the exact order once
+        the reader has it, or by counting (filtered)."""
+        if self._live_exact:
+            return
+        order = self._order
+        if self._loaded_query is not None and not self._loaded_query.text.strip():
+            exact = order.settled if isinstance(order, Order) else order
+            if exact is not None:
+                self._live, self._live_exact = len(exact), True
+            return
+        self._live, self._live_exact = reader.count_live(self.clock.now()), True
 
     def _alerts(self) -> tuple[AuditEntry, ...]:
         """New alert rows since the last poll (none at the first: they are history)."""
@@ -276,6 +315,7 @@ class Poller:
             db_missing=isinstance(db_error, DatabaseMissing) and not self.db.exists(),
             db_retry_in=db_retry,
             live=self._live,
+            live_exact=self._live_exact,
             sessions_as_of=self._read_at,
             alerts=alerts,
         )

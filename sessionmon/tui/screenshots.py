@@ -417,10 +417,13 @@ async def wait_until(pilot: Pilot[Any], check: Callable[[], bool], timeout: floa
 
 async def settle(pilot: Pilot[Any]) -> None:
     """Wait for the first poll and the detail pane."""
+    from sessionmon.core.event_rates import FeedState
     from sessionmon.tui.widgets.detail_pane import DetailPane
 
     app = app_of(pilot)
     await wait_until(pilot, lambda: app.snapshot is not None and app.model.loaded)
+    # The status bar's event rates: read once (the clock is frozen, so they stay as read).
+    await wait_until(pilot, lambda: app.rates.state is not FeedState.STARTING)
     detail = app.main.query_one("#detail", DetailPane)
     await wait_until(pilot, lambda: detail.detail is not None or True)
     await pilot.pause(0.1)

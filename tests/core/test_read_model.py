@@ -32,6 +32,7 @@ from sessionmon.core.store import (
 from sessionmon.core.store import order as order_module
 from sessionmon.core.store.sqlite_schema import SEARCH_TABLE
 from sessionmon.tui.model import SessionList, find_rowid
+from tests.support.orders import CountGate, exact_of
 
 NOW = 1_800_000_000.0
 QUERIES = [ViewQuery(sort, reverse) for sort in SORTS for reverse in (False, True)]
@@ -270,6 +271,7 @@ def test_reload_waits_for_the_running_fill_and_a_new_query_cancels_it(progressiv
     first = progressive.order(ViewQuery("email"), NOW)
     assert not first.complete
     second = progressive.order(ViewQuery("created_at"), NOW)  # another list: the first stops
+    assert second.estimated  # the first one's count is known: estimated first
     assert first.wait(10) and isinstance(first.error, DatabaseError)
     with pytest.raises(DatabaseError, match="cancelled"):
         first[::-1]
@@ -277,7 +279,86 @@ def test_reload_waits_for_the_running_fill_and_a_new_query_cancels_it(progressiv
     assert second.wait(10) and second.error is None
     third = progressive.order(ViewQuery("created_at"), NOW)  # the same list again: a reload
     third.resume()
-    assert third.wait(10) and list(third) == list(second)
+    assert not third.estimated  # a reload of the same list is read exactly
+    exact = second.settled
+    assert exact is not None and not exact.estimated
+    assert third.wait(10) and list(third) == list(exact)
+
+
+@pytest.mark.parametrize("sort", ["email", "created_at", "refresh_exp"])
+def test_a_new_long_order_comes_first_without_counting_then_exact(
+    filled_db, progressive, monkeypatch, sort
+):
+    first = progressive.order(ViewQuery("access_exp"), NOW)  # counted: the reader knows ~N
+    assert not first.estimated
+    first.resume()
+    assert first.wait(10)
+    query = ViewQuery(sort)
+    expected = full_order(progressive, filled_db, query)
+    anchor = expected[len(expected) * 2 // 3]
+    gate = CountGate(monkeypatch)
+    order = progressive.order(ViewQuery(sort, around=anchor), NOW)
+    # Made while the exact count is held: estimated, the top exact, the anchor's rows present.
+    assert order.estimated and order.settled is None and not order.complete
+    assert list(order[i] for i in range(8)) == expected[:8]
+    at = find_rowid(order, anchor)
+    assert at >= 8 and order[at + 1] == expected[expected.index(anchor) + 1]
+    assert order.anchor == (anchor, at)
+    gate.open()
+    exact = exact_of(order)
+    assert not exact.estimated and len(exact) == len(expected)
+    assert exact.anchor == (anchor, expected.index(anchor))  # the exact position
+    assert exact[expected.index(anchor)] == anchor
+    order.resume()  # passes on to the exact order
+    assert order.wait(10) and order.error is None
+    assert list(exact) == expected and order[::-1] == exact[::-1]
+
+
+def test_an_estimated_count_is_marked_and_the_exact_one_follows(
+    filled_db, store, progressive, monkeypatch
+):
+    first = progressive.order(ViewQuery(), NOW)
+    first.resume()
+    assert first.wait(10) and not first.estimated
+    counted = len(first)
+    gone = list(first)[:30]
+    d = dialect(filled_db)
+    with store.transaction() as conn:
+        marks = ", ".join(d.mark for _ in gone)
+        conn.execute(f"DELETE FROM sessions WHERE {d.key} IN ({marks})", gone)
+    gate = CountGate(monkeypatch)
+    order = progressive.order(ViewQuery("last_seen_at"), NOW)
+    assert gate.counting.wait(10)  # the thread is counting; the order is out already
+    # The last count, as an estimate: never shown as exact.
+    assert order.estimated and len(order) == counted
+    gate.open()
+    exact = exact_of(order)
+    assert not exact.estimated and len(exact) == counted - 30
+    order.resume()
+    assert exact.wait(10) and list(exact) == full_order(
+        progressive, filled_db, ViewQuery("last_seen_at")
+    )
+
+
+def test_an_estimated_order_left_for_another_gives_no_exact_one(
+    filled_db, progressive, monkeypatch
+):
+    first = progressive.order(ViewQuery(), NOW)
+    first.resume()
+    assert first.wait(10)
+    gate = CountGate(monkeypatch)
+    left = progressive.order(ViewQuery("email"), NOW)
+    assert left.estimated and gate.counting.wait(10)
+    got: list[Order | None] = []
+    left.when_exact(got.append)
+    following = progressive.order(ViewQuery("created_at"), NOW)  # the operator moved on
+    gate.open()
+    assert left.wait(10) and isinstance(left.error, DatabaseError)
+    assert got == [None]  # never an exact order for a list nobody looks at
+    assert following.estimated
+    following.resume()
+    assert following.wait(10) and following.error is None
+    assert list(exact_of(following)) == full_order(progressive, filled_db, ViewQuery("created_at"))
 
 
 def test_small_orders_are_read_at_once(reader):

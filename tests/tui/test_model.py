@@ -9,7 +9,7 @@ import pytest
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
-from sessionmon.core.store import SORT_CYCLE, SessionStore, ViewQuery, open_reader
+from sessionmon.core.store import SORT_CYCLE, Order, SessionStore, ViewQuery, open_reader
 from sessionmon.core.store.postgres import PostgresStore
 from sessionmon.tui.format import countdown, short_agent
 from sessionmon.tui.model import SessionList, find_rowid
@@ -22,6 +22,27 @@ def test_find_rowid_only_matches_whole_entries():
     assert find_rowid(order, 2**40 + 3) == 3
     assert find_rowid(order, 1) == -1  # the byte 0x01 inside 256 is not a match
     assert find_rowid(array("q"), 3) == -1
+
+
+def test_find_rowid_takes_the_orders_anchor_and_never_trusts_a_stale_one():
+    order = Order.complete_from(array("q", [5, 9, 7, 3]))
+    order.anchor = (7, 2)
+    assert find_rowid(order, 7) == 2
+    order.anchor = (3, 1)  # wrong place: found by looking
+    assert find_rowid(order, 3) == 3
+    order.anchor = (3, 99)  # outside the order
+    assert find_rowid(order, 3) == 3
+
+
+def test_an_estimated_order_is_marked_in_the_model():
+    model = SessionList()
+    exact = Order.complete_from(array("q", [1, 2, 3]))
+    model.set_order(exact)
+    assert not model.estimated
+    estimated = Order("q", array("q", [1, 2, 0, 0]).tobytes())
+    estimated.estimated = True
+    model.set_order(estimated)
+    assert model.estimated and not model.complete
 
 
 def test_cursor_follows_its_row_then_keeps_its_position():

@@ -401,15 +401,29 @@ class SessionStore(Protocol):
         """Up to ``size`` audit entries with an id greater than ``after``, by id."""
         ...
 
-    def copy_in(self, sessions: Sequence[Session], audit: Sequence[AuditEntry]) -> None:
-        """Insert sessions and audit entries (ids kept) in one transaction; rows that exist
-        already are left as they are (a resumed copy)."""
+    def iter_ended_batches(self, after: int, size: int) -> list[EndedSession]:
+        """Up to ``size`` ended sessions (the history) with an id greater than ``after``, by
+        id."""
+        ...
+
+    def copy_in(
+        self,
+        sessions: Sequence[Session],
+        audit: Sequence[AuditEntry],
+        ended: Sequence[EndedSession] = (),
+    ) -> None:
+        """Insert sessions, audit entries and ended sessions (ids kept) in one transaction;
+        rows that exist already are left as they are (a resumed copy)."""
         ...
 
     def audit_count(self) -> int: ...
 
     def last_session_id(self) -> str | None:
         """The largest session id (ids compare as bytes on both backends)."""
+        ...
+
+    def last_ended_id(self) -> int:
+        """The largest ``ended_sessions`` id (0 when the history is empty)."""
         ...
 
     def open_reader(self) -> ReadModel:
@@ -429,7 +443,9 @@ class ReadModel(Protocol):
     def order(self, query: ViewQuery, now: float) -> Order:
         """Row keys of the live sessions matching ``query.text``, in the query's order; a long
         order comes back with its first rows and the rows around ``query.around`` and fills in
-        the background."""
+        the background. A new long query (another sort, the filter cleared) comes back
+        ``estimated`` (length and the cursor row's position from the last count and its sort
+        key, no O(N) step) and the exact order follows (``Order.when_exact``)."""
         ...
 
     def rows(self, keys: Iterable[int]) -> dict[int, Session]:

@@ -27,6 +27,7 @@ class Dialect:
     nulls: bool  # write NULLS FIRST / NULLS LAST in ORDER BY
     ignore_prefix: str  # INSERT <this>INTO ... : leave a row whose key exists
     ignore_suffix: str  # ... VALUES (...)<this>
+    keep_ids: str  # INSERT INTO t (...)<this> VALUES: write the given id into an identity column
     # The ``rotations`` column with one more record (generation, at, ip, user agent: four
     # placeholders) and at most ``{keep}`` records: computed by the database in the rotation's
     # own UPDATE (no JSON work in Python on that path); an unreadable value starts afresh.
@@ -56,6 +57,7 @@ SQLITE = Dialect(
     nulls=False,
     ignore_prefix="OR IGNORE ",
     ignore_suffix="",
+    keep_ids="",
     append_rotation=(
         "json_insert(CASE WHEN json_valid(rotations) AND json_type(rotations) = 'array' THEN "
         "(CASE WHEN json_array_length(rotations) >= {keep} THEN json_remove(rotations, '$[0]') "
@@ -71,6 +73,7 @@ POSTGRES = Dialect(
     nulls=True,
     ignore_prefix="",
     ignore_suffix=" ON CONFLICT DO NOTHING",
+    keep_ids=" OVERRIDING SYSTEM VALUE",
     # sessionmon_rotations: see postgres_schema._v4.
     append_rotation=(
         "sessionmon_rotations(rotations, jsonb_build_object('generation', %s::integer, "
@@ -133,7 +136,7 @@ def position_in(
     half is counted from the end (its position in the reversed order). The estimate only chooses
     the end; the count is exact either way.
     """
-    if n > 1 and _estimate(run, d, sort, descending, key) > 0.5:
+    if n > 1 and estimate_share(run, d, sort, descending, key) > 0.5:
         after = position(run, d, sort, not descending, now, key)
         return None if after is None else n - 1 - after
     return position(run, d, sort, descending, now, key)
@@ -209,7 +212,7 @@ def _as_number(value: object) -> float:
     return float("-inf")  # NULL sorts first
 
 
-def _estimate(run: Run, d: Dialect, sort: str, descending: bool, key: int) -> float:
+def estimate_share(run: Run, d: Dialect, sort: str, descending: bool, key: int) -> float:
     """Roughly how far into the order row ``key`` is (0 top, 1 bottom), from its first sort key
     between the smallest and the largest (index look-ups)."""
     column = SORTS[sort].keys[0]

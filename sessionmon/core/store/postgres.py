@@ -187,10 +187,28 @@ class PostgresStore(SqlRepository):
             (_USER_LOCK_CLASS, user_id),
         )
 
-    def _after_audit_copy(self, conn: psycopg.Connection) -> None:
-        # Later audit rows written here get ids after the copied ones.
+    def _move_to_history(
+        self,
+        conn: psycopg.Connection,
+        ids: Sequence[str],
+        at: float,
+        how: str,
+        actor: str,
+        reason: str | None,
+    ) -> int:
+        # One statement: the rows deleted are exactly the rows kept (a rotation committed
+        # meanwhile cannot slip between a copy and a delete).
+        cur = conn.execute(
+            f"WITH gone AS (DELETE FROM sessions WHERE id IN ({self._marks(len(ids))}) "
+            f"RETURNING *) {self._history_insert()} FROM gone",
+            (*ids, at, how, actor, reason),
+        )
+        return int(cur.rowcount)
+
+    def _after_id_copy(self, conn: psycopg.Connection, table: str) -> None:
+        # Later rows written here get ids after the copied ones.
         conn.execute(
-            "SELECT setval(pg_get_serial_sequence('audit', 'id'), (SELECT max(id) FROM audit))"
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"
         )
 
     def database_size(self) -> int:
@@ -249,12 +267,17 @@ class _Snapshot:
             while rows := cur.fetchmany(size):
                 yield [r[0] for r in rows]
 
+    def interrupt(self) -> None:
+        self.conn.cancel()
+
     def close(self) -> None:
         self.conn.close()
 
 
 class PostgresReader(OrderReader):
     """The monitor's read model on PostgreSQL (row keys: the ``seq`` column)."""
+
+    dialect = keyset.POSTGRES
 
     def __init__(self, url: DatabaseUrl | str, *, progressive_from: int | None = None) -> None:
         super().__init__(progressive_from)
@@ -343,6 +366,13 @@ class PostgresReader(OrderReader):
 
     def _snapshot(self, query: ViewQuery, now: float) -> _Snapshot:
         return _Snapshot(self, query, now)
+
+    def _run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._all(sql, params)
+
+    def _top(self, query: ViewQuery, now: float, limit: int) -> list[int]:
+        sql, params = self.order_sql(query, now)
+        return [r[0] for r in self._all(sql + " LIMIT %s", [*params, limit])]
 
     def _describe(self, exc: BaseException) -> DatabaseError:
         if isinstance(exc, psycopg.Error):

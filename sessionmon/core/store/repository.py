@@ -60,6 +60,11 @@ class SqlRepository:
 
     def _after_audit_copy(self, conn: Any) -> None:
         """Called in the transaction that copied audit rows with their ids."""
+        self._after_id_copy(conn, "audit")
+
+    def _after_id_copy(self, conn: Any, table: str) -> None:
+        """Called in the transaction that copied rows of ``table`` with their ids: later rows
+        must get ids after them (SQLite's ``INTEGER PRIMARY KEY`` does so by itself)."""
 
     def _lock_user(self, conn: Any, user_id: str) -> None:
         """Serialise this transaction with every other one that locks ``user_id`` (until it
@@ -74,11 +79,13 @@ class SqlRepository:
         rows = self._query(sql, params)
         return rows[0][0] if rows else None
 
-    def _insert_ignoring(self, table: str, columns: Sequence[str]) -> str:
-        """``INSERT`` that leaves a row whose key exists as it is."""
+    def _insert_ignoring(self, table: str, columns: Sequence[str], *, keep_id: bool = False) -> str:
+        """``INSERT`` that leaves a row whose key exists as it is; ``keep_id``: the ``id`` given
+        is written even into an identity column that generates its own."""
         d = self.dialect
+        keep = d.keep_ids if keep_id else ""
         return (
-            f"INSERT {d.ignore_prefix}INTO {table} ({', '.join(columns)}) "
+            f"INSERT {d.ignore_prefix}INTO {table} ({', '.join(columns)}){keep} "
             f"VALUES ({self._marks(len(columns))}){d.ignore_suffix}"
         )
 
@@ -282,7 +289,16 @@ class SqlRepository:
         rows = [AuditRow.coerce(r) for r in audit_rows]
         by_session = {r.session_id: r for r in rows if r.session_id}
         deleted = 0
+        alike = _one_ending(session_ids, by_session)
         with self.transaction() as conn:
+            if alike is not None:
+                # Every session ends the same way (an operator's action on many): the database
+                # moves the rows into the history itself, with no row through Python.
+                for chunk in self._chunks(session_ids):
+                    deleted += self._move_to_history(conn, chunk, *alike)
+                self._insert_audit(conn, rows)
+                self._record_endings(conn, [])
+                return deleted
             ended: list[EndedSession] = []
             for chunk in self._chunks(session_ids):
                 sql = (
@@ -295,6 +311,25 @@ class SqlRepository:
             self._insert_audit(conn, rows)
             self._record_endings(conn, ended)
         return deleted
+
+    def _move_to_history(
+        self, conn: Any, ids: Sequence[str], at: float, how: str, actor: str, reason: str | None
+    ) -> int:
+        """Copy sessions ``ids`` into ``ended_sessions`` (as ended ``how``), then delete them,
+        in the caller's transaction; returns how many were deleted. SQLite's ``BEGIN
+        IMMEDIATE`` keeps every other writer out between the two statements."""
+        marks = self._marks(len(ids))
+        conn.execute(
+            f"{self._history_insert()} FROM sessions WHERE id IN ({marks})",
+            (at, how, actor, reason, *ids),
+        )
+        return int(conn.execute(f"DELETE FROM sessions WHERE id IN ({marks})", ids).rowcount)
+
+    def _history_insert(self) -> str:
+        """``INSERT INTO ended_sessions (...) SELECT ...`` of session rows (add ``FROM``), with
+        four placeholders: ended at, how, actor, reason."""
+        source = ", ".join(c.format(mark=self.dialect.mark) for c in _PURGE_SOURCE)
+        return f"INSERT INTO ended_sessions ({_ENDED_COLS}) SELECT {source}"
 
     def _ending(self, s: Session, row: AuditRow | None) -> EndedSession:
         if row is None:  # deleted without an audit row of its own: an operator's
@@ -424,11 +459,9 @@ class SqlRepository:
         """Delete sessions whose refresh token expired before ``before``; each is kept in the
         history (``expired``), in the same transaction."""
         m = self.dialect.mark
-        source = ", ".join(c.format(mark=m) for c in _PURGE_SOURCE)
         with self.transaction() as conn:
             conn.execute(
-                f"INSERT INTO ended_sessions ({_ENDED_COLS}) SELECT {source} FROM sessions "
-                f"WHERE refresh_exp <= {m}",
+                f"{self._history_insert()} FROM sessions WHERE refresh_exp <= {m}",
                 (self.clock.now(), EndHow.EXPIRED.value, actor, "refresh expired", before),
             )
             deleted = int(
@@ -491,10 +524,35 @@ class SqlRepository:
         )
         return [AuditEntry.from_row(r) for r in rows]
 
-    def copy_in(self, sessions: Sequence[Session], audit: Sequence[AuditEntry]) -> None:
-        """Insert sessions and audit entries (ids kept) in one transaction; rows that exist
-        already are left as they are (a resumed copy)."""
+    def iter_ended_batches(self, after: int, size: int) -> list[EndedSession]:
+        """Up to ``size`` ended sessions with an id greater than ``after``, by id."""
+        m = self.dialect.mark
+        rows = self._query(
+            f"SELECT id, {_ENDED_COLS} FROM ended_sessions WHERE id > {m} ORDER BY id LIMIT {m}",
+            (after, size),
+        )
+        return [EndedSession.from_row(r) for r in rows]
+
+    def last_ended_id(self) -> int:
+        """The largest ``ended_sessions`` id (0 when the history is empty)."""
+        return int(self._one("SELECT max(id) FROM ended_sessions") or 0)
+
+    def copy_in(
+        self,
+        sessions: Sequence[Session],
+        audit: Sequence[AuditEntry],
+        ended: Sequence[EndedSession] = (),
+    ) -> None:
+        """Insert sessions, audit entries and ended sessions (ids kept) in one transaction;
+        rows that exist already are left as they are (a resumed copy). Copied history rows are
+        not pruned here (the retention applies as this store writes endings and at purge)."""
         with self.transaction() as conn:
+            if ended:
+                conn.cursor().executemany(
+                    self._insert_ignoring("ended_sessions", ("id", *ENDED_COLUMNS), keep_id=True),
+                    [(e.id, *e.params()) for e in ended],
+                )
+                self._after_id_copy(conn, "ended_sessions")
             cur = conn.cursor()
             if sessions:
                 cur.executemany(
@@ -507,3 +565,21 @@ class SqlRepository:
                     [(e.id, *AuditRow.of_entry(e).params()) for e in audit],
                 )
                 self._after_audit_copy(conn)
+
+
+def _one_ending(
+    session_ids: Sequence[str], by_session: dict[str, AuditRow]
+) -> tuple[float, str, str, str | None] | None:
+    """(ended at, how, actor, reason) when every session has an audit row and they all say the
+    same (one operator action on many sessions), else None."""
+    if not session_ids:
+        return None
+    first = by_session.get(session_ids[0])
+    if first is None:
+        return None
+    key = (first.at, first.action, first.actor, first.reason)
+    for sid in session_ids:
+        row = by_session.get(sid)
+        if row is None or (row.at, row.action, row.actor, row.reason) != key:
+            return None
+    return first.at, EndHow.of_audit(first.action, first.reason).value, first.actor, first.reason

@@ -67,6 +67,9 @@ class _Snapshot:
         while rows := cur.fetchmany(size):
             yield [r[0] for r in rows]
 
+    def interrupt(self) -> None:
+        self.conn.interrupt()
+
     def close(self) -> None:
         self.conn.close()
 
@@ -76,6 +79,8 @@ _AUDIT_COLS = ", ".join(AUDIT_COLUMNS)
 
 class SqliteReader(OrderReader):
     """Read-only queries for the monitor; every ``sqlite3.Error`` becomes a ``DatabaseError``."""
+
+    dialect = keyset.SQLITE
 
     def __init__(
         self,
@@ -163,6 +168,20 @@ class SqliteReader(OrderReader):
             return _Snapshot(self, query, now)
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from None
+
+    def _run(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._all(sql, params)
+
+    def _top(self, query: ViewQuery, now: float, limit: int) -> list[int]:
+        sql, params = self.order_sql(query, now)
+        return [r[0] for r in self._all_named(sql + " LIMIT :limit", {**params, "limit": limit})]
+
+    def _all_named(self, sql: str, params: dict[str, object]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path) from None
 
     def _describe(self, exc: BaseException) -> DatabaseError:
         if isinstance(exc, sqlite3.Error):

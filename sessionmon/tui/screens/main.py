@@ -214,6 +214,10 @@ class MainScreen(Screen[None]):
             self.refresh_bindings()
         self.tick()
 
+    def show_status(self) -> None:
+        """Redraw the status bar (new event rates); no queries."""
+        self._status.show(self.app.status_info())
+
     def tick(self) -> None:
         """Once a second: clock, countdowns (visible rows only), titles. No queries.
 
@@ -234,6 +238,10 @@ class MainScreen(Screen[None]):
     def show_detail(self, detail: SessionDetail | None, message: str = "") -> None:
         self._detail.show(detail, message or "No session selected.")
 
+    @on(SessionsTable.OrderSettled)
+    def _order_settled(self) -> None:
+        self.update_titles()  # the count is exact now
+
     @on(LineTable.CursorMoved, "#sessions")
     def _cursor_moved(self) -> None:
         self.app.load_detail()
@@ -242,6 +250,14 @@ class MainScreen(Screen[None]):
     def _header_clicked(self, event: LineTable.HeaderClicked) -> None:
         if event.column.sort:
             self._sort_sessions(self.app.model.sorted_by(event.column.sort))
+
+    @property
+    def sessions_top(self) -> int:
+        """The first row the sessions view will show when the next order comes in: 0 after a
+        sort change (``show_top``), so the poll reads those rows with the order."""
+        if self._to_top is not None and self._to_top == self.app.model.query:
+            return 0
+        return self.sessions.top
 
     def _sort_sessions(self, query: ViewQuery) -> None:
         """A new sort (``s``, ``S``, a header click): once its rows are in, the view shows the

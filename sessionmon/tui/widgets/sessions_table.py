@@ -5,7 +5,10 @@ the 1 Hz tick only repaints the visible lines, it never queries. Drawing reads m
 ``RowCache``): each poll brings the rows around the top and the cursor, and a row scrolled to that
 is not in memory is asked for (``request_rows``, read by a worker) and drawn as "loading…" until
 it arrives. An order that is still being filled shows "loading…" where its keys are not read yet;
-the reader's thread posts ``OrderFilled`` when it is complete.
+the reader's thread posts ``OrderFilled`` when it is complete. An estimated order (a new sort at a
+million rows: its length and the cursor's position are estimates) is shown at once and replaced by
+the exact one when the reader's thread posts ``OrderSettled``; the title marks the count with
+``~`` until then.
 """
 
 from __future__ import annotations
@@ -93,6 +96,14 @@ class SessionsTable(LineTable):
             super().__init__()
             self.order = order
 
+    class OrderSettled(Message):
+        """The exact order of an estimated one is read (posted from the reader's thread)."""
+
+        def __init__(self, estimated: array, exact: Order | None) -> None:
+            super().__init__()
+            self.estimated = estimated
+            self.exact = exact
+
     def __init__(
         self,
         model: SessionList,
@@ -145,15 +156,44 @@ class SessionsTable(LineTable):
         self.update_size()
         self.keep_cursor_on_screen_row(old_cursor, old_top)
         self.refresh()
-        order = result.order
-        if isinstance(order, Order) and not order.complete:
-
-            def filled(done: Order) -> None:
-                self.post_message(self.OrderFilled(done))
-
-            order.when_complete(filled)
-            self.call_after_refresh(order.resume)  # the rest is read once these rows are drawn
+        self._follow(result.order)
         return self.model.cursor_rowid != before
+
+    def _follow(self, order: array) -> None:
+        """Hear when a filling order is complete, or an estimated one's exact order is read (at
+        once if it is already: it may even be complete before the estimated one is shown)."""
+        if not isinstance(order, Order):
+            return
+        if order.estimated:
+
+            def settled(exact: Order | None) -> None:
+                self.post_message(self.OrderSettled(order, exact))
+
+            order.when_exact(settled)
+            return
+        if order.complete:
+            return
+
+        def filled(done: Order) -> None:
+            self.post_message(self.OrderFilled(done))
+
+        order.when_complete(filled)
+        self.call_after_refresh(order.resume)  # the rest is read once these rows are drawn
+
+    def on_sessions_table_order_settled(self, message: OrderSettled) -> None:
+        """The exact order replaces the estimated one on screen (the cursor stays on its row;
+        the rows read stay in the cache). Not if another order is shown meanwhile."""
+        if message.estimated is not self.model.order or message.exact is None:
+            return
+        old_cursor, old_top = self.model.cursor, self.top
+        before = self.model.cursor_rowid
+        self.model.set_order(message.exact)
+        self.update_size()
+        self.keep_cursor_on_screen_row(old_cursor, old_top)
+        self.refresh()
+        self._follow(message.exact)
+        if self.model.cursor_rowid != before:
+            self.post_message(self.CursorMoved(self, self.model.cursor))
 
     def on_sessions_table_order_filled(self, message: OrderFilled) -> None:
         if message.order is not self.model.order:
@@ -264,10 +304,11 @@ class SessionsTable(LineTable):
         ]
 
     def title(self) -> str:
-        """``Sessions · 1,234 · sorted by access expiry ▲ · filter "ann"``."""
+        """``Sessions · 1,234 · sorted by access expiry ▲ · filter "ann"`` (``~1,234`` while the
+        order is estimated)."""
         q = self.model.query
         parts = [
-            f"Sessions · {len(self.model):,}",
+            f"Sessions · {'~' if self.model.estimated else ''}{len(self.model):,}",
             f"sorted by {q.label} {'▼' if q.reverse else '▲'}",
         ]
         if q.text.strip():
