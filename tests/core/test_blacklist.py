@@ -343,3 +343,19 @@ def test_the_old_layout_is_still_read_on_one_server(
         old_sid,
     ]
     assert {e.key for e in blacklist.entries_for_session("old-session")} == {old_sid}
+
+
+def test_a_page_dominated_by_one_shard_is_exact(blacklist: Blacklist, clock: FrozenClock) -> None:
+    # The first 100 to expire are all in one shard (one session's tokens): the merge must ask
+    # that shard for more than its first share.
+    now = clock.now()
+    crowded = [access(f"t{i:03d}", now + 100 + i, sid="crowded") for i in range(100)]
+    others = [access(f"o{i}", now + 1000 + i, sid=f"other-{i}") for i in range(50)]
+    blacklist.revoke(crowded + others)
+    truth = [blacklist.token_key(r.sid, r.jti or "") for r in crowded + others]
+    assert [e.key for e in blacklist.page(limit=120)] == truth[:120]
+    assert [e.key for e in blacklist.page(offset=90, limit=20)] == truth[90:110]
+    assert [e.key for e in blacklist.page(limit=120, descending=True)] == truth[::-1][:120]
+    assert [e.key for e in blacklist.page(offset=40, limit=80, descending=True)] == (
+        truth[::-1][40:120]
+    )
