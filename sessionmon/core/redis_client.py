@@ -103,6 +103,34 @@ class TlsFiles:
         return out
 
 
+def _credentials(netloc: str) -> tuple[str | None, str | None, str]:
+    """``user:pass@hosts`` -> (user, password, hosts), percent-decoded."""
+    userinfo, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    return username, password, hosts
+
+
+def _host_list(
+    hosts: str, bad: Callable[[str], ConfigError], default_port: int | None = None
+) -> tuple[tuple[str, int], ...]:
+    """``host:port[,host:port]`` -> pairs; a host without a port takes ``default_port`` (an
+    error when there is none)."""
+    out = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon and default_port is not None:
+            host, colon, port = item.strip(), ":", str(default_port)
+        host = host.strip("[]")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise bad(f"expected host:port[,host:port], not {item.strip()!r}")
+        out.append((host, int(port)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class SentinelUrl:
     """``redis+sentinel://[user:pass@]host:port[,host:port]/service_name[/db]``: the credentials
@@ -122,21 +150,8 @@ class SentinelUrl:
             return ConfigError(f"bad Redis Sentinel URL {mask_url(url)}: {why}")
 
         parts = urlsplit(url)
-        userinfo, _, hosts = parts.netloc.rpartition("@")
-        username = password = None
-        if userinfo:
-            user, colon, secret = userinfo.partition(":")
-            username = unquote(user) or None
-            password = unquote(secret) if colon else None
-        sentinels = []
-        for item in hosts.split(","):
-            host, colon, port = item.strip().rpartition(":")
-            if not colon:
-                host, port = item.strip(), str(SENTINEL_PORT)
-            host = host.strip("[]")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise bad(f"expected host:port[,host:port], not {item.strip()!r}")
-            sentinels.append((host, int(port)))
+        username, password, hosts = _credentials(parts.netloc)
+        sentinels = _host_list(hosts, bad, SENTINEL_PORT)
         path = [unquote(p) for p in parts.path.split("/") if p]
         if not path or len(path) > 2:
             raise bad("expected /service_name or /service_name/db after the sentinels")
@@ -147,7 +162,7 @@ class SentinelUrl:
         if unknown:
             raise bad(f"unknown option {unknown[0]!r} (sentinel_username, sentinel_password)")
         return cls(
-            sentinels=tuple(sentinels),
+            sentinels=sentinels,
             service=path[0],
             db=int(path[1]) if len(path) == 2 else 0,
             username=username,
@@ -344,19 +359,8 @@ class ClusterUrl:
             return ConfigError(f"bad Redis Cluster URL {mask_url(url)}: {why}")
 
         parts = urlsplit(url)
-        userinfo, _, hosts = parts.netloc.rpartition("@")
-        username = password = None
-        if userinfo:
-            user, colon, secret = userinfo.partition(":")
-            username = unquote(user) or None
-            password = unquote(secret) if colon else None
-        seeds = []
-        for item in hosts.split(","):
-            host, colon, port = item.strip().rpartition(":")
-            host = host.strip("[]")
-            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise bad(f"expected host:port[,host:port], not {item.strip()!r}")
-            seeds.append((host, int(port)))
+        username, password, hosts = _credentials(parts.netloc)
+        seeds = _host_list(hosts, bad)
         if parts.path.strip("/") not in ("", "0"):
             raise bad("a Redis Cluster has database 0 only")
         options = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -364,7 +368,7 @@ class ClusterUrl:
         if unknown:
             raise bad(f"unknown option {unknown[0]!r} (tls)")
         return cls(
-            tuple(seeds),
+            seeds,
             username=username,
             password=password,
             tls=options.get("tls", "0") in ("1", "yes", "true"),
