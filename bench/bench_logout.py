@@ -63,7 +63,7 @@ def unpipelined_force_logout(auth: Auth, session_id: str, actor: str) -> None:
         (s.refresh_jti, s.refresh_exp, "refresh"),
         (None, max(s.refresh_exp or now, s.access_exp or now, now + 900), "session"),
     ):
-        key = bl.sid_key(s.id) if jti is None else bl.token_key(jti)
+        key = bl.sid_key(s.id) if jti is None else bl.token_key(s.id, jti)
         keys.append((key, float(exp or now), kind))
     revoked = {}
     for key, exp, kind in keys:
@@ -76,8 +76,8 @@ def unpipelined_force_logout(auth: Auth, session_id: str, actor: str) -> None:
             separators=(",", ":"),
         )  # fmt: skip
         client.set(key, value, ex=ttl)
-        client.zadd(bl.index_key, {key: now + ttl})
-    client.zremrangebyscore(bl.index_key, "-inf", now)
+        client.zadd(bl.layout.index_for_sid(s.id), {key: now + ttl})
+    client.zremrangebyscore(bl.layout.index_for_sid(s.id), "-inf", now)
     for key, _, _ in keys:
         revoked[key] = client.ttl(key)
     auth.store.delete_sessions_with_audit(

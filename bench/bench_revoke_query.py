@@ -144,7 +144,9 @@ def measure(ctx: Context, n: int) -> None:
         # The checks (not timed).
         keys, no_ttl, shortest = _scan_keys(client, settings.prefix)
         bl = auth.blacklist
-        sid_keys = sum(1 for _ in client.scan_iter(match=bl.sid_key("*"), count=10_000))
+        # Every shard: <prefix>bl:{<tag>}:sid:<sid>
+        sid_match = bl.layout.base + "{*}:sid:*"
+        sid_keys = sum(1 for _ in client.scan_iter(match=sid_match, count=10_000))
         sample = random.Random(1).sample(job.ids(), min(2000, len(job.ids())))
         missing = sum(1 for sid in sample if not bl.is_revoked(None, sid))
         left = dry_run(store, query, time.time()).count

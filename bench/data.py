@@ -262,17 +262,18 @@ def fill_blacklist(client: redis.Redis, n: int, *, prefix: str = PREFIX, seed: i
     batch = 5_000
     for start in range(0, n, batch):
         pipe = client.pipeline(transaction=False)
-        index: dict[str, float] = {}
+        index: dict[str, dict[str, float]] = {}
         for i in range(start, min(n, start + batch)):
             kind = kinds[i % 3]
             sid = _rid(rng)
             u = rng.randrange(max(1, n // SESSIONS_PER_USER))
             ttl = rng.randint(86400, int(REFRESH_TTL))
-            key = bl.sid_key(sid) if kind == KIND_SESSION else bl.token_key(_rid(rng))
+            key = bl.sid_key(sid) if kind == KIND_SESSION else bl.token_key(sid, _rid(rng))
             value = blacklist_value(kind, sid, f"u{u}", f"user{u}@example.com", now + ttl, now)
             pipe.set(key, value, ex=ttl)
-            index[key] = now + ttl
-        pipe.zadd(bl.index_key, index)
+            index.setdefault(bl.layout.index_for_sid(sid), {})[key] = now + ttl
+        for shard, members in index.items():
+            pipe.zadd(shard, members)
         pipe.execute()
 
 
@@ -284,7 +285,7 @@ def blacklist_keys(redis_: BenchRedis, n: int, *, prefix: str = PREFIX) -> int:
         count = bl.count()
         keys = client.dbsize()
         # Every key on the index must still exist (and be at least an hour from expiry).
-        soon = client.zcount(bl.index_key, "-inf", time.time() + 3600)
+        soon = sum(client.zcount(i, "-inf", time.time() + 3600) for i in bl.index_keys)
         if count == n and soon == 0 and keys >= n + 1:
             return count
         start = time.perf_counter()

@@ -101,7 +101,7 @@ class NaiveMiddleware:
                 except jwt.PyJWTError:
                     claims = None
                 if claims is not None and await self.client.exists(
-                    self.keys.token_key(claims["jti"])
+                    self.keys.token_key(claims["sid"], claims["jti"])
                 ):
                     claims = None
                 break

@@ -681,6 +681,8 @@ def cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
         sys.stderr.write(f"sessionmon: {result.error}\n")
         if result.outcome is LogoutOutcome.NOT_DURABLE:
             return EXIT_NOT_DURABLE
+        if result.outcome is LogoutOutcome.REDIS_PARTIAL:
+            return EXIT_REDIS
         return EXIT_USAGE
     # A partial result (some sessions not found) is not a success: a script must notice.
     return EXIT_OK if result.found and not result.missing else EXIT_NO_MATCH

@@ -1,9 +1,11 @@
-"""Shared fixtures: a real Redis (embedded, or SESSIONMON_TEST_REDIS_URL), a fresh SQLite file."""
+"""Shared fixtures: a real Redis (embedded, SESSIONMON_TEST_REDIS_URL, or with
+SESSIONMON_TEST_REDIS_CLUSTER=1 a 3-master cluster this run starts), a fresh SQLite file."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,20 +18,33 @@ from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.embedded import EmbeddedRedis
+from sessionmon.core.errors import SessionmonError
 from sessionmon.core.keys import KeyMaterial
 from sessionmon.core.settings import Settings
 from sessionmon.core.store import Backend, DatabaseUrl, SessionStore, open_store
 from sessionmon.core.tokens import TokenCodec
+from tests.redis_cluster import RedisClusterProcesses
 from tests.redis_server import RedisProcess, StartRedis
 from tests.redis_tls import Certificates, TlsRedis, tls_binary
 from tests.support import pg
+from tests.support.redis_mode import CLUSTER
 
 TEST_SECRET = "test-secret-" + secrets.token_hex(24)
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The Redis every test uses: SESSIONMON_TEST_REDIS_URL, else an embedded server."""
+    """The Redis every test uses: SESSIONMON_TEST_REDIS_CLUSTER=1 a fixture-started cluster
+    (``redis+cluster://``), SESSIONMON_TEST_REDIS_URL, else an embedded server."""
+    if CLUSTER:
+        cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"), masters=3)
+        try:
+            cluster.start()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            pytest.exit(f"SESSIONMON_TEST_REDIS_CLUSTER=1: cannot start a cluster: {exc}", 3)
+        yield cluster.url
+        cluster.stop()
+        return
     url = os.environ.get("SESSIONMON_TEST_REDIS_URL")
     if url:
         client = redis.Redis.from_url(url, socket_connect_timeout=2)
@@ -51,11 +66,15 @@ def prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; its keys are removed afterwards."""
     p = f"smtest:{uuid.uuid4().hex[:12]}:"
     yield p
-    client = redis.Redis.from_url(redis_url)
     try:
-        keys = list(client.scan_iter(match=p + "*", count=1000))
-        if keys:
-            client.delete(*keys)
+        client = connect(redis_url)
+    except SessionmonError:
+        return
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key in client.scan_iter(match=p + "*", count=1000):
+            pipe.delete(key)
+        pipe.execute()
     except redis.RedisError:
         pass
     finally:

@@ -39,6 +39,7 @@ from sessionmon.core.errors import (
     DatabaseError,
     RedisMayEvict,
     RedisUnavailable,
+    RevocationIncomplete,
     RevocationNotDurable,
     TooManySessions,
 )
@@ -124,6 +125,9 @@ class LogoutOutcome(Enum):
     REDIS_UNAVAILABLE = "failed: redis unavailable"  # nothing revoked, nothing deleted
     REDIS_MAY_EVICT = "failed: redis may evict"  # refused: nothing revoked, nothing deleted
     NOT_DURABLE = "failed: not durable"  # written on the master only; nothing deleted
+    # A Redis Cluster node did not take some sessions (``failed``): those are neither revoked
+    # nor deleted; the others are done.
+    REDIS_PARTIAL = "failed: redis unavailable for some sessions"
     REVOKED_NOT_DELETED = "revoked_not_deleted"  # tokens blacklisted, rows not deleted
     DATABASE_UNAVAILABLE = "failed: database unavailable"  # nothing read, nothing revoked
     # A user logout whose session row was already gone: the presented tokens and the session id
@@ -150,6 +154,7 @@ class LogoutResult:
     # NOT_DURABLE: the keys written on the master that too few replicas acknowledged.
     not_durable: dict[str, int] = field(default_factory=dict)
     warning: str | None = None  # e.g. the revocation may be evicted (allowed by the operator)
+    failed: list[str] = field(default_factory=list)  # REDIS_PARTIAL: the sessions not revoked
 
     @property
     def ok(self) -> bool:
@@ -167,6 +172,7 @@ class LogoutResult:
             "error": self.error,
             "not_durable": [{"key": k, "ttl": t} for k, t in self.not_durable.items()],
             "warning": self.warning,
+            "failed": self.failed,
         }
 
 
@@ -181,6 +187,11 @@ class RevokedSessions:
     at: float
     result: LogoutResult
     audit: list[AuditRow] = field(default_factory=list)  # one per session, with its keys
+
+    @property
+    def deletable(self) -> bool:
+        """Blacklisted (every session left in it fully), so its rows may be deleted."""
+        return self.result.ok or self.result.outcome is LogoutOutcome.REDIS_PARTIAL
 
 
 class LogoutFailed(RedisUnavailable):
@@ -714,14 +725,16 @@ class Auth:
         """An operator ends exactly these sessions, as just read from the store (revoke by
         query): one blacklist write, one delete with the audit rows."""
         revoked = self.revoke_for_ending(sessions, action, actor, reason)
-        return revoked.result if not revoked.result.ok else self.delete_revoked(revoked)
+        return self.delete_revoked(revoked) if revoked.deletable else revoked.result
 
     def revoke_for_ending(
         self, sessions: Sequence[Session], action: str, actor: str, reason: str | None = None
     ) -> RevokedSessions:
         """The first half of ``end_sessions``: blacklist these sessions (one write), deleting
-        nothing. Raises ``LogoutFailed`` when Redis did not take them (nothing written); a result
-        that is not ok (not durable) must not be deleted. ``delete_revoked`` is the second half;
+        nothing. Raises ``LogoutFailed`` when Redis did not take them (nothing written); only a
+        ``deletable`` result may be deleted (not one that is not durable). When a cluster node
+        did not take some sessions (``REDIS_PARTIAL``, audited as failed), only the sessions
+        fully written are left in it. ``delete_revoked`` is the second half;
         a bulk job runs it for one batch while it revokes the next."""
         now = self.clock.now()
         result = LogoutResult(action=action, requested=[s.id for s in sessions])
@@ -751,6 +764,28 @@ class Auth:
             return revoked
         try:
             result.revoked = self.blacklist.revoke(requests, reason=reason, actor=actor)
+        except RevocationIncomplete as exc:
+            # Each session's keys are all written or none (as in ``_revoke_sessions``).
+            written = exc.ttls
+
+            def complete(sid: str) -> bool:
+                keys = keys_by_session[sid]
+                return bool(keys) and all(k in written for k in keys)
+
+            failed = [s for s in sessions if not complete(s.id)]
+            self._audit_safely(
+                [audit_row(s, [], LogoutOutcome.REDIS_PARTIAL.value) for s in failed]
+            )
+            sessions = [s for s in sessions if complete(s.id)]
+            revoked.sessions = list(sessions)
+            result.found = [s.id for s in sessions]
+            result.revoked = dict(written)
+            result.failed = sorted(s.id for s in failed)
+            result.outcome = LogoutOutcome.REDIS_PARTIAL
+            result.error = (
+                f"{len(result.failed)} session(s) NOT revoked (nothing written for them, not "
+                f"deleted): {exc.cause}"
+            )
         except RevocationNotDurable as exc:
             result.outcome = LogoutOutcome.NOT_DURABLE
             result.not_durable = exc.ttls
@@ -783,7 +818,7 @@ class Auth:
         """The second half of ``end_sessions``: delete the sessions ``revoke_for_ending``
         blacklisted (its result ok), with their audit and history rows, in one transaction."""
         result = revoked.result
-        if not result.ok:
+        if not revoked.deletable:
             raise ValueError("delete_revoked: the revocation did not succeed")
         try:
             result.deleted = self.store.delete_sessions_with_audit(result.found, revoked.audit)
@@ -854,7 +889,7 @@ class Auth:
             requests.append(
                 RevokeRequest(kind, c.sid, c.exp, c.jti, c.sub, owner.email if owner else c.email)
             )
-            keys_by_session.setdefault(c.sid, []).append(self.blacklist.token_key(c.jti))
+            keys_by_session.setdefault(c.sid, []).append(self.blacklist.token_key(c.sid, c.jti))
         # A requested session whose row is gone but whose own token was presented (so its id is
         # authentic): blacklist the session id too, for as long as any token of it can live.
         vouched: dict[str, Claims] = {}
@@ -889,6 +924,30 @@ class Auth:
 
         try:
             result.revoked = self.blacklist.revoke(requests, reason=reason, actor=actor)
+        except RevocationIncomplete as exc:
+            # A Redis Cluster node did not take some shards: each session's keys are all written
+            # or none. The sessions fully written go on as revoked; the others stay, audited as
+            # failed, and the whole logout is reported as failed (run it again for them).
+            written = exc.ttls
+
+            def complete(sid: str) -> bool:
+                keys = keys_by_session.get(sid, [])
+                return bool(keys) and all(k in written for k in keys)
+
+            failed = [s for s in sessions if not complete(s.id)]
+            self._audit_safely(
+                [audit_row(s, outcome=LogoutOutcome.REDIS_PARTIAL.value) for s in failed]
+            )
+            failed_ids = {s.id for s in failed}
+            sessions = [s for s in sessions if s.id not in failed_ids]
+            result.found = [s.id for s in sessions]
+            unrecorded = [sid for sid in unrecorded if complete(sid)]
+            result.revoked = dict(exc.ttls)
+            result.failed = sorted(failed_ids | {s for s in keys_by_session if not complete(s)})
+            result.error = (
+                f"{len(result.failed)} session(s) NOT revoked (nothing written for them, not "
+                f"deleted): {exc.cause}"
+            )
         except RevocationNotDurable as exc:
             # On the master only: a failover may lose it. Never reported revoked; the rows stay,
             # so the same logout can be run again once the replicas are back.
@@ -906,7 +965,7 @@ class Auth:
                 ]
             )
             return result
-        except RedisUnavailable as exc:
+        except RedisUnavailable as exc:  # nothing was written
             may_evict = isinstance(exc, RedisMayEvict)
             result.outcome = (
                 LogoutOutcome.REDIS_MAY_EVICT if may_evict else LogoutOutcome.REDIS_UNAVAILABLE
@@ -951,6 +1010,8 @@ class Auth:
             result.outcome = LogoutOutcome.PARTIAL if done else LogoutOutcome.NOT_FOUND
         elif done_without_row:
             result.outcome = LogoutOutcome.NO_ROW
+        if result.failed:
+            result.outcome = LogoutOutcome.REDIS_PARTIAL
         self._emit_ended(action, actor, reason, sessions, done_without_row, vouched)
         return result
 

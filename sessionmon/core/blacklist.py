@@ -1,13 +1,25 @@
 """The Redis blacklist: one key per revoked token or session, each with a TTL, plus an expiry index.
 
-Keys: ``<prefix>bl:<jti>`` for a token, ``<prefix>bl:sid:<sid>`` for a whole session. Values are
-small JSON documents. ``<prefix>bl:index`` is a sorted set (score = expiry time) written in the same
-EVAL as the keys, so the next-to-expire keys can be listed without SCAN.
+The key layout (``core/blacklist_keys.py``): ``<prefix>bl:{<tag>}:jti:<jti>`` for a token,
+``<prefix>bl:{<tag>}:sid:<sid>`` for a whole session, where ``<tag>`` is one of ``SHARDS`` hash
+tags chosen from the session id. Values are small JSON documents. The expiry index is sharded the
+same way: ``<prefix>bl:index:{<tag>}`` (score = expiry time) is written in the same EVAL as the
+keys of its shard, so the next-to-expire keys are listed without SCAN by merging the shards' heads.
+
+The same code runs on one server (plain, TLS, Sentinel, embedded) and on a Redis Cluster
+(``RedisCluster``). On one server a revoke is one EVAL over every shard it touches (all or
+nothing for the whole logout, as before). On a cluster an EVAL may only touch one slot: a revoke
+is one EVAL per shard, so each session is still all or nothing, and a logout that one node could
+not take raises ``RevocationIncomplete`` naming exactly what was written (never "revoked" for the
+rest).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import heapq
+import itertools
 import json
 import math
 import re
@@ -18,9 +30,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.sentinel
+from redis.cluster import RedisCluster
 
+from sessionmon.core.blacklist_keys import KeyLayout
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
-from sessionmon.core.errors import RedisMayEvict, RedisUnavailable, RevocationNotDurable
+from sessionmon.core.errors import (
+    RedisMayEvict,
+    RedisUnavailable,
+    RevocationIncomplete,
+    RevocationNotDurable,
+)
 from sessionmon.core.redis_client import connect as connect  # re-exported: the one client
 
 if TYPE_CHECKING:
@@ -89,6 +108,19 @@ def redis_errors(what: str = "Redis") -> Iterator[None]:
         ) from None
     except redis.sentinel.MasterNotFoundError as exc:  # its message names the sentinels
         raise RedisUnavailable(_describe(exc)) from None
+    except redis.exceptions.ClusterDownError as exc:  # CLUSTERDOWN, MASTERDOWN
+        raise RedisUnavailable(
+            f"{what} Cluster is not in state ok ({_describe(exc)}): a master is down or "
+            f"slots are not covered"
+        ) from None
+    except redis.exceptions.SlotNotCoveredError as exc:
+        raise RedisUnavailable(f"{what} Cluster: {_describe(exc)}") from None
+    except (redis.exceptions.TryAgainError, redis.exceptions.AskError) as exc:  # MOVED too
+        raise RedisUnavailable(
+            f"{what} Cluster is moving the slot ({_describe(exc)}): try again"
+        ) from None
+    except (redis.exceptions.RedisClusterException, redis.exceptions.ClusterError) as exc:
+        raise RedisUnavailable(f"{what} Cluster unreachable: {_describe(exc)}") from None
     except redis.exceptions.AuthenticationError as exc:
         raise RedisUnavailable(f"{what} refused the login: {_describe(exc)}") from None
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
@@ -153,18 +185,22 @@ class BlacklistEntry:
 
 
 class Blacklist:
-    """Revocation keys in Redis, each with a TTL; an expiry index for cheap listing."""
+    """Revocation keys in Redis, each with a TTL; a sharded expiry index for cheap listing.
+
+    ``client`` is a ``redis.Redis`` (one server) or a ``redis.cluster.RedisCluster``.
+    """
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         *,
         prefix: str = "sessionmon:",
         leeway: float = 10.0,
         clock: Clock = SYSTEM_CLOCK,
         guard: WriteGuard | None = None,
     ) -> None:
-        self.client = client
+        self.client: Any = client
+        self.cluster = isinstance(client, RedisCluster)
         # Checks the server (eviction policy) before writes and waits for replicas after them.
         self.guard = guard
         # Called when a command found Redis unavailable (the embedded server's reviver).
@@ -172,19 +208,43 @@ class Blacklist:
         self.prefix = prefix
         self.leeway = float(leeway)
         self.clock = clock
-        self.index_key = f"{prefix}bl:index"
-        self._key_prefix = f"{prefix}bl:"
+        self.layout = KeyLayout(prefix)
+        # The indexes listing merges: the shards, and on one server the old layout's index.
+        self.index_keys: tuple[str, ...] = self.layout.index_keys + (
+            () if self.cluster else (self.layout.legacy_index,)
+        )
+        self._key_prefix = self.layout.base
 
     # -- keys --------------------------------------------------------------------------------
 
-    def token_key(self, jti: str) -> str:
-        return f"{self._key_prefix}{jti}"
+    def token_key(self, sid: str, jti: str) -> str:
+        return self.layout.token_key(sid, jti)
 
     def sid_key(self, sid: str) -> str:
-        return f"{self._key_prefix}sid:{sid}"
+        return self.layout.sid_key(sid)
 
     def key_for(self, req: RevokeRequest) -> str:
-        return self.sid_key(req.sid) if req.jti is None else self.token_key(req.jti)
+        return self.sid_key(req.sid) if req.jti is None else self.token_key(req.sid, req.jti)
+
+    def check_keys(self, jti: str | None, sid: str | None) -> list[str]:
+        """The keys whose existence means "revoked" for a token ``jti`` of session ``sid``: one
+        slot (the session's tag); on one server also the old layout's keys.
+
+        A token without a session id (none that sessionmon mints: the codec rejects them,
+        ``missing claim sid``) is keyed under the empty session id's shard, by ``revoke`` (a
+        ``RevokeRequest`` with ``sid=""``) and here alike, so it can still be revoked and checked.
+        """
+        keys = []
+        if sid:
+            keys.append(self.sid_key(sid))
+        if jti:
+            keys.append(self.token_key(sid or "", jti))
+        if not self.cluster:
+            if jti:
+                keys.append(self.layout.legacy_token_key(jti))
+            if sid:
+                keys.append(self.layout.legacy_sid_key(sid))
+        return keys
 
     def ttl_for(self, exp: float, now: float | None = None) -> int:
         """Seconds a key for a token expiring at ``exp`` must live: ceil(exp - now + leeway)."""
@@ -202,6 +262,10 @@ class Blacklist:
                 self.on_unavailable()
             raise
 
+    def _pipeline(self) -> Any:
+        """A non-transactional pipeline (on a cluster: split by node, one round trip each)."""
+        return self.client.pipeline(transaction=False)
+
     # -- writes ------------------------------------------------------------------------------
 
     def revoke(
@@ -211,15 +275,17 @@ class Blacklist:
         reason: str | None = None,
         actor: str | None = None,
     ) -> dict[str, int]:
-        """Blacklist tokens and sessions in one EVAL; returns {key: TTL read back}.
+        """Blacklist tokens and sessions atomically per session; returns {key: TTL read back}.
 
         Tokens already expired beyond the leeway are skipped (they cannot be used anyway).
         Raises ``RedisUnavailable`` if Redis did not take them (``RedisMayEvict`` if the guard
-        refused a server that may evict keys): then nothing was written. Raises
-        ``RevocationNotDurable`` when fewer replicas than the guard asks for acknowledged them.
+        refused a server that may evict keys): then nothing was written. On a cluster, raises
+        ``RevocationIncomplete`` when some shards were written and others not (``ttls`` says
+        which keys are). Raises ``RevocationNotDurable`` when fewer replicas than the guard asks
+        for acknowledged them.
         """
         now = self.clock.now()
-        planned: list[tuple[str, int, str]] = []
+        groups: dict[str, list[tuple[str, int, str]]] = {}
         for req in requests:
             ttl = self.ttl_for(req.exp, now)
             if ttl <= 0:
@@ -237,97 +303,222 @@ class Blacklist:
                 },
                 separators=(",", ":"),
             )
-            planned.append((self.key_for(req), ttl, value))
-        if not planned:
+            index = self.layout.index_for_sid(req.sid)
+            groups.setdefault(index, []).append((self.key_for(req), ttl, value))
+        if not groups:
             return {}
-
-        keys = [key for key, _, _ in planned]
-        args: list[Any] = [repr(now)]
-        for _, ttl, value in planned:
-            args += [ttl, value]
         guard = self.guard
         wait = guard.wait_replicas if guard is not None else 0
+        if not self.cluster:
+            # One server: one EVAL over every shard, all or nothing for the whole revoke.
+            planned = [(index, *item) for index, items in groups.items() for item in items]
+            return self._guarded(lambda: self._write_one_server(planned, now, wait))
+        written: dict[str, int] = {}
+        acked: int | None = None
+        failure: RedisUnavailable | None = None
+        for index, items in groups.items():
+            try:
+                ttls, replicas = self._guarded(
+                    functools.partial(self._write_shard, index, items, now, wait)
+                )
+            except RedisMayEvict:
+                if written:
+                    raise RevocationIncomplete(written, "Redis may evict keys") from None
+                raise
+            except RedisUnavailable as exc:
+                failure = exc
+                continue
+            written.update(ttls)
+            if replicas is not None:
+                acked = replicas if acked is None else min(acked, replicas)
+        if failure is not None:
+            if not written:
+                raise failure
+            raise RevocationIncomplete(written, str(failure))
+        if wait and acked is not None and acked < wait:
+            raise RevocationNotDurable(written, acked, wait)
+        return written
 
-        def write() -> list[Any]:
-            # One EVAL (atomic): every key with its TTL, its index entry, the pruning of expired
-            # index members, and the TTLs read back; one command on the wire however many keys
-            # (redis-py spends ~30 us per command). WAIT, when asked, follows on the same
-            # connection (it waits for this connection's writes).
-            pipe = self.client.pipeline(transaction=False)
-            pipe.eval(_REVOKE_SCRIPT, len(keys) + 1, self.index_key, *keys, *args)
-            if wait and guard is not None:
-                pipe.execute_command("WAIT", wait, guard.wait_timeout_ms)
-            return pipe.execute()
+    def _guarded(self, write: Callable[[], T]) -> T:
+        """``write`` through the guard (``RedisMayEvict`` on a server that may evict keys)."""
+        guard = self.guard
+        return self._run(write if guard is None else lambda: guard.write(write))
 
-        # The guard refuses (RedisMayEvict) a server that may evict the keys.
-        replies = self._run(write if guard is None else lambda: guard.write(write))
-        ttls = {key: int(t) for key, t in zip(keys, replies[0], strict=True)}
+    def _write_one_server(
+        self, planned: list[tuple[str, str, int, str]], now: float, wait: int
+    ) -> dict[str, int]:
+        keys: list[str] = []
+        args: list[Any] = [repr(now)]
+        for index, key, ttl, value in planned:
+            keys += [index, key]
+            args += [ttl, value]
+        # One EVAL (atomic): every key with its TTL, its index entry, the pruning of expired
+        # index members, and the TTLs read back; one command on the wire however many keys
+        # (redis-py spends ~30 us per command). WAIT, when asked, follows on the same
+        # connection (it waits for this connection's writes).
+        pipe = self.client.pipeline(transaction=False)
+        pipe.eval(_REVOKE_SCRIPT, len(keys), *keys, *args)
+        if wait and self.guard is not None:
+            pipe.execute_command("WAIT", wait, self.guard.wait_timeout_ms)
+        replies = pipe.execute()
+        ttls = {key: int(t) for (_, key, _, _), t in zip(planned, replies[0], strict=True)}
         if wait and int(replies[1]) < wait:
             raise RevocationNotDurable(ttls, int(replies[1]), wait)
         return ttls
+
+    def _write_shard(
+        self, index: str, items: list[tuple[str, int, str]], now: float, wait: int
+    ) -> tuple[dict[str, int], int | None]:
+        """One shard's keys on a cluster: one EVAL in one slot (redis-py follows MOVED / ASK).
+        With ``wait``, the EVAL and WAIT go on one connection of the slot's master."""
+        keys: list[str] = []
+        args: list[Any] = [repr(now)]
+        for key, ttl, value in items:
+            keys += [index, key]
+            args += [ttl, value]
+        if not wait or self.guard is None:
+            reply = self.client.eval(_REVOKE_SCRIPT, len(keys), *keys, *args)
+            return {key: int(t) for (key, _, _), t in zip(items, reply, strict=True)}, None
+        node = self.client.get_node_from_key(index)
+        pipe = self.client.get_redis_connection(node).pipeline(transaction=False)
+        pipe.eval(_REVOKE_SCRIPT, len(keys), *keys, *args)
+        pipe.execute_command("WAIT", wait, self.guard.wait_timeout_ms)
+        try:
+            replies = pipe.execute()
+        except (
+            redis.exceptions.AskError,  # MOVED too: the slot changed hands
+            redis.exceptions.ConnectionError,  # the master died: a replica may take over
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ReadOnlyError,  # a demoted master
+            redis.exceptions.ClusterDownError,
+        ) as exc:
+            # This connection is the node's own, outside RedisCluster's redirections: read the
+            # layout again for the next revoke, and report this one as not done.
+            with contextlib.suppress(Exception):
+                self.client.nodes_manager.initialize()
+            raise RedisUnavailable(
+                f"Redis Cluster master {node.name} did not take the revoke "
+                f"({_describe(exc)}): run it again"
+            ) from None
+        ttls = {key: int(t) for (key, _, _), t in zip(items, replies[0], strict=True)}
+        return ttls, int(replies[1])
 
     def unrevoke(self, keys: Sequence[str]) -> int:
         """Remove keys (and their index entries); for tests and operator corrections."""
         if not keys:
             return 0
 
-        def delete() -> list[Any]:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.delete(*keys)
-            pipe.zrem(self.index_key, *keys)
-            return pipe.execute()
+        def delete() -> int:
+            pipe = self._pipeline()
+            for key in keys:
+                pipe.delete(key)
+                pipe.zrem(self.layout.index_of(_text(key)), key)
+            replies = pipe.execute()
+            return sum(int(n) for n in replies[0::2])
 
-        return int(self._run(delete)[0])
+        return self._run(delete)
 
     # -- reads --------------------------------------------------------------------------------
 
     def is_revoked(self, jti: str | None, sid: str | None) -> bool:
-        """True if the token or its session is on the blacklist: one round trip (EXISTS a b)."""
-        keys = []
-        if jti:
-            keys.append(self.token_key(jti))
-        if sid:
-            keys.append(self.sid_key(sid))
+        """True if the token or its session is on the blacklist: one round trip to one node
+        (``EXISTS`` of ``check_keys``)."""
+        keys = self.check_keys(jti, sid)
         if not keys:
             return False
         return bool(self._run(lambda: self.client.exists(*keys)))
 
     def ping(self) -> float:
-        """Round-trip time in seconds; raises ``RedisUnavailable``."""
+        """Round-trip time in seconds (every master of a cluster); raises ``RedisUnavailable``."""
         start = time.perf_counter()
-        self._run(self.client.ping)
+        if self.cluster:
+            self._run(lambda: self.client.ping(target_nodes=RedisCluster.PRIMARIES))
+        else:
+            self._run(self.client.ping)
         return time.perf_counter() - start
 
     def count(self) -> int:
-        """Number of live keys in the expiry index (expired members pruned first)."""
+        """Number of live keys in the expiry indexes (expired members pruned first)."""
         now = self.clock.now()
 
         def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zremrangebyscore(self.index_key, "-inf", now)
-            pipe.zcard(self.index_key)
-            return pipe.execute()
+            pipe = self._pipeline()
+            for index in self.index_keys:
+                pipe.zremrangebyscore(index, "-inf", now)
+                pipe.zcard(index)
+            return list(pipe.execute())
 
-        return int(self._run(run)[1])
+        return sum(int(n) for n in self._run(run)[1::2])
+
+    def heads(self, n: int, now: float, *, descending: bool = False) -> list[tuple[bytes, float]]:
+        """The first ``n`` (member, score) of the merged indexes in expiry order (ties by key),
+        expired members pruned first.
+
+        Each shard is asked for a share (twice ``n / shards``) first; a shard whose share may
+        hide members that belong in the first ``n`` (its last one comes before the merged
+        ``n``-th) is asked again for twice as many, until the merge is exact: one round trip per
+        node in the common case, not ``shards * n`` members."""
+        if n <= 0:
+            return []
+
+        def order(m: tuple[bytes, float]) -> tuple[float, bytes]:
+            return float(m[1]), bytes(m[0])
+
+        share = min(n, max(8, 2 * -(-n // len(self.index_keys))))
+        want = dict.fromkeys(self.index_keys, share)
+        fetched: dict[str, list[tuple[bytes, float]]] = {i: [] for i in self.index_keys}
+
+        def fetch(pending: list[str], prune: bool) -> None:
+            pipe = self._pipeline()
+            for index in pending:
+                if prune:
+                    pipe.zremrangebyscore(index, "-inf", now)
+                start, stop = len(fetched[index]), want[index] - 1
+                if descending:
+                    pipe.zrevrange(index, start, stop, withscores=True)
+                else:
+                    pipe.zrange(index, start, stop, withscores=True)
+            replies = pipe.execute()
+            for index, members in zip(pending, replies[1::2] if prune else replies, strict=True):
+                fetched[index] += members
+
+        pending = list(self.index_keys)
+        fetch(pending, prune=True)
+        while True:
+            merged = list(
+                itertools.islice(heapq.merge(*fetched.values(), key=order, reverse=descending), n)
+            )
+            pending = []
+            for index, items in fetched.items():
+                if len(items) < want[index] or want[index] >= n:
+                    continue  # the shard is exhausted, or gave n members already
+                if len(merged) == n:
+                    nth, last = order(merged[-1]), order(items[-1])
+                    if (last >= nth) if not descending else (last <= nth):
+                        continue  # everything it holds beyond comes after the n-th
+                want[index] = min(n, 2 * want[index])
+                pending.append(index)
+            if not pending:
+                return merged
+            fetch(pending, prune=False)
+
+    def get_values(self, members: Sequence[Any]) -> list[Any]:
+        """GET of each key (MGET on one server; per node on a cluster)."""
+        if not members:
+            return []
+        if self.cluster:
+            return list(self.client.mget_nonatomic(list(members)))
+        return list(self.client.mget(list(members)))
 
     def page(
         self, offset: int = 0, limit: int = 200, *, descending: bool = False
     ) -> list[BlacklistEntry]:
-        """Keys ordered by expiry (soonest first) from the index, with their values."""
+        """Keys ordered by expiry (soonest first) from the indexes, with their values."""
         now = self.clock.now()
 
         def run() -> tuple[list[tuple[bytes, float]], list[Any]]:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zremrangebyscore(self.index_key, "-inf", now)
-            if descending:
-                pipe.zrevrange(self.index_key, offset, offset + limit - 1, withscores=True)
-            else:
-                pipe.zrange(self.index_key, offset, offset + limit - 1, withscores=True)
-            members = pipe.execute()[1]
-            if not members:
-                return [], []
-            values = self.client.mget([m for m, _ in members])
-            return members, values
+            members = self.heads(offset + limit, now, descending=descending)[offset:]
+            return members, self.get_values([m for m, _ in members])
 
         members, values = self._run(run)
         entries: list[BlacklistEntry] = []
@@ -339,53 +530,70 @@ class Blacklist:
             entries.append(self.entry(_text(member), raw, float(score), now))
         if stale:
             with contextlib.suppress(RedisUnavailable):
-                self._run(lambda: self.client.zrem(self.index_key, *stale))
+                self._run(lambda: self._forget(stale))
         return entries
 
+    def _forget(self, members: Sequence[Any]) -> None:
+        """Remove index members whose key is gone."""
+        pipe = self._pipeline()
+        for member in members:
+            pipe.zrem(self.layout.index_of(_text(member)), member)
+        pipe.execute()
+
     def entries_for_session(self, sid: str, jtis: Sequence[str] = ()) -> list[BlacklistEntry]:
-        """The blacklist keys of one session (the sid key and any of ``jtis``)."""
-        keys = [self.sid_key(sid)] + [self.token_key(j) for j in jtis if j]
+        """The blacklist keys of one session (the sid key and any of ``jtis``), in either
+        layout."""
+        keys = [self.sid_key(sid)] + [self.token_key(sid, j) for j in jtis if j]
+        if not self.cluster:
+            keys += [self.layout.legacy_sid_key(sid)]
+            keys += [self.layout.legacy_token_key(j) for j in jtis if j]
         now = self.clock.now()
-
-        def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for k in keys:
-                pipe.get(k)
-                pipe.pttl(k)
-            return pipe.execute()
-
-        res = self._run(run)
-        out = []
-        for i, key in enumerate(keys):
-            raw, pttl = res[2 * i], res[2 * i + 1]
-            if raw is None or pttl is None or pttl < 0:
-                continue
-            out.append(self.entry(key, raw, now + pttl / 1000, now))
-        return out
+        return [e for e in self.read_entries(keys, now) if math.isfinite(e.expires_at)]
 
     def scan(self, cursor: int = 0, count: int = 1000) -> tuple[int, list[BlacklistEntry]]:
-        """One SCAN step over ``<prefix>bl:*``: finds keys written without the index."""
+        """One SCAN step over ``<prefix>bl:*``: finds keys written without the index.
+
+        On a cluster the cursor walks the masters one after the other (sorted by name): its low
+        48 bits are the node's SCAN cursor, the rest the master's position."""
         now = self.clock.now()
+        # The prefix is literal text: escape the glob characters SCAN MATCH would interpret.
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._key_prefix) + "*"
 
         def run() -> tuple[int, list[BlacklistEntry]]:
-            # The prefix is literal text: escape the glob characters SCAN MATCH would interpret.
-            pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._key_prefix) + "*"
-            next_cursor, keys = self.client.scan(cursor, match=pattern, count=count)
-            keys = [k for k in keys if _text(k) != self.index_key]
+            if self.cluster:
+                next_cursor, keys = self._cluster_scan(cursor, pattern, count)
+            else:
+                next_cursor, keys = self.client.scan(cursor, match=pattern, count=count)
+            keys = [k for k in keys if not self.layout.is_index(_text(k))]
             return int(next_cursor), self.read_entries(keys, now) if keys else []
 
         return self._run(run)
+
+    def _cluster_scan(self, cursor: int, pattern: str, count: int) -> tuple[int, list[Any]]:
+        masters = sorted(self.client.get_primaries(), key=lambda n: n.name)
+        position, node_cursor = cursor >> _CURSOR_BITS, cursor & ((1 << _CURSOR_BITS) - 1)
+        if position >= len(masters):
+            return 0, []
+        node = masters[position]
+        reply = self.client.scan(node_cursor, match=pattern, count=count, target_nodes=node)
+        cursors, keys = reply
+        node_next = int(cursors[node.name]) if isinstance(cursors, dict) else int(cursors)
+        if node_next == 0:
+            position += 1
+            if position >= len(masters):
+                return 0, list(keys)
+        return (position << _CURSOR_BITS) | node_next, list(keys)
 
     def read_entries(self, keys: Sequence[Any], now: float) -> list[BlacklistEntry]:
         """The entries of ``keys`` that exist (GET and PTTL in one pipeline); a key without a
         TTL expires at ``inf``."""
 
         def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self._pipeline()
             for k in keys:
                 pipe.get(k)
                 pipe.pttl(k)
-            return pipe.execute()
+            return list(pipe.execute())
 
         res = self._run(run)
         out = []
@@ -407,7 +615,7 @@ class Blacklist:
             doc = {}
         kind = doc.get("kind")
         if kind is None:
-            kind = KIND_SESSION if key.startswith(self._key_prefix + "sid:") else "token"
+            kind = KIND_SESSION if self.layout.is_session_key(key) else "token"
         return BlacklistEntry(
             key=key,
             kind=str(kind),
@@ -423,17 +631,25 @@ class Blacklist:
         )
 
 
-# KEYS[1] is the index, KEYS[2..] the keys; ARGV[1] is now, then a (ttl, value) pair per key.
+_CURSOR_BITS = 48
+
+# KEYS come in pairs: (index, key) for each key; ARGV[1] is now, then a (ttl, value) pair per key.
+# On a cluster every key of one call is in one slot (one shard's tag).
 _REVOKE_SCRIPT = """
 local now = tonumber(ARGV[1])
 local out = {}
-for i = 2, #KEYS do
-  local ttl = tonumber(ARGV[2 * i - 2])
-  redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'EX', ttl)
-  redis.call('ZADD', KEYS[1], now + ttl, KEYS[i])
-  out[i - 1] = redis.call('TTL', KEYS[i])
+local indexes = {}
+for i = 1, #KEYS / 2 do
+  local index, key = KEYS[2 * i - 1], KEYS[2 * i]
+  local ttl = tonumber(ARGV[2 * i])
+  redis.call('SET', key, ARGV[2 * i + 1], 'EX', ttl)
+  redis.call('ZADD', index, now + ttl, key)
+  indexes[index] = true
+  out[i] = redis.call('TTL', key)
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for index in pairs(indexes) do
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+end
 return out
 """
 

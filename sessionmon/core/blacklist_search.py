@@ -2,8 +2,9 @@
 
 The view reads one window of the index at a time, so a filter cannot look only at what is loaded:
 the keys an operator wants (one user's, during an incident) may be anywhere among a million.
-``search`` walks the whole index in the view's order, one page per round trip pair (``ZRANGEBYSCORE
-... LIMIT`` then ``MGET``), tests the raw JSON first (most keys are rejected without being parsed)
+``search`` walks every shard of the index in the view's order, one page per round trip pair
+(``ZRANGEBYSCORE ... LIMIT`` then the values), merges the shards' matches, tests the raw JSON
+first (most keys are rejected without being parsed)
 and stops at ``cap`` matches. The walk moves by score, not by rank, so keys expiring (pruned at
 the low end) or revoked meanwhile never make it skip a key; a key seen twice is dropped. Redis
 is never asked to do more than one page of work at a time (no long Lua loop blocking it).
@@ -77,63 +78,77 @@ def search(
     raw_needle = needle.encode() if needle.isascii() and needle.isprintable() else None
     if raw_needle is not None and (b'"' in raw_needle or b"\\" in raw_needle):
         raw_needle = None
-    client, index = blacklist.client, blacklist.index_key
     found: list[BlacklistEntry] = []
-    seen: set[str] = set()
-    bound = float("inf") if descending else float("-inf")
-    skip = 0  # members at exactly ``bound`` already walked past
     scanned = 0
     capped = False
     last_report = time.monotonic()
-    while not capped and not stop():
-        with redis_errors():
-            if descending:
-                members = cast(
-                    "list[tuple[bytes, float]]",
-                    client.zrevrangebyscore(
-                        index, bound, "-inf", start=skip, num=page, withscores=True
-                    ),
-                )
-            else:
-                members = cast(
-                    "list[tuple[bytes, float]]",
-                    client.zrangebyscore(
-                        index, bound, "+inf", start=skip, num=page, withscores=True
-                    ),
-                )
-            if not members:
-                break
-            values = client.mget([m for m, _ in members])
-        scanned += len(members)
-        for (member, score), raw in zip(members, values, strict=True):
-            if raw is None:
-                continue  # expired between the two commands
-            key = member.decode() if isinstance(member, bytes) else str(member)
-            if key in seen:
-                continue
-            if raw_needle is not None and needle not in key.lower():
-                data = raw if isinstance(raw, bytes) else str(raw).encode()
-                if raw_needle not in data.lower():
+    # Each index shard is walked in the view's order until it has ``cap`` matches (later ones
+    # of that shard come after them); the shards' matches are merged and cut at ``cap``.
+    for index in blacklist.index_keys:
+        if stop():
+            break
+        shard: list[BlacklistEntry] = []
+        seen: set[str] = set()
+        bound = float("inf") if descending else float("-inf")
+        skip = 0  # members at exactly ``bound`` already walked past
+        while not stop():
+            with redis_errors():
+                if descending:
+                    members = cast(
+                        "list[tuple[bytes, float]]",
+                        blacklist.client.zrevrangebyscore(
+                            index, bound, "-inf", start=skip, num=page, withscores=True
+                        ),
+                    )
+                else:
+                    members = cast(
+                        "list[tuple[bytes, float]]",
+                        blacklist.client.zrangebyscore(
+                            index, bound, "+inf", start=skip, num=page, withscores=True
+                        ),
+                    )
+                if not members:
+                    break
+                values = blacklist.get_values([m for m, _ in members])
+            scanned += len(members)
+            full = False
+            for (member, score), raw in zip(members, values, strict=True):
+                if raw is None:
+                    continue  # expired between the two commands
+                key = member.decode() if isinstance(member, bytes) else str(member)
+                if key in seen:
                     continue
-            entry = blacklist.entry(key, raw, float(score), now)
-            if not entry_matches(entry, needle):
-                continue
-            seen.add(key)
-            found.append(entry)
-            if len(found) >= cap:
+                if raw_needle is not None and needle not in key.lower():
+                    data = raw if isinstance(raw, bytes) else str(raw).encode()
+                    if raw_needle not in data.lower():
+                        continue
+                entry = blacklist.entry(key, raw, float(score), now)
+                if not entry_matches(entry, needle):
+                    continue
+                seen.add(key)
+                shard.append(entry)
+                if len(shard) >= cap:
+                    full = True
+                    break
+            if full:
                 capped = True
                 break
-        last = float(members[-1][1])
-        ties = sum(1 for _, s in members if float(s) == last)
-        if last == bound:
-            skip += len(members)  # a whole page at one score
-        else:
-            bound, skip = last, ties
-        if len(members) < page:
-            break
-        if progress is not None and time.monotonic() - last_report >= 0.2:
-            last_report = time.monotonic()
-            progress(scanned, total, len(found))
+            last = float(members[-1][1])
+            ties = sum(1 for _, s in members if float(s) == last)
+            if last == bound:
+                skip += len(members)  # a whole page at one score
+            else:
+                bound, skip = last, ties
+            if len(members) < page:
+                break
+            if progress is not None and time.monotonic() - last_report >= 0.2:
+                last_report = time.monotonic()
+                progress(scanned, total, len(found) + len(shard))
+        found += shard
+    found.sort(key=lambda e: (e.expires_at, e.key), reverse=descending)
+    if len(found) > cap:
+        capped = True
+    found = found[:cap]
     return SearchResult(
         text=text,
         descending=descending,

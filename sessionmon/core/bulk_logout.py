@@ -295,6 +295,10 @@ class LogoutJob:
             if part.result.outcome is LogoutOutcome.NOT_DURABLE:
                 # On the master only: never deleted; a resume redoes this batch.
                 raise NotDurable(part.result.error or part.result.outcome.value)
+            if part.result.outcome is LogoutOutcome.REDIS_PARTIAL:
+                # A cluster node did not take some sessions: nothing of this batch is deleted
+                # (those written stay revoked); a resume redoes it all, counted exactly.
+                raise RedisUnavailable(part.result.error or part.result.outcome.value)
             parts.append(part)
         return parts[0] if len(parts) == 1 else _merged(parts)
 

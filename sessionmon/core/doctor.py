@@ -193,11 +193,33 @@ class Probe:
     def info(self) -> dict[str, str]:
         """INFO memory and replication, as fields."""
         if self._info is None:
-            with redis_errors():
-                memory = self.client.info("memory")
-                replication = self.client.info("replication")
-            self._info = {str(k): str(v) for k, v in {**memory, **replication}.items()}
+            if self.blacklist.cluster:
+                self._info = self._cluster_info()
+            else:
+                with redis_errors():
+                    memory = self.client.info("memory")
+                    replication = self.client.info("replication")
+                self._info = {str(k): str(v) for k, v in {**memory, **replication}.items()}
         return self._info
+
+    def _cluster_info(self) -> dict[str, str]:
+        """INFO of a cluster: the fullest master's memory, the fewest replicas of any master."""
+        each = []
+        with redis_errors():
+            for node in self.client.get_primaries():
+                node_client = self.client.get_redis_connection(node)
+                fields = {**node_client.info("memory"), **node_client.info("replication")}
+                each.append({str(k): str(v) for k, v in fields.items()})
+        if not each:
+            return {}
+
+        def share(info: dict[str, str]) -> float:
+            limit = int(info.get("maxmemory", 0) or 0)
+            return int(info.get("used_memory", 0) or 0) / limit if limit > 0 else 0.0
+
+        out = dict(sorted(each, key=share)[-1])
+        out["connected_slaves"] = str(min(int(i.get("connected_slaves", 0) or 0) for i in each))
+        return out
 
     def snapshot(self) -> KeySnapshot:
         if self._snapshot is None:
@@ -220,10 +242,11 @@ def read_snapshot(blacklist: Blacklist, now: float) -> KeySnapshot:
         if cursor == 0:
             break
     with redis_errors():
-        members: Any = blacklist.client.zrangebyscore(
-            blacklist.index_key, now, "+inf", withscores=True
-        )
-    snap.indexed = {_text(m): float(s) for m, s in members}
+        pipe = blacklist.client.pipeline(transaction=False)
+        for index in blacklist.index_keys:
+            pipe.zrangebyscore(index, now, "+inf", withscores=True)
+        shards: Any = pipe.execute()
+    snap.indexed = {_text(m): float(s) for members in shards for m, s in members}
     # A revoke between the SCAN and the index read is not a fault: look again at the differences.
     dangling, unindexed = snap.dangling(), snap.unindexed()
     if dangling or unindexed:
@@ -232,7 +255,7 @@ def read_snapshot(blacklist: Blacklist, now: float) -> KeySnapshot:
             for k in dangling:
                 pipe.exists(k)
             for k in unindexed:
-                pipe.zscore(blacklist.index_key, k)
+                pipe.zscore(blacklist.layout.index_of(k), k)
             replies = pipe.execute()
         written = [k for k, there in zip(dangling, replies[: len(dangling)], strict=True) if there]
         if written:  # written meanwhile: read them as SCAN would
@@ -258,10 +281,10 @@ def usable_after_ending(
         after = batch[-1].id
         with redis_errors():
             pipe = blacklist.client.pipeline(transaction=False)
-            for e in batch:
-                pipe.exists(blacklist.sid_key(e.session_id))
-                pipe.exists(blacklist.token_key(e.access_jti or "-"))
-                pipe.exists(blacklist.token_key(e.refresh_jti or "-"))
+            for e in batch:  # each EXISTS in one slot: the session's tag (or one server)
+                pipe.exists(*blacklist.check_keys(None, e.session_id))
+                pipe.exists(*_token_keys(blacklist, e.session_id, e.access_jti or "-"))
+                pipe.exists(*_token_keys(blacklist, e.session_id, e.refresh_jti or "-"))
             replies = pipe.execute()
         for i, e in enumerate(batch):
             sid_key, access_key, refresh_key = replies[3 * i : 3 * i + 3]
@@ -274,6 +297,14 @@ def usable_after_ending(
                 if len(found) < limit:
                     found.append(e)
     return found, total
+
+
+def _token_keys(blacklist: Blacklist, sid: str, jti: str) -> list[str]:
+    """The keys that revoke token ``jti`` of session ``sid`` (either layout on one server)."""
+    keys = [blacklist.token_key(sid, jti)]
+    if not blacklist.cluster:
+        keys.append(blacklist.layout.legacy_token_key(jti))
+    return keys
 
 
 # -- the checks ----------------------------------------------------------------------------------
@@ -566,13 +597,13 @@ def repair(probe: Probe, actor: str, events: EventSink | None = None) -> Repair:
                 ttl_left = fixes.get(key, entry.ttl)
                 if math.isinf(ttl_left):
                     continue  # no TTL and none known: the index orders by expiry
-                pipe.zadd(bl.index_key, {key: now + ttl_left})
+                pipe.zadd(bl.layout.index_of(key), {key: now + ttl_left})
             for key, ttl in fixes.items():
                 if key in snap.indexed:
-                    pipe.zadd(bl.index_key, {key: now + ttl})
+                    pipe.zadd(bl.layout.index_of(key), {key: now + ttl})
             dangling = snap.dangling()
-            if dangling:
-                pipe.zrem(bl.index_key, *dangling)
+            for key in dangling:
+                pipe.zrem(bl.layout.index_of(key), key)
             pipe.execute()
         ttl_set = len(fixes)
         added = sum(1 for k in snap.unindexed() if not math.isinf(fixes.get(k, snap.keys[k].ttl)))

@@ -59,6 +59,16 @@ class RedisMayEvict(RedisUnavailable):
     ``maxmemory`` limit) and the operator did not allow it: revocations are refused (exit 3)."""
 
 
+class RevocationIncomplete(RedisUnavailable):
+    """A Redis Cluster took some sessions' revocations and not others (a node down): ``ttls``
+    are the keys written (key -> TTL), every session's keys all or none (exit code 3)."""
+
+    def __init__(self, ttls: dict[str, int], cause: str) -> None:
+        super().__init__(f"part of the revocation was not written: {cause}")
+        self.ttls = ttls
+        self.cause = cause
+
+
 class NotDurable(SessionmonError):
     """A revocation is on the Redis master only: fewer replicas than asked hold it (exit 4)."""
 

@@ -85,11 +85,23 @@ class RateCounter:
         for second in [s for s in self._counts if s <= oldest]:
             del self._counts[second]
 
-    def total(self, name: str, now: float) -> int:
-        """Events of ``name`` in the window ending at ``now`` (the current second included)."""
+    def total(self, name: str, now: float, seconds: int | None = None) -> int:
+        """Events of ``name`` in the last ``seconds`` (default: the window) ending at ``now``
+        (the current second included)."""
         end = int(now)
-        start = end - self.window
+        start = end - (self.window if seconds is None else seconds)
         return sum(c[name] for s, c in self._counts.items() if start < s <= end)
+
+    def buckets(self, name: str, now: float, seconds: int) -> list[int]:
+        """Per-second counts of ``name`` for the ``seconds`` seconds up to ``now`` (oldest
+        first; the last is the current second)."""
+        end = int(now)
+        empty: Counter[str] = Counter()
+        return [self._counts.get(s, empty)[name] for s in range(end - seconds + 1, end + 1)]
+
+    def names(self) -> set[str]:
+        """Every series with a count in the window."""
+        return {n for c in self._counts.values() for n in c}
 
     def rates(self, now: float) -> Rates:
         self.prune(now)

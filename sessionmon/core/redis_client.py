@@ -1,6 +1,8 @@
 """The redis-py client sessionmon uses: bounded timeouts, bounded retries. Every client sessionmon
 makes is made here (``connect``): a plain or TLS server (``redis://``, ``rediss://``,
-``unix://``) or the master of a Sentinel service (``redis+sentinel://``).
+``unix://``), the master of a Sentinel service (``redis+sentinel://``), or a Redis Cluster
+(``redis+cluster://host:port[,host:port]``, or a ``redis://`` / ``rediss://`` URL whose server
+says ``cluster_enabled:1`` in ``INFO cluster``: then redis-py's ``RedisCluster``).
 
 A hung server (stopped, overloaded, behind a dead network path) must cost one ``timeout``, not
 several: a timed-out command is never retried. A dropped connection (a restarted server, an idle
@@ -20,6 +22,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis
 import redis.sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from sessionmon.core.errors import ConfigError
@@ -63,6 +66,7 @@ class BoundedRetry(Retry):
         return super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
+CLUSTER_SCHEME = "redis+cluster"
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_PORT = 26379
 
@@ -99,6 +103,34 @@ class TlsFiles:
         return out
 
 
+def _credentials(netloc: str) -> tuple[str | None, str | None, str]:
+    """``user:pass@hosts`` -> (user, password, hosts), percent-decoded."""
+    userinfo, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    return username, password, hosts
+
+
+def _host_list(
+    hosts: str, bad: Callable[[str], ConfigError], default_port: int | None = None
+) -> tuple[tuple[str, int], ...]:
+    """``host:port[,host:port]`` -> pairs; a host without a port takes ``default_port`` (an
+    error when there is none)."""
+    out = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon and default_port is not None:
+            host, colon, port = item.strip(), ":", str(default_port)
+        host = host.strip("[]")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise bad(f"expected host:port[,host:port], not {item.strip()!r}")
+        out.append((host, int(port)))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class SentinelUrl:
     """``redis+sentinel://[user:pass@]host:port[,host:port]/service_name[/db]``: the credentials
@@ -118,21 +150,8 @@ class SentinelUrl:
             return ConfigError(f"bad Redis Sentinel URL {mask_url(url)}: {why}")
 
         parts = urlsplit(url)
-        userinfo, _, hosts = parts.netloc.rpartition("@")
-        username = password = None
-        if userinfo:
-            user, colon, secret = userinfo.partition(":")
-            username = unquote(user) or None
-            password = unquote(secret) if colon else None
-        sentinels = []
-        for item in hosts.split(","):
-            host, colon, port = item.strip().rpartition(":")
-            if not colon:
-                host, port = item.strip(), str(SENTINEL_PORT)
-            host = host.strip("[]")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise bad(f"expected host:port[,host:port], not {item.strip()!r}")
-            sentinels.append((host, int(port)))
+        username, password, hosts = _credentials(parts.netloc)
+        sentinels = _host_list(hosts, bad, SENTINEL_PORT)
         path = [unquote(p) for p in parts.path.split("/") if p]
         if not path or len(path) > 2:
             raise bad("expected /service_name or /service_name/db after the sentinels")
@@ -143,7 +162,7 @@ class SentinelUrl:
         if unknown:
             raise bad(f"unknown option {unknown[0]!r} (sentinel_username, sentinel_password)")
         return cls(
-            sentinels=tuple(sentinels),
+            sentinels=sentinels,
             service=path[0],
             db=int(path[1]) if len(path) == 2 else 0,
             username=username,
@@ -227,15 +246,18 @@ def _options(timeout: float) -> dict[str, Any]:
 
 def connect(
     url: str, *, timeout: float = TOOL_TIMEOUT, tls: TlsFiles | None = None, **kwargs: Any
-) -> redis.Redis:
+) -> Any:
     """A client whose every command answers (or fails) within about ``timeout`` seconds.
 
     ``tls``: the CA and client certificate files of a ``rediss://`` URL (a ``ConfigError`` with
     any other URL). A ``redis+sentinel://`` URL gives the service's master, found through the
-    sentinels on every new connection (so a failover is followed on reconnect).
+    sentinels on every new connection (so a failover is followed on reconnect). A
+    ``redis+cluster://`` URL, or a ``redis://`` URL whose server is a cluster node, gives a
+    ``RedisCluster`` (it reads the cluster's layout now: ``RedisUnavailable`` if no seed
+    answers or the cluster is not in state ok).
     """
     scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if tls and scheme != "rediss":
+    if tls and scheme not in ("rediss", CLUSTER_SCHEME):
         raise ConfigError(
             f"--redis-ca-file, --redis-cert-file and --redis-key-file need a rediss:// URL, "
             f"not {mask_url(url)}"
@@ -245,15 +267,144 @@ def connect(
         options = (tls or TlsFiles()).kwargs() | options
     if scheme == SENTINEL_SCHEME:
         return _sentinel_master(SentinelUrl.parse(url), options, timeout)
+    if scheme == CLUSTER_SCHEME:
+        cluster_url = ClusterUrl.parse(url)
+        if tls and not cluster_url.tls:
+            raise ConfigError(
+                f"--redis-ca-file, --redis-cert-file and --redis-key-file need TLS: add ?tls=1 "
+                f"to {mask_url(url)}"
+            )
+        return connect_cluster(cluster_url, options, timeout, tls)
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
-            f"bad Redis URL {mask_url(url)}: use redis://, rediss://, unix:// or "
-            f"redis+sentinel:// (Redis Cluster and Sentinel over TLS are not supported)"
+            f"bad Redis URL {mask_url(url)}: use redis://, rediss://, unix://, "
+            f"redis+sentinel:// or redis+cluster:// (Sentinel over TLS is not supported)"
         )
     try:
-        return redis.Redis.from_url(url, **options)
+        client = redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConfigError(f"bad Redis URL {mask_url(url)}: {exc}") from None
+    if scheme not in ("redis", "rediss"):
+        return client
+    cluster, hung = _is_cluster_node(client)
+    kw = client.connection_pool.connection_kwargs
+    client.close()
+    if not cluster:
+        # A fresh client: no connection made before the caller's hooks (the WriteGuard's).
+        fresh = redis.Redis.from_url(url, **options)
+        if hung is not None:
+            fresh.connection_pool.connection_kwargs["redis_connect_func"] = _fail_fast(
+                hung, timeout
+            )
+        return fresh
+    if int(kw.get("db") or 0) != 0:
+        raise ConfigError(
+            f"bad Redis URL {mask_url(url)}: the server is a Redis Cluster node, which has "
+            f"database 0 only"
+        )
+    seed = ClusterUrl(
+        ((str(kw["host"]), int(kw["port"])),),
+        username=kw.get("username"),
+        password=kw.get("password"),
+        tls=scheme == "rediss",
+    )
+    return connect_cluster(seed, options, timeout)
+
+
+def _is_cluster_node(client: redis.Redis) -> tuple[bool, Exception | None]:
+    """``INFO cluster`` says ``cluster_enabled:1``; and the timeout when the server did not
+    answer in time. A server that does not answer is taken as not a cluster: its commands then
+    fail as usual (``RedisUnavailable``)."""
+    try:
+        info = client.info("cluster")
+    except redis.exceptions.ResponseError as exc:  # SELECT n on a cluster node
+        return "cluster mode" in str(exc), None
+    except redis.exceptions.TimeoutError as exc:
+        return False, exc
+    except (redis.exceptions.RedisError, OSError):
+        return False, None
+    return str(info.get("cluster_enabled", "0")) == "1", None
+
+
+def _fail_fast(error: Exception, timeout: float) -> Callable[[Any], None]:
+    """A connect hook: a connection made within ``timeout`` of a probe that timed out fails at
+    once with the probe's error (a hung server costs one timeout, not two), then connections
+    are made as usual."""
+    until = time.monotonic() + timeout
+
+    def on_connect(connection: Any) -> None:
+        if time.monotonic() < until:
+            raise redis.exceptions.TimeoutError(str(error))
+        if hasattr(connection, "on_connect_check_health"):
+            connection.on_connect_check_health(check_health=False)  # as the WriteGuard's hook
+        else:
+            connection.on_connect()
+
+    return on_connect
+
+
+@dataclass(frozen=True)
+class ClusterUrl:
+    """``redis+cluster://[user:pass@]host:port[,host:port]``: seeds of one Redis Cluster
+    (database 0 only); ``?tls=1`` speaks TLS to every node."""
+
+    seeds: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> ClusterUrl:
+        def bad(why: str) -> ConfigError:
+            return ConfigError(f"bad Redis Cluster URL {mask_url(url)}: {why}")
+
+        parts = urlsplit(url)
+        username, password, hosts = _credentials(parts.netloc)
+        seeds = _host_list(hosts, bad)
+        if parts.path.strip("/") not in ("", "0"):
+            raise bad("a Redis Cluster has database 0 only")
+        options = dict(parse_qsl(parts.query, keep_blank_values=True))
+        unknown = sorted(set(options) - {"tls"})
+        if unknown:
+            raise bad(f"unknown option {unknown[0]!r} (tls)")
+        return cls(
+            seeds,
+            username=username,
+            password=password,
+            tls=options.get("tls", "0") in ("1", "yes", "true"),
+        )
+
+    def display(self) -> str:
+        return ",".join(f"{host}:{port}" for host, port in self.seeds)
+
+
+def connect_cluster(
+    url: ClusterUrl, options: dict[str, Any], timeout: float, tls: TlsFiles | None = None
+) -> RedisCluster:
+    """A ``RedisCluster`` from the seeds (the first that answers gives the layout); raises
+    ``RedisUnavailable`` in one line when none answers or the cluster is not in state ok."""
+    from sessionmon.core.blacklist import redis_errors
+
+    # Each node's client gets the timeouts; RedisCluster's own retry (refresh the layout, try
+    # again) is bounded like ours: twice, within a short backoff.
+    node_options = {k: v for k, v in options.items() if k not in ("retry", "health_check_interval")}
+    node_options["socket_timeout"] = node_options.get("socket_timeout", timeout)
+    if url.tls:
+        node_options = {"ssl": True} | (tls or TlsFiles()).kwargs() | node_options
+    with redis_errors(f"Redis Cluster ({url.display()})"):
+        try:
+            return RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in url.seeds],
+                username=url.username,
+                password=url.password,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+                **node_options,
+            )
+        except redis.exceptions.RedisClusterException as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise redis.exceptions.ConnectionError(
+                f"no seed answered as a cluster node in state ok: {text}"
+            ) from None
 
 
 def _sentinel_master(url: SentinelUrl, options: dict[str, Any], timeout: float) -> redis.Redis:

@@ -9,6 +9,9 @@ revocations on a server that may evict them unless the operator allowed it
 (``--allow-evicting-redis``). Persistence off (no AOF,
 no RDB save points) is a warning: revocations are lost when the server restarts.
 
+On a Redis Cluster every master is read (and every new connection to any node): the worst
+master decides, and its findings name it.
+
 Reading is ``CONFIG GET``; where CONFIG is not permitted (an ACL user, a managed Redis that renames
 it) ``INFO memory`` and ``INFO persistence`` say the same, except the RDB save points. Reads only:
 the authenticate path never waits for this.
@@ -18,12 +21,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
 import redis
+from redis.cluster import RedisCluster
 
 from sessionmon.core.blacklist import redis_errors
 from sessionmon.core.errors import RedisMayEvict
@@ -62,6 +66,7 @@ class ServerSettings:
     aof: bool | None
     save: str | None  # RDB save points ("" is none); INFO does not show them
     source: str  # "CONFIG", "INFO" or "none"
+    node: str | None = None  # the cluster master these are of (None: the one server)
 
     @property
     def may_evict(self) -> bool | None:
@@ -83,7 +88,21 @@ class ServerSettings:
 
     def eviction_text(self) -> str:
         limit = "unknown" if self.maxmemory is None else _bytes(self.maxmemory)
-        return f"maxmemory-policy {self.policy or 'unknown'}, maxmemory {limit}"
+        where = f" on master {self.node}" if self.node else ""
+        return f"maxmemory-policy {self.policy or 'unknown'}, maxmemory {limit}{where}"
+
+
+def worst(each: Iterable[ServerSettings]) -> ServerSettings:
+    """The settings of the worst server: one that may evict, then one that would not say, then
+    one without persistence, then one that would not say that."""
+    ranked = sorted(
+        each,
+        key=lambda s: (
+            {True: 0, None: 1, False: 2}[s.may_evict],
+            {False: 0, None: 1, True: 2}[s.persistent],
+        ),
+    )
+    return ranked[0]
 
 
 def findings(settings: ServerSettings, *, allow_evicting: bool = False) -> list[Finding]:
@@ -132,10 +151,38 @@ def findings(settings: ServerSettings, *, allow_evicting: bool = False) -> list[
 
 
 def read_server_settings(
-    client: redis.Redis, *, use_config: Callable[[], bool] = lambda: True
+    client: redis.Redis | RedisCluster, *, use_config: Callable[[], bool] = lambda: True
 ) -> ServerSettings:
     """CONFIG GET (or INFO where CONFIG is refused; ``use_config()`` False, asked once connected:
-    INFO only); raises ``RedisUnavailable``."""
+    INFO only); on a cluster, of every master (the worst); raises ``RedisUnavailable``."""
+    return worst(read_each_server(client, use_config=use_config))
+
+
+def read_each_server(
+    client: redis.Redis | RedisCluster, *, use_config: Callable[[], bool] = lambda: True
+) -> list[ServerSettings]:
+    """The settings of the one server, or of each master of a cluster."""
+    if isinstance(client, RedisCluster):
+        with redis_errors():
+            masters = client.get_primaries()
+        if not masters:
+            with redis_errors():
+                raise redis.exceptions.ClusterDownError("no master known")
+        out = []
+        for node in masters:
+            settings = _read_one(client.get_redis_connection(node), use_config)
+            out.append(_on(settings, node.name))
+        return out
+    return [_read_one(client, use_config)]
+
+
+def _on(settings: ServerSettings, node: str) -> ServerSettings:
+    return ServerSettings(
+        settings.maxmemory, settings.policy, settings.aof, settings.save, settings.source, node
+    )
+
+
+def _read_one(client: redis.Redis, use_config: Callable[[], bool]) -> ServerSettings:
     pool = client.connection_pool
     with redis_errors():
         connection = pool.get_connection()
@@ -227,7 +274,7 @@ class WriteGuard:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         *,
         allow_evicting: bool = False,
         wait_replicas: int = 0,
@@ -241,6 +288,9 @@ class WriteGuard:
         self.max_age = max_age
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._cluster = isinstance(client, RedisCluster)
+        # What each server said (one entry; on a cluster one per master, by host:port).
+        self._each: dict[str, ServerSettings] = {}
         self._settings: ServerSettings | None = None
         self._read_at = 0.0  # monotonic
         # CONFIG refused once (an ACL user): INFO from then on (one ACL LOG entry, not one per
@@ -249,6 +299,22 @@ class WriteGuard:
         self._watch_connects()
 
     def _watch_connects(self) -> None:
+        if isinstance(self.client, RedisCluster):
+            cluster = self.client
+            user_hook: Callable[[Any], None] | None = cluster.user_on_connect_func
+
+            def on_node_connect(connection: Any) -> None:
+                # RedisCluster.on_connect has set the connection up already.
+                if user_hook is not None:
+                    user_hook(connection)
+                node = f"{connection.host}:{connection.port}"
+                settings = _read(_caller(connection), use_config=self._use_config)
+                settings = self._remember([_on(settings, node)], replace=False)
+                if getattr(self._local, "writing", False) and self._refuses(settings):
+                    raise _RefusedOnConnect(self._refusal(settings))
+
+            cluster.user_on_connect_func = on_node_connect
+            return
         kwargs = self.client.connection_pool.connection_kwargs
         previous: Callable[[Any], None] | None = kwargs.get("redis_connect_func")
 
@@ -262,18 +328,24 @@ class WriteGuard:
                 connection.on_connect_check_health(check_health=False)
             else:
                 connection.on_connect()
-            settings = self._remember(_read(_caller(connection), use_config=self._use_config))
+            settings = self._remember([_read(_caller(connection), use_config=self._use_config)])
             if getattr(self._local, "writing", False) and self._refuses(settings):
                 raise _RefusedOnConnect(self._refusal(settings))
 
         kwargs["redis_connect_func"] = on_connect
 
-    def _remember(self, settings: ServerSettings) -> ServerSettings:
+    def _remember(self, each: list[ServerSettings], *, replace: bool = True) -> ServerSettings:
+        """Keep what the servers said (``replace``: all of them; else these nodes only) and
+        return the worst now known."""
         with self._lock:
-            self._use_config = self._use_config and settings.source == "CONFIG"
-            self._settings = settings
-            self._read_at = time.monotonic()
-        return settings
+            self._use_config = self._use_config and all(s.source == "CONFIG" for s in each)
+            if replace:
+                self._each = {}
+                self._read_at = time.monotonic()
+            for s in each:
+                self._each[s.node or ""] = s
+            self._settings = worst(self._each.values())
+            return self._settings
 
     def _refuses(self, settings: ServerSettings) -> bool:
         return settings.may_evict is not False and not self.allow_evicting
@@ -293,9 +365,7 @@ class WriteGuard:
             settings, age = self._settings, time.monotonic() - self._read_at
         if settings is not None and age < self.max_age:
             return settings
-        return self._remember(
-            read_server_settings(self.client, use_config=lambda: self._use_config)
-        )
+        return self._remember(read_each_server(self.client, use_config=lambda: self._use_config))
 
     def findings(self) -> list[Finding]:
         """What is wrong with the server (``findings`` of the settings), worst first."""

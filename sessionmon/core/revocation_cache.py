@@ -4,9 +4,12 @@ Off by default. ``CachedRevocations`` answers ``is_revoked(jti, sid)`` from memo
 prove the answer is current, and asks Redis otherwise.
 
 How it stays current: one dedicated RESP3 connection runs ``CLIENT TRACKING ON BCAST PREFIX
-<prefix>bl:`` (server-assisted client-side caching, Redis >= 6). Redis then pushes an
-``invalidate`` message for every write, delete or expiry of any key under the blacklist prefix,
-whoever made it. A background thread reads those pushes and drops the cached answers for those keys.
+<prefix>bl:`` (server-assisted client-side caching, Redis >= 6); on a Redis Cluster one such
+connection per master (a thread each), and the cache is live only while every one of them is
+confirmed (one down: fail closed, as below; after a failover the masters are read again).
+Redis then pushes an ``invalidate`` message for every write, delete or expiry of any key under
+the blacklist prefix, whoever made it. A background thread reads those pushes and drops the cached
+answers for those keys.
 
 Why an answer is never stale by more than ``max_staleness`` seconds (default 50 ms):
 
@@ -28,6 +31,7 @@ Why an answer is never stale by more than ``max_staleness`` seconds (default 50 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -87,7 +91,7 @@ class CachedRevocations:
         self.heartbeat = float(heartbeat) if heartbeat else self.max_staleness / 4
         self.max_entries = int(max_entries)
         self.reconnect_delay = reconnect_delay
-        self.prefix = blacklist.token_key("")  # "<prefix>bl:" covers token and session keys
+        self.prefix = blacklist.layout.base  # "<prefix>bl:" covers token and session keys
         self.stats = CacheStats()
         self.last_error: str | None = None
         self._connection_factory = connection_factory or self._default_connection
@@ -105,6 +109,8 @@ class CachedRevocations:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: Any = None
+        # Each channel's last confirmed PING (monotonic); ``_confirmed`` is the oldest of them.
+        self._channels: dict[str, float] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -181,12 +187,7 @@ class CachedRevocations:
         return False
 
     def _keys(self, jti: str | None, sid: str | None) -> list[str]:
-        keys = []
-        if jti:
-            keys.append(self.blacklist.token_key(jti))
-        if sid:
-            keys.append(self.blacklist.sid_key(sid))
-        return keys
+        return self.blacklist.check_keys(jti, sid)
 
     def _fetch(self, keys: list[str]) -> bool:
         """Ask Redis (one round trip) and cache the answers unless invalidated meanwhile."""
@@ -225,22 +226,26 @@ class CachedRevocations:
     # -- the invalidation channel ------------------------------------------------------------
 
     def _default_connection(self) -> Any:
-        pool = self.blacklist.client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        kwargs.update(
-            protocol=3,
-            health_check_interval=0,  # the thread does its own PINGs on this connection
-            retry=Retry(NoBackoff(), 0),  # and its own reconnects
-            client_name="sessionmon-revocation-cache",
-        )
-        kwargs.pop("retry_on_error", None)
-        kwargs.pop("retry_on_timeout", None)
-        return pool.connection_class(**kwargs)
+        return _tracking_connection(self.blacklist.client.connection_pool)
+
+    def _channel_factories(self) -> list[tuple[str, Callable[[], Any]]]:
+        """One invalidation channel per server: the one server, or each master of a cluster
+        (a key's invalidation comes from the master that holds it)."""
+        if not self.blacklist.cluster:
+            return [("", self._connection_factory)]
+        client = self.blacklist.client
+        with redis_errors():
+            masters = client.get_primaries()
+            pools = [(n.name, client.get_redis_connection(n).connection_pool) for n in masters]
+        if not pools:
+            raise redis.ConnectionError("no Redis Cluster master known")
+        return [(name, functools.partial(_tracking_connection, pool)) for name, pool in pools]
 
     def _go_dark(self, error: str | None) -> None:
         """Stop serving from memory and forget everything (fail closed)."""
         with self._lock:
             self._live = False
+            self._channels.clear()
             self._epoch += 1
             self._cache.clear()
             if error is not None:
@@ -259,18 +264,60 @@ class CachedRevocations:
             self.stats.invalidations += len(keys)
 
     def _run(self) -> None:
+        failed = False
         while not self._stop.is_set():
             try:
-                self._listen()
-            except Exception as exc:  # whatever broke the channel, never serve from memory
+                if failed and self.blacklist.cluster:
+                    with contextlib.suppress(Exception):  # a failover: read the layout again
+                        self.blacklist.client.nodes_manager.initialize()
+                channels = self._channel_factories()
+                if len(channels) == 1:
+                    name, factory = channels[0]
+                    self._listen(name, factory, self._stop, 1)
+                else:
+                    self._listen_all(channels)
+            except Exception as exc:  # whatever broke a channel, never serve from memory
                 text = (str(exc) or type(exc).__name__).splitlines()[0][:200]
                 self._go_dark(f"invalidation channel down: {text}")
+                failed = True
             else:
                 self._go_dark(None)
+                failed = False
             self._stop.wait(self.reconnect_delay)
 
-    def _listen(self) -> None:
-        conn = self._connection_factory()
+    def _listen_all(self, channels: list[tuple[str, Callable[[], Any]]]) -> None:
+        """One thread per channel (a cluster's masters); the first that fails stops them all
+        (raised here), so that the cache is live only while every channel is confirmed."""
+        stop = threading.Event()
+        failures: list[Exception] = []
+
+        def listen(name: str, factory: Callable[[], Any]) -> None:
+            try:
+                self._listen(name, factory, stop, len(channels))
+            except Exception as exc:
+                failures.append(exc)
+            finally:
+                stop.set()
+
+        threads = [
+            threading.Thread(
+                target=listen, args=channel, name=f"sessionmon-tracking-{channel[0]}", daemon=True
+            )
+            for channel in channels
+        ]
+        for thread in threads:
+            thread.start()
+        while not self._stop.is_set() and not stop.wait(IDLE_WAIT):
+            pass
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        if failures:
+            raise failures[0]
+
+    def _listen(self, name: str, factory: Callable[[], Any], stop: threading.Event, n: int) -> None:
+        """Run channel ``name`` (one of ``n``) until ``stop`` or an error."""
+        conn = factory()
         self._conn = conn
         try:
             conn.connect()  # HELLO 3
@@ -287,17 +334,23 @@ class CachedRevocations:
             with self._lock:
                 self._epoch += 1
                 self._cache.clear()
-                self._confirmed = sent
-                self._live = True
-            self.stats.connects += 1
-            self.last_error = None
-            self._ready.set()
+                self._channels[name] = sent
+                if len(self._channels) == n:  # every channel is up: serve from memory
+                    self._confirmed = min(self._channels.values())
+                    self._live = True
+                    live = True
+                else:
+                    live = False
+            if live:
+                self.stats.connects += 1
+                self.last_error = None
+                self._ready.set()
             ping_sent: float | None = None
-            while not self._stop.is_set():
+            while not stop.is_set():
                 now = time.monotonic()
                 if (
                     ping_sent is None
-                    and now - self._confirmed >= self.heartbeat
+                    and now - self._channels.get(name, -1.0) >= self.heartbeat
                     and now - self._wanted <= IDLE_AFTER
                 ):
                     ping_sent = now
@@ -320,7 +373,7 @@ class CachedRevocations:
                 if _is_push(reply):
                     self._on_push(reply)
                 elif reply in (b"PONG", "PONG") and ping_sent is not None:
-                    self._confirmed = ping_sent
+                    self._confirm(name, ping_sent, n)
                     ping_sent = None
                 elif isinstance(reply, redis.ResponseError | Exception):
                     raise redis.ResponseError(str(reply))
@@ -329,10 +382,36 @@ class CachedRevocations:
             with contextlib.suppress(Exception):
                 conn.disconnect()
 
+    def _confirm(self, name: str, sent: float, n: int) -> None:
+        """Channel ``name``'s PONG for a PING sent at ``sent``: the cache is as current as the
+        least current of the ``n`` channels."""
+        if n == 1:
+            self._channels[name] = sent
+            self._confirmed = sent
+            return
+        with self._lock:
+            self._channels[name] = sent
+            if len(self._channels) == n:
+                self._confirmed = min(self._channels.values())
+
     def _on_push(self, message: Any) -> None:
         kind = message[0]
         if kind in (b"invalidate", "invalidate"):
             self._invalidate(message[1] if len(message) > 1 else None)
+
+
+def _tracking_connection(pool: Any) -> Any:
+    """A new RESP3 connection with the pool's settings, outside the pool, that never retries."""
+    kwargs = dict(pool.connection_kwargs)
+    kwargs.update(
+        protocol=3,
+        health_check_interval=0,  # the thread does its own PINGs on this connection
+        retry=Retry(NoBackoff(), 0),  # and its own reconnects
+        client_name="sessionmon-revocation-cache",
+    )
+    kwargs.pop("retry_on_error", None)
+    kwargs.pop("retry_on_timeout", None)
+    return pool.connection_class(**kwargs)
 
 
 def _identity(message: Any) -> Any:

@@ -59,7 +59,7 @@ def make_blacklist(
     return blacklist
 
 
-def connect_for(settings: Settings, url: str, *, web: bool = False) -> redis.Redis:
+def connect_for(settings: Settings, url: str, *, web: bool = False) -> Any:
     """A client for ``url`` with the timeout and TLS files of ``settings`` (``web``: the web
     path's default timeout). The embedded server (a unix socket) never takes the TLS files."""
     tls = settings.redis_tls if settings.redis_url else None
@@ -208,7 +208,13 @@ def open_runtime(
     except BaseException:
         store.close()
         raise
-    client = connect_for(settings, url, web=web)
+    try:
+        client = connect_for(settings, url, web=web)
+    except BaseException:  # a Redis Cluster's seeds are read now
+        store.close()
+        if keeper is not None:
+            keeper.close()
+        raise
     reviver = Reviver(keeper) if keeper is not None else None
     blacklist = make_blacklist(
         settings, client, clock, web=web, on_unavailable=reviver.poke if reviver else None

@@ -7,7 +7,7 @@ series an event counts in is the core's (``core.event_rates``, shared with the s
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -18,7 +18,7 @@ from sessionmon.core.event_rates import (
     REJECTED,
     REJECTIONS,
     REVOCATIONS,
-    series_of,
+    RateCounter,
 )
 from sessionmon.core.events import Event, EventKind
 
@@ -69,40 +69,31 @@ class ActivityModel:
 
     def __init__(self) -> None:
         self.feed: deque[Event] = deque(maxlen=FEED_SIZE)
-        self._counts: dict[int, Counter[str]] = {}
+        self._counter = RateCounter(WINDOW)
         self.last_id = ""  # the stream id of the newest event seen ("": none yet)
         self.seen = 0
 
     def add(self, events: Iterable[Event], now: float) -> None:
         """Take events read from the feed (oldest first); older than the window only feed the
         list."""
-        oldest = int(now) - WINDOW
+        events = list(events)
         for e in events:
             self.feed.append(e)
             self.seen += 1
             if e.id:
                 self.last_id = e.id
-            second = int(e.at)
-            if second <= oldest:
-                continue
-            bucket = self._counts.setdefault(second, Counter())
-            for name in series_of(e):
-                bucket[name] += e.count
-        self.prune(now)
+        self._counter.add(events, now)
 
     def prune(self, now: float) -> None:
-        oldest = int(now) - WINDOW
-        for second in [s for s in self._counts if s <= oldest]:
-            del self._counts[second]
+        self._counter.prune(now)
 
     def buckets(self, name: str, now: float, seconds: int = WINDOW) -> list[int]:
         """Per-second counts of ``name`` for the ``seconds`` seconds up to ``now`` (oldest
         first; the last is the current second)."""
-        end = int(now)
-        return [self._counts.get(s, Counter())[name] for s in range(end - seconds + 1, end + 1)]
+        return self._counter.buckets(name, now, seconds)
 
     def total(self, name: str, now: float, seconds: int = WINDOW) -> int:
-        return sum(self.buckets(name, now, seconds))
+        return self._counter.total(name, now, seconds)
 
     def rate(self, name: str, now: float, seconds: int = RATE_WINDOW) -> float:
         """Events per second of ``name`` over the last ``seconds`` seconds."""
@@ -110,12 +101,7 @@ class ActivityModel:
 
     def reasons(self, now: float) -> list[str]:
         """Rejection reasons to draw: the alarming ones always, then any seen in the window."""
-        seen = {
-            n.removeprefix(REJECTED)
-            for c in self._counts.values()
-            for n in c
-            if n.startswith(REJECTED)
-        }
+        seen = {n.removeprefix(REJECTED) for n in self._counter.names() if n.startswith(REJECTED)}
         return list(ALARMING) + sorted(seen - set(ALARMING))
 
     def alarms(self, now: float, seconds: int = 60) -> list[tuple[str, int]]:

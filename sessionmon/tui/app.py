@@ -829,7 +829,7 @@ def describe_logout(target: LogoutTarget, result: LogoutResult) -> tuple[str, st
     A user logout says how what it ended differs from what the dialog showed: sessions that
     started while it was open, sessions that had ended meanwhile.
     """
-    sessions = [k for k in result.revoked if "bl:sid:" in k]
+    sessions = [k for k in result.revoked if ":sid:" in k]
     tokens = len(result.revoked) - len(sessions)
     longest = max(result.revoked.values(), default=0)
     who = ", ".join(sorted(set(e for e in target.emails if e))[:3]) or "-"

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from sessionmon.core.auth import Auth
+from sessionmon.core.blacklist_keys import KeyLayout
 from tests.conftest import TEST_SECRET
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -146,12 +147,13 @@ def test_logout_session_then_blacklist_and_audit(
     proc = run_cli("logout", session.id, "--reason", "stolen laptop", "--actor", "alice")
     assert proc.returncode == 0, proc.stderr
     assert f"deleted  session {session.id}" in proc.stdout
-    assert f"{prefix}bl:sid:{session.id}" in proc.stdout
+    layout = KeyLayout(prefix)
+    assert layout.sid_key(session.id) in proc.stdout
     assert access not in proc.stdout + proc.stderr
 
     assert auth.store.get_session(session.id) is None
     assert auth.authenticate(access).reason == "revoked"
-    for key in (f"{prefix}bl:sid:{session.id}", f"{prefix}bl:{session.access_jti}"):
+    for key in (layout.sid_key(session.id), layout.token_key(session.id, session.access_jti)):
         assert redis_client.ttl(key) > 0
 
     entries = json.loads(run_cli("blacklist", "--json").stdout)

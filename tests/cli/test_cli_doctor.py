@@ -85,8 +85,8 @@ def test_doctor_healthy_then_repair(
         bl.unrevoke(
             [
                 bl.sid_key(session.id),
-                bl.token_key(session.access_jti),
-                bl.token_key(session.refresh_jti),
+                bl.token_key(session.id, session.access_jti),
+                bl.token_key(session.id, session.refresh_jti),
             ]
         )
         bad = run_cli("doctor", "--json", env_extra=env)

@@ -19,7 +19,7 @@ def expire_access(auth: Auth, clock: FrozenClock) -> None:
 
 
 def session_keys(bl: Blacklist, sid: str, *jtis: str) -> set[str]:
-    return {bl.sid_key(sid), *(bl.token_key(j) for j in jtis)}
+    return {bl.sid_key(sid), *(bl.token_key(sid, j) for j in jtis)}
 
 
 # -- login -----------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_logout_revokes_an_extra_token_not_on_record(
 
     old_claims = Claims(sid=old["sid"], jti=old["jti"], exp=clock.now() + 30, typ="access")
     result = auth.logout(session.id, tokens=[old_claims])
-    assert blacklist.token_key(old["jti"]) in result.revoked
+    assert blacklist.token_key(old["sid"], old["jti"]) in result.revoked
 
 
 def test_force_logout(
@@ -238,8 +238,8 @@ def test_force_logout(
     keys = session_keys(blacklist, session.id, session.access_jti, session.refresh_jti)  # type: ignore[arg-type]
     assert set(result.revoked) == keys
     now = clock.now()
-    a_ttl = result.revoked[blacklist.token_key(session.access_jti)]  # type: ignore[arg-type]
-    r_ttl = result.revoked[blacklist.token_key(session.refresh_jti)]  # type: ignore[arg-type]
+    a_ttl = result.revoked[blacklist.token_key(session.id, session.access_jti)]  # type: ignore[arg-type]
+    r_ttl = result.revoked[blacklist.token_key(session.id, session.refresh_jti)]  # type: ignore[arg-type]
     assert abs(a_ttl - (session.access_exp - now + blacklist.leeway)) <= 1  # type: ignore[operator]
     assert abs(r_ttl - (session.refresh_exp - now + blacklist.leeway)) <= 1  # type: ignore[operator]
     assert result.revoked[blacklist.sid_key(session.id)] >= r_ttl

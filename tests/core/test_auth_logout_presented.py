@@ -23,8 +23,8 @@ def test_logout_with_the_row_gone_still_revokes_the_presented_tokens_and_the_ses
     assert result.ok and result.outcome is LogoutOutcome.NO_ROW
     assert result.found == [] and result.missing == [session.id] and result.deleted == 0
     assert set(result.revoked) == {
-        blacklist.token_key(session.access_jti),  # type: ignore[arg-type]
-        blacklist.token_key(session.refresh_jti),  # type: ignore[arg-type]
+        blacklist.token_key(session.id, session.access_jti),  # type: ignore[arg-type]
+        blacklist.token_key(session.id, session.refresh_jti),  # type: ignore[arg-type]
         blacklist.sid_key(session.id),
     }
     # The session key lasts as long as any token of the session can (the refresh TTL).

@@ -142,7 +142,7 @@ def test_a_key_without_ttl_is_found_and_repaired(
 ) -> None:
     some_history(core, clock)
     clock.set(time.time())
-    key = bl.token_key("handmade")
+    key = bl.token_key("x", "handmade")
     client.set(key, json.dumps({"kind": "access", "sid": "x", "exp": clock.now() + 600}))
     report = doctor(store, bl, clock)
     assert not_ok(report) == {"keys_without_ttl": Status.WARNING, "index": Status.WARNING}
@@ -162,7 +162,7 @@ def test_a_ttl_shorter_than_the_token_is_a_problem(
     session, _, _ = core.login("u1", "a@example.com", "A")
     core.logout(session.id)
     assert session.refresh_jti
-    key = bl.token_key(session.refresh_jti)
+    key = bl.token_key(session.id, session.refresh_jti)
     client.expire(key, 30)  # the refresh token lives an hour
     clock.set(time.time())
     report = doctor(store, bl, clock)
@@ -179,19 +179,20 @@ def test_the_index_out_of_step_is_found_and_rebuilt(
 ) -> None:
     a, _, _ = core.login("u1", "a@example.com", "A")
     core.logout(a.id)
-    client.zrem(bl.index_key, bl.sid_key(a.id))  # a key the index lost
-    client.zadd(bl.index_key, {bl.token_key("gone"): clock.now() + 600})  # an entry, no key
+    client.zrem(bl.layout.index_for_sid(a.id), bl.sid_key(a.id))  # a key the index lost
+    gone = bl.token_key("x", "gone")
+    client.zadd(bl.layout.index_for_sid("x"), {gone: clock.now() + 600})  # an entry, no key
     clock.set(time.time())
     report = doctor(store, bl, clock)
     assert not_ok(report) == {"index": Status.WARNING}
     (check,) = [c for c in report.checks if c.name == "index"]
     assert check.total == 2 and set(check.items) == {
-        f"no key: {bl.token_key('gone')}",
+        f"no key: {gone}",
         f"not in the index: {bl.sid_key(a.id)}",
     }
     done = repair(Probe(store, bl, clock=clock), "ops")
     assert (done.index_added, done.index_removed) == (1, 1)
-    assert client.zscore(bl.index_key, bl.sid_key(a.id)) is not None
+    assert client.zscore(bl.layout.index_for_sid(a.id), bl.sid_key(a.id)) is not None
     assert not_ok(doctor(store, bl, clock)) == {}
     assert len([x for x in store.audit() if x.action == REPAIR_ACTION]) == 1
 

@@ -177,8 +177,8 @@ def test_force_logout_when_sqlite_fails_after_the_blacklist(
         assert result.deleted == 0
         assert set(result.revoked) == {
             blacklist.sid_key(session.id),
-            blacklist.token_key(session.access_jti),  # type: ignore[arg-type]
-            blacklist.token_key(session.refresh_jti),  # type: ignore[arg-type]
+            blacklist.token_key(session.id, session.access_jti),  # type: ignore[arg-type]
+            blacklist.token_key(session.id, session.refresh_jti),  # type: ignore[arg-type]
         }
         # The tokens are dead even though the row is still there.
         assert auth.authenticate(access).reason is Reason.REVOKED

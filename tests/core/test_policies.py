@@ -26,8 +26,8 @@ def live_keys(blacklist: Blacklist, s: Session) -> set[str]:
     assert s.access_jti and s.refresh_jti
     return {
         blacklist.sid_key(s.id),
-        blacklist.token_key(s.access_jti),
-        blacklist.token_key(s.refresh_jti),
+        blacklist.token_key(s.id, s.access_jti),
+        blacklist.token_key(s.id, s.refresh_jti),
     }
 
 
@@ -61,7 +61,10 @@ def test_idle_timeout_ends_the_session_exactly_at_its_deadline(
     (entry,) = [e for e in store.audit(session_id=session.id) if e.action == SESSION_ENDED]
     # What was live: the session and its refresh token (the access token had expired).
     assert row.refresh_jti is not None
-    assert set(entry.revoked) == {blacklist.sid_key(row.id), blacklist.token_key(row.refresh_jti)}
+    assert set(entry.revoked) == {
+        blacklist.sid_key(row.id),
+        blacklist.token_key(row.id, row.refresh_jti),
+    }
     assert auth.refresh(result.new_refresh_token).reason is Reason.REVOKED
 
 

@@ -156,13 +156,13 @@ async def test_blacklist_filter_searches_the_whole_index_not_the_loaded_window(
         await pilot.press("slash", *"zoe@x", "enter")
         await wait_for(pilot, lambda: table.row_count == 2 and table.search is not None, "found")
         assert shown_keys(app) == [
-            blacklist.token_key("jti-target-1"),
-            blacklist.token_key("jti-target-2"),
+            blacklist.token_key("sid-target", "jti-target-1"),
+            blacklist.token_key("sid-target", "jti-target-2"),
         ]
         assert f"2 of {len(crowd) + 2:,} keys" in table.border_title
         await pilot.press("S")  # reversed: latest expiry first, without a new search
         await wait_for(pilot, lambda: table.descending, "reversed")
-        assert shown_keys(app)[0] == blacklist.token_key("jti-target-2")
+        assert shown_keys(app)[0] == blacklist.token_key("sid-target", "jti-target-2")
 
 
 async def test_a_force_logout_shows_up_in_a_filtered_blacklist(
@@ -212,11 +212,13 @@ def test_search_walks_every_page_once_even_with_equal_expiries(blacklist: Blackl
     capped = search(blacklist, "u", page=7, cap=10)
     assert capped.capped and len(capped.entries) == 10
     # The first ten in expiry order, not any ten.
-    assert {e.key for e in capped.entries} <= {blacklist.token_key(r.jti) for r in same}
+    assert {e.key for e in capped.entries} <= {blacklist.token_key(r.sid, r.jti) for r in same}
     # A non-ASCII needle cannot use the raw-bytes shortcut but is still found.
     blacklist.revoke(
         [RevokeRequest(KIND_ACCESS, "sx", now + 700, "jti-lea", "u3", "léa@example.com")],
         reason="r",
         actor="a",
     )
-    assert [e.key for e in search(blacklist, "LÉA").entries] == [blacklist.token_key("jti-lea")]
+    assert [e.key for e in search(blacklist, "LÉA").entries] == [
+        blacklist.token_key("sx", "jti-lea")
+    ]

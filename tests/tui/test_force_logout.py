@@ -37,8 +37,9 @@ async def test_force_logout_one_session(
         assert app.screen.focused is app.screen.query_one("#confirm")
         await pilot.press("y")
         await wait_for(pilot, lambda: store.get_session(target) is None, "session deleted")
-        assert blacklist.is_revoked(victim.access_jti, None)
-        assert blacklist.is_revoked(victim.refresh_jti, None)
+        tokens = [victim.access_jti, victim.refresh_jti]
+        kinds = {e.kind for e in blacklist.entries_for_session(victim.id, tokens)}
+        assert kinds == {"access", "refresh", "session"}
         assert blacklist.is_revoked(None, target)
         audit = store.audit(session_id=target)
         assert [(a.action, a.actor, a.outcome) for a in audit] == [("force_logout", "tester", "ok")]

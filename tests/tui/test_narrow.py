@@ -209,13 +209,13 @@ async def test_reverse_in_the_blacklist_shows_the_top_too(
         await wait_for(pilot, lambda: table.loaded and table.row_count == 60, "blacklist")
         await pilot.press("down", "down", "down")
         chosen = table.entry_at(table.cursor).key
-        assert chosen == blacklist.token_key("jti-03")
+        assert chosen == blacklist.token_key("sid-3", "jti-03")
         await pilot.press("S")
         await wait_for(
             pilot,
             lambda: (
                 table.entry_at(0) is not None
-                and table.entry_at(0).key == blacklist.token_key("jti-59")
+                and table.entry_at(0).key == blacklist.token_key("sid-59", "jti-59")
             ),
             "the reversed order",
         )

@@ -294,7 +294,7 @@ async def test_a_failing_worker_is_a_notification_not_a_traceback(
         assert app.polls > polls
 
         # The blacklist index of the wrong type: the poller's Redis half fails the same way.
-        redis_client.set(blacklist.index_key, "not a sorted set")
+        redis_client.set(blacklist.index_keys[0], "not a sorted set")
         await polled(pilot)
         await wait_for(pilot, lambda: "internal error" in banner_text(app), "banner")
         assert REDIS_DOWN in banner_text(app) and "Traceback" not in banner_text(app)

@@ -11,6 +11,7 @@ import httpx
 import redis
 
 from sessionmon.core.auth import Auth
+from sessionmon.core.blacklist_keys import KeyLayout
 from sessionmon.core.store import SessionStore
 from sessionmon.core.tokens import Reason, TokenCodec
 from tests.redis_server import RedisProcess
@@ -164,10 +165,11 @@ def test_logout_clears_cookies_blacklists_deletes_and_audits(
         assert not client.cookies  # the client dropped both cookies
         assert_401(client.get("/me"), Reason.NO_TOKEN)
 
+    layout = KeyLayout(prefix)
     keys = [
-        f"{prefix}bl:{session.access_jti}",
-        f"{prefix}bl:{session.refresh_jti}",
-        f"{prefix}bl:sid:{sid}",
+        layout.token_key(sid, session.access_jti),
+        layout.token_key(sid, session.refresh_jti),
+        layout.sid_key(sid),
     ]
     for key in keys:
         assert redis_client.exists(key), key

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-import redis
+from redis.cluster import RedisCluster
 
+from sessionmon.core.blacklist import connect
 from tests.support.waiting import wait_until
 from tests.web.conftest import REPO, WebServer
 
@@ -67,9 +68,14 @@ def workers_of() -> Iterator[Callable[[WebServer, str], list[Worker]]]:
 
 
 def cache_clients(redis_url: str) -> int:
-    client = redis.Redis.from_url(redis_url)
+    """Invalidation connections (on a cluster: the fewest any master has, one per worker each)."""
+    client = connect(redis_url)
     try:
-        return sum(1 for c in client.client_list() if c.get("name") == CACHE_CLIENT)
+        if isinstance(client, RedisCluster):
+            lists = [client.get_redis_connection(n).client_list() for n in client.get_primaries()]
+        else:
+            lists = [client.client_list()]
+        return min(sum(1 for c in listing if c.get("name") == CACHE_CLIENT) for listing in lists)
     finally:
         client.close()
 
