@@ -84,19 +84,38 @@ class EmbeddedRedis:
             retry=Retry(NoBackoff(), 0),
         )
 
-    def answering(self) -> bool:
-        """True if a server answers PING on the socket."""
+    def _ping(self) -> bool | None:
+        """True: the server answers PING; False: it answers but is still loading its data (its
+        AOF); None: no server answers on the socket."""
         if not self.socket.exists():
-            return False
+            return None
         client = self._client()
         try:
-            return bool(client.ping())
+            return bool(client.ping()) or None
         except redis.exceptions.BusyLoadingError:
-            return True
-        except (redis.exceptions.RedisError, OSError):
             return False
+        except (redis.exceptions.RedisError, OSError):
+            return None
         finally:
             client.close()
+
+    def answering(self) -> bool:
+        """True if a server answers PING on the socket (loading its data or ready)."""
+        return self._ping() is not None
+
+    def _wait_ready(self) -> None:
+        """Wait (up to ``start_timeout``) until the server has loaded its data and takes
+        commands: a server that has just started answers LOADING until its AOF is read."""
+        deadline = time.monotonic() + self.start_timeout
+        state = self._ping()
+        while not state:
+            if time.monotonic() >= deadline:
+                what = "is still loading its data" if state is False else "did not answer"
+                raise RedisUnavailable(
+                    f"embedded Redis {what} on {self.socket} (log: {self.logfile})"
+                )
+            time.sleep(0.02)
+            state = self._ping()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -117,6 +136,7 @@ class EmbeddedRedis:
             with self._locked():
                 if not self.answering():
                     self._spawn()
+                self._wait_ready()
                 if self._users_fh is None:
                     fh = open(self._users_lock, "a+b")  # noqa: SIM115 - held while we use it
                     fcntl.flock(fh, fcntl.LOCK_SH)
@@ -174,14 +194,6 @@ class EmbeddedRedis:
             raise RedisUnavailable(
                 f"embedded Redis did not start: {detail[0]} (log: {self.logfile})"
             )
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.answering():
-                return
-            time.sleep(0.02)
-        raise RedisUnavailable(
-            f"embedded Redis did not answer on {self.socket} (log: {self.logfile})"
-        )
 
     def stop(self, *, force: bool = False) -> bool:
         """Leave; shut the server down if no other process uses it (or ``force``).

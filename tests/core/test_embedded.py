@@ -112,6 +112,26 @@ def test_data_survives_a_full_stop_and_start_with_its_remaining_ttl(db: Path, se
         e.stop()
 
 
+def test_start_returns_only_once_the_data_is_loaded(db: Path, server: str) -> None:
+    """A server restarted on a large AOF answers LOADING for a while: ``start`` waits it out, so
+    the first command after it (a revocation check) never meets ``BusyLoadingError``."""
+    e = EmbeddedRedis(db)
+    c = client_for(e.start())
+    loop = "for i = 1, 300000 do redis.call('SET', 'sessionmon:bl:k' .. i, 'x', 'EX', 600) end"
+    c.eval(loop, 0)
+    c.set("sessionmon:bl:jti", "revoked", ex=100)
+    c.close()
+    assert e.stop() is True
+
+    c = client_for(e.start())
+    try:
+        assert c.get("sessionmon:bl:jti") == b"revoked"
+        assert c.dbsize() == 300001
+    finally:
+        c.close()
+        e.stop()
+
+
 def test_a_crashed_server_is_replaced_on_start(db: Path) -> None:
     e = EmbeddedRedis(db)
     e.start()
