@@ -7,12 +7,12 @@ import contextlib
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import redis
 
 from tests.redis_server import RedisProcess, free_port, system_redis_server
+from tests.support.waiting import wait_until
 
 
 def cluster_port() -> int:
@@ -115,12 +115,7 @@ class RedisClusterProcesses:
         return [n for n in self.nodes if n.proc is not None]
 
     def wait_ok(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.state_ok():
-                return
-            time.sleep(0.05)
-        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok in time")
+        wait_until(self.state_ok, "the Redis Cluster to reach cluster_state:ok", timeout, 0.05)
 
     def flush(self) -> None:
         """FLUSHALL on every master (the fixture's own cluster only)."""

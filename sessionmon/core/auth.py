@@ -748,17 +748,7 @@ class Auth:
         revoked = RevokedSessions(list(sessions), action, actor, reason, now, result)
 
         def audit_row(s: Session, keys: list[str], outcome: str) -> AuditRow:
-            return AuditRow(
-                at=now,
-                action=action,
-                actor=actor,
-                reason=reason,
-                session_id=s.id,
-                user_id=s.user_id,
-                email=s.email,
-                revoked=keys,
-                outcome=outcome,
-            )
+            return _session_audit(s, now, action, actor, reason, revoked=keys, outcome=outcome)
 
         if not requests:
             return revoked
@@ -907,17 +897,7 @@ class Auth:
 
         def audit_row(s: Session, **outcome: Any) -> AuditRow:
             """The audit row of session ``s`` in this logout."""
-            return AuditRow(
-                at=now,
-                action=action,
-                actor=actor,
-                reason=reason,
-                session_id=s.id,
-                user_id=s.user_id,
-                email=s.email,
-                detail=detail,
-                **outcome,
-            )
+            return _session_audit(s, now, action, actor, reason, detail=detail, **outcome)
 
         def keys_of(s: Session, written: dict[str, int]) -> list[str]:
             return [k for k in keys_by_session.get(s.id, []) if k in written]
@@ -1148,3 +1128,19 @@ def _rotation_of(session: Session) -> Rotation:
 
 def _user(c: Claims) -> User:
     return User(session_id=c.sid, email=c.email, name=c.name, user_id=c.sub, valid=True)
+
+
+def _session_audit(
+    s: Session, at: float, action: str, actor: str, reason: str | None, **fields: Any
+) -> AuditRow:
+    """The audit row of one session's ending (who, when, why), with ``fields`` on top."""
+    return AuditRow(
+        at=at,
+        action=action,
+        actor=actor,
+        reason=reason,
+        session_id=s.id,
+        user_id=s.user_id,
+        email=s.email,
+        **fields,
+    )
