@@ -24,10 +24,16 @@ class SentinelProcess:
     """One ``redis-server sentinel.conf --sentinel`` (it rewrites its config file: a copy each)."""
 
     def __init__(
-        self, workdir: Path, binary: str, master_port: int, tls: Certificates | None = None
+        self,
+        workdir: Path,
+        binary: str,
+        master_port: int,
+        tls: Certificates | None = None,
+        listen_tls: bool = True,
     ) -> None:
         self.workdir = workdir
         self.tls = tls
+        self.listen_tls = listen_tls
         self.binary = binary
         self.port = free_port()
         self.master_port = master_port
@@ -40,6 +46,8 @@ class SentinelProcess:
         args = list(self.tls.server_args(self.port)) if self.tls else []
         tls = "".join(f"{k[2:]} {v}\n" for k, v in zip(args[::2], args[1::2], strict=True))
         tls = tls.replace("tls-cluster yes\n", "")  # not a sentinel's option
+        if not self.listen_tls:  # plain clients, TLS to the data nodes
+            tls = tls.replace("port 0\n", "").replace(f"tls-port {self.port}\n", "")
         conf.write_text(
             f"port {self.port}\n"
             f"{tls}"
@@ -57,7 +65,7 @@ class SentinelProcess:
         return self
 
     def client(self) -> redis.Redis:
-        tls = self.tls.client_options() if self.tls else {}
+        tls = self.tls.client_options() if self.tls and self.listen_tls else {}
         return redis.Redis(
             host="127.0.0.1", port=self.port, socket_timeout=2, decode_responses=True, **tls
         )
@@ -81,10 +89,19 @@ class SentinelProcess:
 class SentinelSetup:
     """Master, replica and three sentinels; ``url(...)`` is sessionmon's URL of the service."""
 
-    def __init__(self, workdir: Path, binary: str, tls: Certificates | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        binary: str,
+        tls: Certificates | None = None,
+        sentinel_tls: bool = True,
+    ) -> None:
+        """``tls``: every server speaks TLS only; ``sentinel_tls=False``: the sentinels take
+        plain clients (and speak TLS to the data nodes)."""
         self.workdir = workdir
         self.binary = binary
         self.tls = tls
+        self.sentinel_tls = sentinel_tls
         self.master = self._server(workdir / "master")
         self.replica: RedisProcess | None = None
         self.sentinels: list[SentinelProcess] = []
@@ -104,7 +121,11 @@ class SentinelSetup:
             client.close()
         self.sentinels = [
             SentinelProcess(
-                self.workdir / f"sentinel-{i}", self.binary, self.master.port, self.tls
+                self.workdir / f"sentinel-{i}",
+                self.binary,
+                self.master.port,
+                self.tls,
+                self.sentinel_tls,
             ).start()
             for i in range(3)
         ]
@@ -138,7 +159,8 @@ class SentinelSetup:
     def url(self, service: str = SERVICE, userinfo: str = "") -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
-        return f"{scheme}://{userinfo}{hosts}/{service}"
+        plain_sentinels = "?sentinel_tls=0" if self.tls and not self.sentinel_tls else ""
+        return f"{scheme}://{userinfo}{hosts}/{service}{plain_sentinels}"
 
     def master_port(self) -> int | None:
         """The master's port as the sentinels say (None while none answers)."""

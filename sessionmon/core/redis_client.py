@@ -252,6 +252,8 @@ class _Sentinel(redis.sentinel.Sentinel):
         else:
             first = unreachable[0][:160] if unreachable else "?"
             why = f"no Redis Sentinel answered {where}: {first}"
+            if not self.url.sentinel_tls and "reset by peer" in first:
+                why += " (TLS-only sentinels need rediss+sentinel:// or ?sentinel_tls=1)"
         raise redis.sentinel.MasterNotFoundError(why)
 
 
