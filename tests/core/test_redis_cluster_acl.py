@@ -6,6 +6,9 @@ permissions gets one line naming it, never "revoked"."""
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ from tests.redis_acl import (
     CLUSTER_RULES,
     SESSIONMON_CLUSTER_RULES,
     SESSIONMON_RULES,
+    TEST_INSPECTION,
     add_cluster_user,
     denials,
 )
@@ -118,6 +122,48 @@ def test_revoke_check_list_and_doctor_as_the_acl_user_on_a_cluster(
         finally:
             cache.close()
     assert unexpected_refusals(cluster.nodes) == []
+
+
+def test_the_blacklist_tests_pass_as_the_acl_user_on_a_cluster(
+    cluster: RedisClusterProcesses,
+) -> None:
+    """The suite's blacklist part on this cluster as the user (plus the reads the tests check
+    with): ``SESSIONMON_TEST_REDIS_CLUSTER=1`` with this ``redis+cluster://`` URL."""
+    rules = f"{SESSIONMON_CLUSTER_RULES.format(prefix='smtest:')} {TEST_INSPECTION}"
+    url = add_cluster_user(cluster.nodes, "sessionmon", rules)
+    env = {k: v for k, v in os.environ.items() if k != "SESSIONMON_TEST_PG_URL"}
+    env.update(
+        SESSIONMON_TEST_REDIS_URL=url, SESSIONMON_TEST_REDIS_CLUSTER="1", PYTHONPATH=str(REPO)
+    )
+    files = [
+        "tests/core/test_blacklist.py",
+        "tests/core/test_auth.py",
+        "tests/core/test_auth_logout_presented.py",
+        "tests/core/test_bulk_logout.py",
+        "tests/core/test_events.py",
+        "tests/core/test_doctor.py",
+        "tests/core/test_revocation_cache.py",
+    ]
+    before = commands_processed(cluster)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *files],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:]
+    assert " passed" in done.stdout.splitlines()[-1]
+    assert commands_processed(cluster) > before + 1000  # on this cluster, not one of their own
+    assert unexpected_refusals(cluster.nodes) == []
+
+
+def commands_processed(cluster: RedisClusterProcesses) -> int:
+    total = 0
+    for node in cluster.nodes:
+        admin = node.client()
+        try:
+            total += int(admin.info("stats")["total_commands_processed"])
+        finally:
+            admin.close()
+    return total
 
 
 def _node(cluster: RedisClusterProcesses, port: int) -> RedisProcess:
