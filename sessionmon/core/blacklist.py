@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 import redis.sentinel
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from sessionmon.core.blacklist_keys import KeyLayout
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
@@ -496,7 +497,27 @@ class Blacklist:
         keys = self.check_keys(jti, sid)
         if not keys:
             return False
+        if self.cluster:
+            return bool(self._run(lambda: self._exists_on_master(keys)))
         return bool(self._run(lambda: self.client.exists(*keys)))
+
+    def _exists_on_master(self, keys: list[str]) -> int:
+        """``EXISTS`` of one session's keys (one hash tag, one slot) straight on the connection
+        of the slot's master: RedisCluster's own path costs ~40 us more per call, half of a
+        check. A redirection, a dropped connection or an unknown slot goes RedisCluster's way
+        (it follows the redirection and reads the layout again); a timeout does not (a hung
+        master costs one timeout, not two)."""
+        try:
+            node = self.client.nodes_manager.get_node_from_slot(key_slot(keys[0].encode()))
+            return int(self.client.get_redis_connection(node).exists(*keys))
+        except (
+            redis.exceptions.AskError,  # MOVED too
+            redis.exceptions.TryAgainError,
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.ConnectionError,
+            redis.exceptions.SlotNotCoveredError,
+        ):
+            return int(self.client.exists(*keys))
 
     def ping(self) -> float:
         """Round-trip time in seconds (every master of a cluster); raises ``RedisUnavailable``."""

@@ -400,6 +400,7 @@ def test_a_slot_migration_during_revocations_keeps_every_acknowledged_one(
 ) -> None:
     cluster = new_cluster(masters=3)
     client = connect(cluster.url, timeout=2.0)
+    stale_client = None
     try:
         bl = Blacklist(client, prefix=prefix)
         sids = [s for s in (f"m-{i}" for i in range(20_000)) if shard_of(s) == 0][:600]
@@ -408,6 +409,10 @@ def test_a_slot_migration_during_revocations_keeps_every_acknowledged_one(
         target = next(n for n in cluster.nodes if n is not source)
         bl.revoke([RevokeRequest(KIND_SESSION, s, time.time() + 600) for s in sids[:200]])
         done: list[str] = list(sids[:200])
+        # A client that learns of the move only from the MOVED answer to its check.
+        stale_client = connect(cluster.url, timeout=2.0)
+        stale = Blacklist(stale_client, prefix=prefix)
+        assert stale.is_revoked(None, sids[0]) and not stale.is_revoked(None, sids[-1])
         errors: list[BaseException] = []
         stop = threading.Event()
 
@@ -438,6 +443,10 @@ def test_a_slot_migration_during_revocations_keeps_every_acknowledged_one(
         assert moved > 0
         assert all(isinstance(e, RedisUnavailable) for e in errors), errors[:3]
         assert client.get_node_from_key(bl.sid_key(sids[0])).port == target.port
+        # The check goes straight to the master it knows, which answers MOVED: followed.
+        assert stale_client.get_node_from_key(bl.sid_key(sids[0])).port == source.port
+        assert stale.is_revoked(None, sids[0]) and stale.is_revoked(None, done[-1])
+        assert stale_client.get_node_from_key(bl.sid_key(sids[0])).port == target.port
         reader_client = connect(cluster.url)
         try:
             reader = Blacklist(reader_client, prefix=prefix)
@@ -448,6 +457,8 @@ def test_a_slot_migration_during_revocations_keeps_every_acknowledged_one(
         finally:
             reader_client.close()
     finally:
+        if stale_client is not None:
+            stale_client.close()
         client.close()
 
 
