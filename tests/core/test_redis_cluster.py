@@ -26,6 +26,7 @@ from sessionmon.core.errors import (
     NotDurable,
     RedisMayEvict,
     RedisUnavailable,
+    RevocationNotDurable,
     SessionmonError,
 )
 from sessionmon.core.redis_client import ClusterUrl
@@ -271,6 +272,40 @@ def test_a_master_lost_in_the_middle_of_a_users_logout_fails_exactly_its_session
     finally:
         reader.close()
         client.close()
+
+
+def test_wait_follows_each_masters_pipeline_and_the_least_count_decides(
+    new_cluster, prefix: str
+) -> None:
+    cluster = new_cluster(masters=3, replicas=1)
+    masters = [n for n in cluster.nodes if cluster.master_of(n)]
+    wait_until(lambda: all(_replica_online(m) for m in masters), "every replica online", 30)
+    client = connect(cluster.url, timeout=3.0)
+    try:
+        guard = WriteGuard(client, wait_replicas=1, wait_timeout=1.0)
+        bl = Blacklist(client, prefix=prefix, guard=guard)
+        many = sessions(60)
+        assert len({client.get_node_from_key(bl.sid_key(r.sid)).name for r in many}) == 3
+        assert len(bl.revoke(many[:30])) == 30  # every master's replica acknowledged
+        guard.wait_replicas = 2  # each master has one replica: never enough
+        guard.wait_timeout = 0.2
+        with pytest.raises(NotDurable) as err:
+            bl.revoke(many[30:])
+        exc = err.value
+        assert isinstance(exc, RevocationNotDurable)
+        assert (exc.acked, exc.wanted) == (1, 2) and len(exc.ttls) == 30
+        assert all(bl.is_revoked(None, r.sid) for r in many)  # written on the masters
+    finally:
+        client.close()
+
+
+def _replica_online(master) -> bool:  # master: RedisProcess
+    client = master.client()
+    try:
+        info = client.info("replication")
+    finally:
+        client.close()
+    return int(info.get("connected_slaves", 0)) >= 1 and "online" in str(info.get("slave0", ""))
 
 
 def test_a_master_failover_during_revocations_loses_no_acknowledged_one(
