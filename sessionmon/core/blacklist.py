@@ -64,6 +64,8 @@ def _describe(exc: Exception) -> str:
 # An ACL refusal (NOPERM), also inside a pipeline's or a script's error text.
 _ACL = re.compile(r"NOPERM|no permissions to|can't run this command or subcommand")
 _OOM = re.compile(r"command not allowed when used memory > 'maxmemory'")
+# redis-py's ClusterError once a command was redirected (MOVED, ASK, TRYAGAIN) too many times.
+_REDIRECTED_TOO_OFTEN = "TTL exhausted"
 
 
 # An OpenSSL reason inside redis-py's "Error 1 connecting to host:port. [SSL: ...] reason (...)"
@@ -122,6 +124,13 @@ def redis_errors(what: str = "Redis") -> Iterator[None]:
             f"{what} Cluster is moving the slot ({_describe(exc)}): try again"
         ) from None
     except (redis.exceptions.RedisClusterException, redis.exceptions.ClusterError) as exc:
+        if _REDIRECTED_TOO_OFTEN in str(exc):
+            # redis-py followed MOVED / ASK / TRYAGAIN until its redirection budget ran out: a
+            # slot on the move (TRYAGAIN from the importing node), not a cluster out of reach.
+            raise RedisUnavailable(
+                f"{what} Cluster is moving the slot (redirected by MOVED, ASK or TRYAGAIN until "
+                f"the client gave up): try again"
+            ) from None
         raise RedisUnavailable(f"{what} Cluster unreachable: {_describe(exc)}") from None
     except redis.exceptions.AuthenticationError as exc:
         raise RedisUnavailable(f"{what} refused the login: {_describe(exc)}") from None

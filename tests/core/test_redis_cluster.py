@@ -497,6 +497,51 @@ def test_a_slot_migration_during_revocations_keeps_every_acknowledged_one(
         client.close()
 
 
+def test_a_revoke_and_a_check_in_the_middle_of_a_slot_migration_say_the_slot_is_moving(
+    new_cluster, prefix: str
+) -> None:
+    cluster = new_cluster(masters=3)
+    client = connect(cluster.url)
+    try:
+        bl = Blacklist(client, prefix=prefix)
+        first, second = [s for s in (f"t-{i}" for i in range(20_000)) if shard_of(s) == 0][:2]
+        bl.revoke([RevokeRequest(KIND_SESSION, first, time.time() + 600)])
+        index = bl.layout.index_keys[0]
+        slot = client.keyslot(index)
+        assert client.keyslot(bl.sid_key(second)) == slot
+        source = _owner(cluster, slot)
+        target = next(n for n in cluster.nodes if n is not source)
+        # Half-way: the slot is MIGRATING / IMPORTING and only the index has moved, so a revoke
+        # of a new session (its key nowhere yet, the index on the importing node) and a
+        # two-key check are answered TRYAGAIN by the importing node, again and again.
+        src, dst = source.client(), target.client()
+        try:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", _node_id(src))
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", _node_id(dst))
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", index)
+        finally:
+            src.close()
+            dst.close()
+        with pytest.raises(RedisUnavailable) as revoke_error:
+            bl.revoke([RevokeRequest(KIND_SESSION, second, time.time() + 600)])
+        with pytest.raises(RedisUnavailable) as check_error:
+            bl.is_revoked("some-jti", second)
+        for caught in (revoke_error, check_error):
+            text = str(caught.value)
+            assert "is moving the slot" in text and text.endswith("try again"), text
+            assert "unreachable" not in text and "TTL" not in text and "\n" not in text
+        assert not bl.is_revoked(None, second)  # fail closed: nothing written, nothing said done
+        _migrate_slot(slot, source, target, cluster)  # the rest, then the new owner everywhere
+        bl.revoke([RevokeRequest(KIND_SESSION, second, time.time() + 600)])
+        assert bl.is_revoked("some-jti", second) and bl.is_revoked(None, first)
+    finally:
+        client.close()
+
+
+def _node_id(client) -> str:  # a redis.Redis of one node
+    return client.execute_command("CLUSTER", "MYID").decode()
+
+
 def _written_but_failed(bl: Blacklist, sids: list[str], done: list[str]) -> int:
     """Revokes that raised but whose EVAL ran (an error after the write): on the blacklist,
     never reported done. Counted so that the index total can be compared."""
