@@ -28,12 +28,15 @@ over the cap (413, read incrementally) or not the expected JSON (400), each with
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from anyio.to_thread import run_sync
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -49,7 +52,7 @@ from sessionmon.core.errors import (
     SessionmonError,
     TooManySessions,
 )
-from sessionmon.core.keysource import KeySource
+from sessionmon.core.keysource import KeySource, open_keys
 from sessionmon.core.revocation_cache import CachedRevocations
 from sessionmon.core.runtime import Runtime, open_runtime
 from sessionmon.core.settings import Settings, load_settings
@@ -69,26 +72,62 @@ RETRY_AFTER = 5
 # Verifiers may cache the key set this long: the next key is published a rotation ahead, so a
 # rotation never needs a refetch; a retired key may be trusted elsewhere this long after.
 JWKS_MAX_AGE = 60
+# Redis unreachable at startup: the runtime is opened again after 0.05 s, 0.1 s, ... then every 1 s.
+RECONNECT_FIRST_DELAY = 0.05
+RECONNECT_MAX_DELAY = 1.0
 
 
 class Backend:
-    """The runtime the app opens at startup and closes at shutdown."""
+    """The runtime the app opens at startup and closes at shutdown.
+
+    A Redis that cannot be reached at startup (a Redis Cluster's layout is read when its client
+    is made: every seed down, a bad certificate) does not stop the app: ``auth`` raises
+    ``RedisUnavailable`` with the reason (503) until a retry in the background opens the
+    runtime."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.runtime: Runtime | None = None
+        self.cache: CachedRevocations | None = None
+        self.unreachable: str | None = None  # why there is no runtime yet
+        self.keys_at_start: KeySource | None = None  # checked while Redis was unreachable
+        self.closing = False
+        self.lock = threading.Lock()
 
     @property
     def auth(self) -> Auth:
-        if self.runtime is None:
+        runtime = self.runtime
+        if runtime is None:
+            if self.unreachable is not None:
+                raise RedisUnavailable(self.unreachable)
             raise RuntimeError("the app has not started (lifespan not run)")
-        return self.runtime.auth
+        return runtime.auth
 
     @property
     def keys(self) -> KeySource:
-        if self.runtime is None:
-            raise RuntimeError("the app has not started (lifespan not run)")
-        return self.runtime.keys
+        runtime = self.runtime
+        if runtime is not None:
+            return runtime.keys
+        if self.keys_at_start is not None:
+            return self.keys_at_start
+        raise RuntimeError("the app has not started (lifespan not run)")
+
+    def attach(self, runtime: Runtime, cache: CachedRevocations | None) -> bool:
+        """Use ``runtime`` from now on; False (and both closed) once the app is shutting down."""
+        with self.lock:
+            if not self.closing:
+                self.runtime, self.cache, self.unreachable = runtime, cache, None
+                return True
+        if cache is not None:
+            cache.close()
+        runtime.close()
+        return False
+
+    def detach(self) -> tuple[Runtime | None, CachedRevocations | None]:
+        with self.lock:
+            self.closing = True
+            runtime, cache, self.runtime, self.cache = self.runtime, self.cache, None, None
+        return runtime, cache
 
 
 def create_app(
@@ -108,40 +147,83 @@ def create_app(
         fail_open = web.fail_open
     backend = Backend(settings)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    def open_backend() -> bool:
         # web=True: Redis commands time out after 1 s unless SESSIONMON_REDIS_TIMEOUT says
         # otherwise; a dead embedded Redis is restarted by the first request that finds it gone.
-        runtime = await run_sync(lambda: open_runtime(settings, web=True))
+        runtime = open_runtime(settings, web=True)
         cache: CachedRevocations | None = None
-        if web.revocation_cache:
-            # Before the first runtime.auth: the Auth is built with the cache. Not live yet (or
-            # the channel down later): every check asks Redis, as without the cache.
-            cache = CachedRevocations(runtime.blacklist)
-            runtime.auth_options["revocation_cache"] = cache
-            if not await run_sync(cache.start):
-                log.warning(
-                    "revocation cache not live yet (%s); checks ask Redis until it is",
-                    cache.last_error or "no confirmation",
-                )
         try:
+            if web.revocation_cache:
+                # Before the first runtime.auth: the Auth is built with the cache. Not live yet
+                # (or the channel down later): every check asks Redis, as without the cache.
+                cache = CachedRevocations(runtime.blacklist)
+                runtime.auth_options["revocation_cache"] = cache
+                if not cache.start():
+                    log.warning(
+                        "revocation cache not live yet (%s); checks ask Redis until it is",
+                        cache.last_error or "no confirmation",
+                    )
             runtime.auth  # noqa: B018
             runtime.keys  # noqa: B018 - load the keys now: a missing or weak secret fails here
-        except SessionmonError as exc:
+        except BaseException:
             if cache is not None:
                 cache.close()
             runtime.close()
+            raise
+        return backend.attach(runtime, cache)
+
+    async def reconnect() -> None:
+        """Open the runtime again and again (backoff up to RECONNECT_MAX_DELAY) until Redis
+        answers; each attempt is bounded by the Redis timeout."""
+        delay = RECONNECT_FIRST_DELAY
+        while True:
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
+            try:
+                if not await run_sync(open_backend):
+                    return
+            except SessionmonError as exc:  # still unreachable (or the database now)
+                if str(exc) != backend.unreachable:
+                    log.warning("still cannot reach Redis: %s (answering 503)", exc)
+                backend.unreachable = str(exc)
+                continue
+            log.info("Redis reachable: sessions in %s, blacklist on %s", settings.db,
+                     settings.redis_display)  # fmt: skip
+            return
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        retry: asyncio.Task[None] | None = None
+        try:
+            await run_sync(open_backend)
+        except RedisUnavailable as exc:
+            # Start anyway: every request that needs Redis is 503 with this reason until the
+            # retry opens the runtime. A key or settings error still stops the start.
+            try:
+                backend.keys_at_start = await run_sync(open_keys, settings)
+            except SessionmonError as key_error:
+                log.error("cannot start: %s", key_error)
+                raise
+            backend.unreachable = str(exc)
+            log.warning("cannot reach Redis at start-up: %s (answering 503 until it answers)", exc)
+            retry = asyncio.create_task(reconnect())
+        except SessionmonError as exc:
             log.error("cannot start: %s", exc)
             raise
-        backend.runtime = runtime
-        log.info("sessions in %s, blacklist on %s", settings.db, settings.redis_display)
+        else:
+            log.info("sessions in %s, blacklist on %s", settings.db, settings.redis_display)
         try:
             yield
         finally:
-            backend.runtime = None
+            if retry is not None:
+                retry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retry
+            runtime, cache = backend.detach()
             if cache is not None:
                 await run_sync(cache.close)
-            await run_sync(runtime.close)
+            if runtime is not None:
+                await run_sync(runtime.close)
 
     async def login(request: Request) -> Response:
         try:

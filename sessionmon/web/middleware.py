@@ -59,7 +59,8 @@ class SessionMiddleware:
 
     :param app: the ASGI application to wrap.
     :param auth: an :class:`~sessionmon.core.auth.Auth`, or a zero-argument callable returning
-        one (called per request, so an app can open its runtime in its lifespan).
+        one (called per request, so an app can open its runtime in its lifespan; it may raise
+        ``RedisUnavailable`` or ``DatabaseError`` while it has none: handled as an outage).
     :param cookies: cookie names and attributes (default ``accessToken`` / ``refreshToken``,
         HttpOnly, SameSite=Lax, Secure when the request came over HTTPS; see
         :class:`~sessionmon.web.CookieSettings`).
@@ -111,7 +112,14 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        auth = self.auth
+        try:
+            auth = self.auth  # an app whose Redis was unreachable at start-up may have none yet
+        except RedisUnavailable as exc:
+            await self._unavailable(scope, receive, send, REDIS_UNAVAILABLE, str(exc))
+            return
+        except DatabaseError as exc:
+            await self._unavailable(scope, receive, send, DATABASE_UNAVAILABLE, str(exc))
+            return
         # With a revocation cache, a valid token is usually decided from memory, here on the
         # event loop: no thread hand-off. Anything that may wait (Redis, the database, key files,
         # a refresh) goes to a worker thread.
