@@ -16,6 +16,7 @@ from starlette.routing import Route
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist, connect
 from sessionmon.core.clock import FrozenClock
+from sessionmon.core.errors import RedisUnavailable
 from sessionmon.core.store import SessionStore
 from sessionmon.core.tokens import Reason, TokenCodec
 from sessionmon.web import (
@@ -196,6 +197,37 @@ async def test_plain_asgi_app_without_a_framework(auth: Auth) -> None:
         r = await client.get("/", headers={"Authorization": "Bearer x.y.z"})
         assert r.status_code == 401 and r.json() == {"error": "unauthorized", "reason": "malformed"}
         assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_an_app_without_an_auth_yet_is_503_for_tokens_and_serves_the_rest(
+    auth: Auth,
+) -> None:
+    """The ``auth`` callable raises ``RedisUnavailable`` while the app could not open its
+    runtime (a Redis Cluster unreachable at start-up): a request with a token is 503, never let
+    through; one without a token is served; once there is an ``Auth``, the token is checked."""
+    _, access, _ = auth.login("u1", "one@example.com", "One")
+    current: list[Auth] = []
+
+    def get_auth() -> Auth:
+        if not current:
+            raise RedisUnavailable("Redis Cluster (127.0.0.1:1) unreachable: no seed answered")
+        return current[0]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        user = get_user(scope)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send(
+            {"type": "http.response.body", "body": (user.email or "").encode() if user else b"-"}
+        )
+
+    async with await client_for(SessionMiddleware(app, auth=get_auth)) as client:
+        r = await client.get("/", headers={"Authorization": f"Bearer {access}"})
+        assert r.status_code == 503, r.text
+        assert r.json() == {"error": "unavailable", "reason": REDIS_UNAVAILABLE}
+        assert (await client.get("/")).text == "-"
+        current.append(auth)
+        r = await client.get("/", headers={"Authorization": f"Bearer {access}"})
+        assert r.status_code == 200 and r.text == "one@example.com"
 
 
 async def test_non_http_scopes_pass_through_untouched(auth: Auth) -> None:
