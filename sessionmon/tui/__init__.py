@@ -26,7 +26,7 @@ import contextlib
 import sys
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sessionmon.core.clock import Clock
@@ -96,6 +96,7 @@ def build_monitor(
     from sessionmon.core.embedded import EmbeddedRedis
     from sessionmon.core.embedded_keeper import EmbeddedKeeper
     from sessionmon.core.errors import DatabaseError, RedisUnavailable
+    from sessionmon.core.pending_blacklist import PendingBlacklist
     from sessionmon.core.runtime import connect_for, make_blacklist
     from sessionmon.tui.app import SessionmonApp
     from sessionmon.tui.backend import MonitorBackend
@@ -120,8 +121,16 @@ def build_monitor(
             keeper.start()
         except RedisUnavailable as exc:
             start_error = str(exc)  # the app opens anyway, shows it and keeps trying
-    client = connect_for(settings, url)
-    blacklist = make_blacklist(settings, client, clock)
+    client: Any
+    try:
+        client = connect_for(settings, url)
+        blacklist: Any = make_blacklist(settings, client, clock)
+    except RedisUnavailable as exc:
+        # A Redis Cluster's layout is read when its client is made: the monitor opens anyway,
+        # shows the reason in its banner and keeps trying (each poll that is due).
+        client = blacklist = PendingBlacklist(
+            lambda: make_blacklist(settings, connect_for(settings, url), clock), exc
+        )
     backend = MonitorBackend(
         settings.db,
         blacklist,

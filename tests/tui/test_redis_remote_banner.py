@@ -74,3 +74,37 @@ async def test_acl_user_without_the_permissions(
     user = add_user(redis_process, "elsewhere", SESSIONMON_RULES.format(prefix="other:"))
     s = settings.with_(redis_url=user.url)
     await shows(make_app, auth, s, clock, "NOPERM")
+
+
+async def test_a_cluster_down_at_start_is_the_banner_until_it_answers(
+    auth: Auth, settings: Settings, clock, tmp_path
+) -> None:
+    """A Redis Cluster's layout is read when its client is made: with every node down the
+    monitor opens anyway (the banner names it, the sessions are shown) and connects by itself
+    once the cluster answers."""
+    from tests.redis_cluster import RedisClusterProcesses
+    from tests.tui.test_startup import monitor
+
+    auth.login("u1", "ann@example.com", "Ann")
+    cluster = RedisClusterProcesses(tmp_path / "cluster", masters=3).start()
+    try:
+        for node in cluster.nodes:
+            node.stop()
+        s = settings.with_(redis_url=cluster.url, interval=0.2, redis_timeout=0.5)
+        with monitor(s, clock) as m:
+            app = m.app
+            async with app.run_test(size=SIZE) as pilot:
+                await loaded(pilot)
+                await wait_for(
+                    pilot, lambda: "no seed answered" in banner_text(app), "the cluster's reason"
+                )
+                text = banner_text(app)
+                assert REDIS_DOWN in text and "Traceback" not in text
+                assert len(app.model) == 1
+                for node in cluster.nodes:
+                    node.start()
+                cluster.wait_ok()
+                await wait_for(pilot, lambda: app.snapshot.redis.ok, "the cluster to answer")
+                await wait_for(pilot, lambda: banner_text(app) == "", "the banner cleared")
+    finally:
+        cluster.stop()
