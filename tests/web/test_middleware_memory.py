@@ -70,11 +70,18 @@ async def test_a_cached_valid_token_needs_no_worker_thread(
             if len(thread_calls) == before:
                 break
             assert time.monotonic() < deadline, "never decided from memory"
-        before = len(thread_calls)
-        for _ in range(20):
-            r = await client.get("/protected", headers=bearer)
-            assert r.status_code == 200 and r.json()["session_id"] == session.id
-        assert len(thread_calls) - before < 20  # most of them on the event loop
+        # Most of 20 on the event loop. A hit needs the channel confirmed within 50 ms: on a
+        # starved machine a late heartbeat sends a whole batch to Redis, so up to 5 batches.
+        handed_off = []
+        for _batch in range(5):
+            before = len(thread_calls)
+            for _ in range(20):
+                r = await client.get("/protected", headers=bearer)
+                assert r.status_code == 200 and r.json()["session_id"] == session.id
+            handed_off.append(len(thread_calls) - before)
+            if handed_off[-1] < 20:
+                break
+        assert handed_off[-1] < 20, f"every check went to a worker thread: {handed_off}"
 
         blacklist.revoke([RevokeRequest(KIND_SESSION, session.id, time.time() + 60)])
         deadline = time.monotonic() + 10
