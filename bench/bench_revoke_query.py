@@ -20,11 +20,13 @@ import random
 import shutil
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from bench.bench_check import scratch_db
 from bench.data import BenchRedis, clear_prefix, insert_sessions, session_chunks
 from bench.fixtures import bench_redis
 from bench.harness import Context, Figure
+from sessionmon.core.auth import Auth
 from sessionmon.core.bulk_logout import ACTION, DEFAULT_BATCH, LogoutJob, jobs_dir_for
 from sessionmon.core.runtime import open_runtime
 from sessionmon.core.session_query import SessionQuery, dry_run, parse_cidr
@@ -131,6 +133,7 @@ def measure(ctx: Context, n: int) -> None:
         planned = dry_run(store, query, time.time())
         dry_seconds = time.perf_counter() - t0
 
+        phases = _PhaseTimes.around(auth)
         t0 = time.perf_counter()
         job = LogoutJob.plan(
             jobs_dir_for(settings.db), store, query, actor="bench", reason="bench", now=time.time()
@@ -140,6 +143,14 @@ def measure(ctx: Context, n: int) -> None:
         total = time.perf_counter() - t0
         st = report.state
         assert report.failure is None, report.failure
+        cu = report.catch_up
+        print(
+            f"  phases: plan {plan_seconds:.1f}s, run {total - plan_seconds:.1f}s (blacklist "
+            f"writes {phases.revoke:.1f}s in the job's thread; deletes {phases.delete:.1f}s in "
+            f"its worker, overlapped; trigram catch-up {cu.how.value} {cu.stale:,} in "
+            f"{cu.seconds:.1f}s)",
+            flush=True,
+        )
 
         # The checks (not timed).
         keys, no_ttl, shortest = _scan_keys(client, settings.prefix)
@@ -194,6 +205,38 @@ def measure(ctx: Context, n: int) -> None:
         rt.close()
         _clear(server)
         shutil.rmtree(jobs_dir_for(settings.db), ignore_errors=True)
+
+
+class _PhaseTimes:
+    """Seconds spent in ``revoke_for_ending`` (Redis, and building the requests and audit rows)
+    and in ``delete_revoked`` (the database), by wrapping the two on this ``Auth``."""
+
+    def __init__(self) -> None:
+        self.revoke = 0.0
+        self.delete = 0.0
+
+    @classmethod
+    def around(cls, auth: Auth) -> _PhaseTimes:
+        times = cls()
+        revoke, delete = auth.revoke_for_ending, auth.delete_revoked
+
+        def timed_revoke(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return revoke(*args, **kwargs)
+            finally:
+                times.revoke += time.perf_counter() - t
+
+        def timed_delete(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return delete(*args, **kwargs)
+            finally:
+                times.delete += time.perf_counter() - t
+
+        auth.revoke_for_ending = timed_revoke  # type: ignore[method-assign]
+        auth.delete_revoked = timed_delete  # type: ignore[method-assign]
+        return times
 
 
 def _clear(server: BenchRedis) -> None:

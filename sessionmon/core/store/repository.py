@@ -15,7 +15,14 @@ from typing import Any
 
 from sessionmon.core.clock import Clock
 from sessionmon.core.store import keyset
-from sessionmon.core.store.base import AuditEntry, AuditRow, LimitedInsert, Rotation, Session
+from sessionmon.core.store.base import (
+    AuditEntry,
+    AuditRow,
+    CatchUp,
+    LimitedInsert,
+    Rotation,
+    Session,
+)
 from sessionmon.core.store.history import (
     DEFAULT_RETENTION,
     ENDED_COLUMNS,
@@ -281,6 +288,12 @@ class SqlRepository:
         m = self.dialect.mark
         sql = f"SELECT 1 FROM sessions WHERE source IS NULL OR source <> {m} LIMIT 1"
         return bool(self._query(sql, (source,)))
+
+    def begin_bulk_ending(self, job: str) -> None:
+        """Nothing to prepare (PostgreSQL: a GIN index's deletes are already lazy)."""
+
+    def end_bulk_ending(self, job: str) -> CatchUp:
+        return CatchUp()
 
     def delete_sessions_with_audit(
         self, session_ids: Sequence[str], audit_rows: Iterable[AuditRow | dict[str, Any]]
