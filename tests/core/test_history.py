@@ -15,7 +15,7 @@ from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import ConfigError
 from sessionmon.core.policy import OnMaxSessions, SessionPolicy
 from sessionmon.core.purge import purge_expired
-from sessionmon.core.store import SessionStore
+from sessionmon.core.store import AuditRow, SessionStore
 from sessionmon.core.store.history import EndHow, HistoryQuery
 
 
@@ -61,6 +61,32 @@ def test_every_way_a_session_ends_is_named(
     assert got[c.id] == (EndHow.FORCE_LOGOUT_QUERY, "carol", "bad ip range")
     assert got[d.id] == (EndHow.EVICTED, "system", "evicted")
     assert got[e.id] == (EndHow.IDLE, "system", "idle")
+
+
+def test_one_deletion_of_sessions_ending_in_several_ways_keeps_each_ones_own(
+    auth: Auth, store: SessionStore, clock: FrozenClock
+) -> None:
+    """A bulk job's batch is blacklisted in chunks, each at its own time: the deletion moves
+    each group into the history with its own time and way (two actions that end alike too)."""
+    sessions = [auth.login(f"u{i}", f"u{i}@example.com", "U")[0] for i in range(5)]
+    at = clock.now()
+    ways = [
+        (at, QUERY_ACTION), (at, QUERY_ACTION), (at + 1, QUERY_ACTION),
+        (at, "force_logout"), (at, "force_logout_user"),
+    ]  # fmt: skip
+    rows = [
+        AuditRow(at=t, actor="ops", action=action, session_id=s.id, reason="why", outcome="ok")
+        for s, (t, action) in zip(sessions, ways, strict=True)
+    ]
+    assert store.delete_sessions_with_audit([s.id for s in sessions], rows) == 5
+    got = {r.session_id: (r.ended_at, r.how) for r in store.ended_sessions(HistoryQuery())}
+    assert got == {
+        sessions[0].id: (at, EndHow.FORCE_LOGOUT_QUERY),
+        sessions[1].id: (at, EndHow.FORCE_LOGOUT_QUERY),
+        sessions[2].id: (at + 1, EndHow.FORCE_LOGOUT_QUERY),
+        sessions[3].id: (at, EndHow.FORCE_LOGOUT),
+        sessions[4].id: (at, EndHow.FORCE_LOGOUT),
+    }
 
 
 def test_reuse_detection_and_purge_are_recorded(
