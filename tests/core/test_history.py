@@ -89,6 +89,33 @@ def test_one_deletion_of_sessions_ending_in_several_ways_keeps_each_ones_own(
     }
 
 
+def test_a_large_deletion_writes_every_audit_row_whole(
+    auth: Auth, store: SessionStore, clock: FrozenClock
+) -> None:
+    """150 rows: PostgreSQL writes them by COPY (text, NULLs, JSON lists, times intact)."""
+    sessions = [auth.login(f"u{i}", f"u{i}@example.com", "U")[0] for i in range(150)]
+    at = clock.now() + 0.125
+    rows = [
+        AuditRow(
+            at=at, actor="ops", action=QUERY_ACTION, session_id=s.id, user_id=s.user_id,
+            email=s.email, reason='tab\t "quoted" \\ ünï', revoked=[f"k:{s.id}", "k2"],
+            outcome="ok", detail={"n": i} if i % 2 else None,
+        )
+        for i, s in enumerate(sessions)
+    ]  # fmt: skip
+    before = store.audit_count()
+    assert store.delete_sessions_with_audit([s.id for s in sessions], rows) == 150
+    assert store.audit_count() == before + 150
+    got = {e.session_id: e for e in store.audit(limit=150)}
+    for i, s in enumerate(sessions):
+        e = got[s.id]
+        assert (e.at, e.actor, e.action, e.user_id, e.email) == (
+            at, "ops", QUERY_ACTION, s.user_id, s.email
+        )  # fmt: skip
+        assert (e.reason, e.revoked, e.outcome) == (rows[i].reason, rows[i].revoked, "ok")
+        assert e.detail == ({"n": i} if i % 2 else None)
+
+
 def test_reuse_detection_and_purge_are_recorded(
     auth: Auth, store: SessionStore, clock: FrozenClock
 ) -> None:
