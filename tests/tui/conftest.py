@@ -19,7 +19,7 @@ from sessionmon.tui.poller import Poller
 SIZE = (160, 45)
 
 
-async def wait_for(pilot, check: Callable[[], bool], what: str = "", timeout: float = 15.0) -> None:
+async def wait_for(pilot, check: Callable[[], bool], what: str = "", timeout: float = 30.0) -> None:
     """Let the app run until ``check()`` holds (polls run in threads); fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while not check():

@@ -144,6 +144,14 @@ def test_a_master_failover_under_load_fails_closed_and_revocations_survive(
             # on a loaded 2-core machine that has taken longer than 30 s.
             timeout=90,
         )
+        # "online" is the new master's view once the sync was sent; the replica may still be
+        # loading it and acknowledges nothing until then (CI saw the logout's WAIT 1 time out
+        # there). Wait until it acknowledges a write, as a revoke's WAIT will need.
+        wait_for(
+            lambda: client.execute_command("WAIT", 1, 1000) >= 1,
+            "the old master to acknowledge writes as a replica",
+            timeout=60,
+        )
     finally:
         client.close()
     _, later, _ = login(server, "later@example.com")
