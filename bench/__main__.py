@@ -34,6 +34,10 @@ BENCHMARKS = {
     "rotation": ("bench.bench_rotation", "failed verifications across key rotations under load"),
     "web": ("bench.bench_web", "GET /me under uvicorn --workers 4 vs no auth and a naive check"),
     "webprop": ("bench.bench_webprop", "force-logout until the last of 4 cached workers rejects"),
+    "cluster": (
+        "bench.bench_cluster",
+        "3-master Redis Cluster: authenticate, first page at 10M keys, a 1,000-session logout",
+    ),
 }
 
 

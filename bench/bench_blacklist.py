@@ -17,6 +17,16 @@ PAGE = 200
 
 def scan_ttl_first_page(client: redis.Redis, prefix: str, limit: int = PAGE) -> list[bytes]:
     """What Redis GUIs do: SCAN every key, TTL each (pipelined per batch), sort, GET a page."""
+    ttls = scan_ttls(client, prefix)
+    ttls.sort()
+    page = [k for _, k in ttls[:limit]]
+    if page:
+        client.mget(page)
+    return page
+
+
+def scan_ttls(client: redis.Redis, prefix: str) -> list[tuple[int, bytes]]:
+    """(TTL, key) of every blacklist key of one server: SCAN, then TTL pipelined per batch."""
     ttls: list[tuple[int, bytes]] = []
     cursor = 0
     while True:
@@ -28,12 +38,7 @@ def scan_ttl_first_page(client: redis.Redis, prefix: str, limit: int = PAGE) -> 
                 pipe.ttl(k)
             ttls.extend((t, k) for t, k in zip(pipe.execute(), keys, strict=True) if t >= 0)
         if cursor == 0:
-            break
-    ttls.sort()
-    page = [k for _, k in ttls[:limit]]
-    if page:
-        client.mget(page)
-    return page
+            return ttls
 
 
 def run(ctx: Context) -> None:

@@ -32,11 +32,13 @@ def scratch_db(name: str) -> Path:
 
 
 class CheckSetup:
-    """An ``Auth`` on the benchmark Redis with ``SESSIONS`` logged-in sessions, and a client."""
+    """An ``Auth`` on the benchmark Redis with ``SESSIONS`` logged-in sessions, and a client.
 
-    def __init__(self, n_keys: int, name: str, **auth_options: Any) -> None:
-        self.server = bench_redis(n_keys)
-        self.client = connect(self.server.url)
+    ``url``: another Redis (a cluster, a plain server) instead of the embedded benchmark server
+    holding ``n_keys`` blacklist keys."""
+
+    def __init__(self, n_keys: int, name: str, *, url: str | None = None, **auth_options: Any):
+        self.client = connect(url if url is not None else bench_redis(n_keys).url)
         self.store = SqliteStore(scratch_db(name))
         self.blacklist = Blacklist(self.client, prefix=PREFIX)
         self.codec = TokenCodec(KEYS)

@@ -25,16 +25,18 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from json.encoder import encode_basestring_ascii
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 import redis.sentinel
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from sessionmon.core.blacklist_keys import KeyLayout
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
+from sessionmon.core.cluster_pipeline import run_per_node
 from sessionmon.core.errors import (
     RedisMayEvict,
     RedisUnavailable,
@@ -309,31 +311,7 @@ class Blacklist:
             # One server: one EVAL over every shard, all or nothing for the whole revoke.
             planned = [(index, *item) for index, items in groups.items() for item in items]
             return self._guarded(lambda: self._write_one_server(planned, now, wait))
-        written: dict[str, int] = {}
-        acked: int | None = None
-        failure: RedisUnavailable | None = None
-        for index, items in groups.items():
-            try:
-                ttls, replicas = self._guarded(
-                    functools.partial(self._write_shard, index, items, now, wait)
-                )
-            except RedisMayEvict:
-                if written:
-                    raise RevocationIncomplete(written, "Redis may evict keys") from None
-                raise
-            except RedisUnavailable as exc:
-                failure = exc
-                continue
-            written.update(ttls)
-            if replicas is not None:
-                acked = replicas if acked is None else min(acked, replicas)
-        if failure is not None:
-            if not written:
-                raise failure
-            raise RevocationIncomplete(written, str(failure))
-        if wait and acked is not None and acked < wait:
-            raise RevocationNotDurable(written, acked, wait)
-        return written
+        return self._write_cluster(groups, now, wait)
 
     def _guarded(self, write: Callable[[], T]) -> T:
         """``write`` through the guard (``RedisMayEvict`` on a server that may evict keys)."""
@@ -362,16 +340,110 @@ class Blacklist:
             raise RevocationNotDurable(ttls, int(replies[1]), wait)
         return ttls
 
+    def _write_cluster(
+        self, groups: dict[str, list[tuple[str, int, str]]], now: float, wait: int
+    ) -> dict[str, int]:
+        """A revoke on a cluster: one EVAL per shard (each session all or nothing), the shards
+        grouped by master, each master's EVALs (and WAIT) in one pipeline, all masters at once.
+
+        A shard answered ``MOVED`` / ``ASK`` / ``TRYAGAIN`` (its slot moved or is moving: the
+        script did not run) is tried once more by RedisCluster's own routing after the layout
+        is read again. A master that could not be reached or stopped answering: none of its
+        shards is reported written (raises ``RevocationIncomplete`` naming what was)."""
+        written: dict[str, int] = {}
+        acked: list[int] = []
+        failures: list[RedisUnavailable] = []
+        first = self._guarded(lambda: self._write_nodes(groups, now, wait))
+        written.update(first.ttls)
+        acked += first.acked
+        failures += first.failures
+        if first.refresh:
+            # Read the layout again for what follows (a failover, a moved slot).
+            with contextlib.suppress(Exception):
+                self.client.nodes_manager.initialize()
+        for index, items in first.redirected.items():
+            try:
+                ttls, replicas = self._guarded(
+                    functools.partial(self._write_shard, index, items, now, wait)
+                )
+            except RedisMayEvict:
+                if written:
+                    raise RevocationIncomplete(written, "Redis may evict keys") from None
+                raise
+            except RedisUnavailable as exc:
+                failures.append(exc)
+                continue
+            written.update(ttls)
+            if replicas is not None:
+                acked.append(replicas)
+        if failures:
+            if not written:
+                raise failures[0]
+            causes = list(dict.fromkeys(str(f) for f in failures))
+            raise RevocationIncomplete(written, "; ".join(causes))
+        if wait and acked and min(acked) < wait:
+            raise RevocationNotDurable(written, min(acked), wait)
+        return written
+
+    def _write_nodes(
+        self, groups: dict[str, list[tuple[str, int, str]]], now: float, wait: int
+    ) -> _ClusterRound:
+        """Every shard's EVAL, grouped by the master of its slot, one pipeline per master (WAIT
+        last on the same connection when asked), all masters at once."""
+        out = _ClusterRound()
+        by_node: dict[str, tuple[Any, list[str]]] = {}
+        for index in groups:
+            try:
+                with redis_errors():
+                    node = self.client.get_node_from_key(index)
+            except RedisUnavailable as exc:  # the slot is not covered
+                out.failures.append(exc)
+                continue
+            by_node.setdefault(node.name, (node, []))[1].append(index)
+        batches: dict[str, tuple[Any, list[tuple[Any, ...]]]] = {}
+        for name, (node, indexes) in by_node.items():
+            commands = [_eval_command(index, groups[index], now) for index in indexes]
+            if wait and self.guard is not None:
+                commands.append(("WAIT", wait, self.guard.wait_timeout_ms))
+            batches[name] = (node, commands)
+        for name, replies in run_per_node(self.client, batches).items():
+            indexes = by_node[name][1]
+            if replies.error is not None:
+                # Gone mid-way: whatever it ran is not reported written (never "revoked" for
+                # what may not be), and the layout is read again (a replica may take over).
+                out.refresh = True
+                out.failures.append(
+                    RedisUnavailable(
+                        f"Redis Cluster master {name} did not take the revoke "
+                        f"({_describe(replies.error)}): run it again"
+                    )
+                )
+                continue
+            node_ttls: dict[str, int] = {}
+            for index, reply in zip(indexes, replies.replies, strict=False):
+                items = groups[index]
+                if isinstance(reply, (redis.exceptions.AskError, redis.exceptions.TryAgainError)):
+                    out.redirected[index] = items  # MOVED too: the script did not run
+                    out.refresh = out.refresh or isinstance(reply, redis.exceptions.MovedError)
+                elif isinstance(reply, Exception):
+                    out.failures.append(_unavailable(reply))
+                else:
+                    node_ttls.update(
+                        {key: int(t) for (key, _, _), t in zip(items, reply, strict=True)}
+                    )
+            out.ttls.update(node_ttls)
+            if wait and self.guard is not None and node_ttls:
+                replicas = replies.replies[len(indexes)]
+                out.acked.append(0 if isinstance(replicas, Exception) else int(replicas))
+        return out
+
     def _write_shard(
         self, index: str, items: list[tuple[str, int, str]], now: float, wait: int
     ) -> tuple[dict[str, int], int | None]:
-        """One shard's keys on a cluster: one EVAL in one slot (redis-py follows MOVED / ASK).
-        With ``wait``, the EVAL and WAIT go on one connection of the slot's master."""
-        keys: list[str] = []
-        args: list[Any] = [repr(now)]
-        for key, ttl, value in items:
-            keys += [index, key]
-            args += [ttl, value]
+        """One shard's keys on a cluster (the retry of a redirected shard): one EVAL in one
+        slot (redis-py follows MOVED / ASK). With ``wait``, the EVAL and WAIT go on one
+        connection of the slot's master."""
+        _, _, keys, args = _eval_parts(index, items, now)
         if not wait or self.guard is None:
             reply = self.client.eval(_REVOKE_SCRIPT, len(keys), *keys, *args)
             return {key: int(t) for (key, _, _), t in zip(items, reply, strict=True)}, None
@@ -422,7 +494,27 @@ class Blacklist:
         keys = self.check_keys(jti, sid)
         if not keys:
             return False
+        if self.cluster:
+            return bool(self._run(lambda: self._exists_on_master(keys)))
         return bool(self._run(lambda: self.client.exists(*keys)))
+
+    def _exists_on_master(self, keys: list[str]) -> int:
+        """``EXISTS`` of one session's keys (one hash tag, one slot) straight on the connection
+        of the slot's master: RedisCluster's own path costs ~40 us more per call, half of a
+        check. A redirection, a dropped connection or an unknown slot goes RedisCluster's way
+        (it follows the redirection and reads the layout again); a timeout does not (a hung
+        master costs one timeout, not two)."""
+        try:
+            node = self.client.nodes_manager.get_node_from_slot(key_slot(keys[0].encode()))
+            return int(self.client.get_redis_connection(node).exists(*keys))
+        except (
+            redis.exceptions.AskError,  # MOVED too
+            redis.exceptions.TryAgainError,
+            redis.exceptions.ClusterDownError,
+            redis.exceptions.ConnectionError,
+            redis.exceptions.SlotNotCoveredError,
+        ):
+            return int(self.client.exists(*keys))
 
     def ping(self) -> float:
         """Round-trip time in seconds (every master of a cluster); raises ``RedisUnavailable``."""
@@ -628,6 +720,48 @@ class Blacklist:
 
 
 _CURSOR_BITS = 48
+
+
+@dataclass
+class _ClusterRound:
+    """What one pipelined round over a cluster's masters did: the keys written (key -> TTL),
+    each master's WAIT count, the shards to try again (redirected), the failures, and whether
+    the layout should be read again."""
+
+    ttls: dict[str, int] = field(default_factory=dict)
+    acked: list[int] = field(default_factory=list)
+    redirected: dict[str, list[tuple[str, int, str]]] = field(default_factory=dict)
+    failures: list[RedisUnavailable] = field(default_factory=list)
+    refresh: bool = False
+
+
+def _eval_parts(
+    index: str, items: list[tuple[str, int, str]], now: float
+) -> tuple[str, int, list[str], list[Any]]:
+    """The revoke script's EVAL for one shard: (script, numkeys, keys, args)."""
+    keys: list[str] = []
+    args: list[Any] = [repr(now)]
+    for key, ttl, value in items:
+        keys += [index, key]
+        args += [ttl, value]
+    return _REVOKE_SCRIPT, len(keys), keys, args
+
+
+def _eval_command(index: str, items: list[tuple[str, int, str]], now: float) -> tuple[Any, ...]:
+    script, numkeys, keys, args = _eval_parts(index, items, now)
+    return ("EVAL", script, numkeys, *keys, *args)
+
+
+def _unavailable(exc: Exception) -> RedisUnavailable:
+    """A node's error reply in one line, as ``redis_errors`` words it (OOM, NOPERM, READONLY,
+    CLUSTERDOWN...); an error it does not know is raised (a bug, not an outage)."""
+    try:
+        with redis_errors():
+            raise exc
+    except RedisUnavailable as out:
+        return out
+    raise AssertionError("unreachable")  # pragma: no cover
+
 
 # KEYS come in pairs: (index, key) for each key; ARGV[1] is now, then a (ttl, value) pair per key.
 # On a cluster every key of one call is in one slot (one shard's tag).

@@ -5,6 +5,8 @@ Each test that kills a node starts a cluster of its own (``tests/redis_cluster.p
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 from redis.cluster import RedisCluster
 
-from sessionmon.core.auth import Auth, LogoutOutcome
+from sessionmon.core.auth import Auth, LogoutOutcome, LogoutResult
 from sessionmon.core.blacklist import KIND_SESSION, Blacklist, RevokeRequest, connect
 from sessionmon.core.blacklist_keys import shard_of
 from sessionmon.core.clock import FrozenClock
@@ -24,6 +26,7 @@ from sessionmon.core.errors import (
     NotDurable,
     RedisMayEvict,
     RedisUnavailable,
+    RevocationNotDurable,
     SessionmonError,
 )
 from sessionmon.core.redis_client import ClusterUrl
@@ -206,6 +209,105 @@ def test_a_master_down_during_a_logout_reports_exactly_what_was_revoked(
         client.close()
 
 
+def test_a_master_lost_in_the_middle_of_a_users_logout_fails_exactly_its_sessions(
+    new_cluster, store: SessionStore, codec: TokenCodec, clock: FrozenClock, prefix: str
+) -> None:
+    """One user's sessions on every master; one master hangs (SIGSTOP) while the logout's
+    pipelines are out, the others answer, then it dies without having run anything (SIGKILL).
+    The masters work in parallel: the others' sessions are on the blacklist while the hung one
+    still holds its pipeline (one after the other, they would wait behind it)."""
+    cluster = new_cluster(masters=3, args=("--cluster-require-full-coverage", "no"))
+    client = connect(cluster.url, timeout=30.0)  # the hang is ended by the kill, not a timeout
+    reader = connect(cluster.url, timeout=1.0)
+    try:
+        bl = Blacklist(client, prefix=prefix, clock=clock)
+        auth = Auth(store, bl, codec, access_ttl=60, refresh_ttl=3600, clock=clock)
+        # A first logout: a connection to every master is open before one of them hangs.
+        warm = [auth.login("warm", "warm@example.com", "W")[0].id for _ in range(30)]
+        assert auth.force_logout_user("warm", actor="ops").deleted == len(warm)
+        ids = [auth.login("alice", "alice@example.com", "Alice")[0].id for _ in range(60)]
+        hung = cluster.nodes[1]
+        on_hung = {sid for sid in ids if client.keyslot(bl.sid_key(sid)) in _slots(cluster, 2)}
+        others = [sid for sid in ids if sid not in on_hung]
+        assert on_hung and others and len({bl.layout.tag(s) for s in others}) > 1
+        check = Blacklist(reader, prefix=prefix, clock=clock)
+        hung.pause()
+        results: list[object] = []
+        worker = threading.Thread(
+            target=lambda: results.append(auth.force_logout_user("alice", actor="ops"))
+        )
+        worker.start()
+        try:
+            wait_until(
+                lambda: all(check.is_revoked(None, sid) for sid in others),
+                "the other masters to take their sessions while one hangs",
+                timeout=20,
+            )
+        finally:
+            assert hung.proc is not None
+            os.kill(hung.proc.pid, signal.SIGKILL)  # still stopped: it never ran the EVALs
+            hung.proc.wait(timeout=10)
+            hung.proc = None
+            hung.paused = False
+            worker.join(timeout=30)
+        (result,) = results
+        assert isinstance(result, LogoutResult)
+        assert result.outcome is LogoutOutcome.REDIS_PARTIAL
+        assert set(result.failed) == on_hung  # exactly the sessions of the lost master
+        assert sorted(result.found) == sorted(others) and result.deleted == len(others)
+        assert result.error is not None and "NOT revoked" in result.error
+        assert f"127.0.0.1:{hung.port}" in result.error
+        for sid in others:
+            assert store.get_session(sid) is None
+        for sid in on_hung:
+            assert store.get_session(sid) is not None  # not revoked: not deleted either
+        audit = {a.session_id: a.outcome for a in store.audit() if a.session_id in on_hung}
+        assert set(audit.values()) == {LogoutOutcome.REDIS_PARTIAL.value}
+        hung.start()
+        cluster.wait_ok()
+        wait_until(lambda: _answers(check, next(iter(on_hung))), "the restarted master", 30)
+        assert not any(check.is_revoked(None, sid) for sid in on_hung)  # nothing written there
+        again = auth.force_logout_user("alice", actor="ops")
+        assert again.outcome is LogoutOutcome.OK and again.deleted == len(on_hung)
+    finally:
+        reader.close()
+        client.close()
+
+
+def test_wait_follows_each_masters_pipeline_and_the_least_count_decides(
+    new_cluster, prefix: str
+) -> None:
+    cluster = new_cluster(masters=3, replicas=1)
+    masters = [n for n in cluster.nodes if cluster.master_of(n)]
+    wait_until(lambda: all(_replica_online(m) for m in masters), "every replica online", 30)
+    client = connect(cluster.url, timeout=3.0)
+    try:
+        guard = WriteGuard(client, wait_replicas=1, wait_timeout=1.0)
+        bl = Blacklist(client, prefix=prefix, guard=guard)
+        many = sessions(60)
+        assert len({client.get_node_from_key(bl.sid_key(r.sid)).name for r in many}) == 3
+        assert len(bl.revoke(many[:30])) == 30  # every master's replica acknowledged
+        guard.wait_replicas = 2  # each master has one replica: never enough
+        guard.wait_timeout = 0.2
+        with pytest.raises(NotDurable) as err:
+            bl.revoke(many[30:])
+        exc = err.value
+        assert isinstance(exc, RevocationNotDurable)
+        assert (exc.acked, exc.wanted) == (1, 2) and len(exc.ttls) == 30
+        assert all(bl.is_revoked(None, r.sid) for r in many)  # written on the masters
+    finally:
+        client.close()
+
+
+def _replica_online(master) -> bool:  # master: RedisProcess
+    client = master.client()
+    try:
+        info = client.info("replication")
+    finally:
+        client.close()
+    return int(info.get("connected_slaves", 0)) >= 1 and "online" in str(info.get("slave0", ""))
+
+
 def test_a_master_failover_during_revocations_loses_no_acknowledged_one(
     new_cluster, prefix: str
 ) -> None:
@@ -333,6 +435,7 @@ def test_a_slot_migration_during_revocations_keeps_every_acknowledged_one(
 ) -> None:
     cluster = new_cluster(masters=3)
     client = connect(cluster.url, timeout=2.0)
+    stale_client = None
     try:
         bl = Blacklist(client, prefix=prefix)
         sids = [s for s in (f"m-{i}" for i in range(20_000)) if shard_of(s) == 0][:600]
@@ -341,6 +444,10 @@ def test_a_slot_migration_during_revocations_keeps_every_acknowledged_one(
         target = next(n for n in cluster.nodes if n is not source)
         bl.revoke([RevokeRequest(KIND_SESSION, s, time.time() + 600) for s in sids[:200]])
         done: list[str] = list(sids[:200])
+        # A client that learns of the move only from the MOVED answer to its check.
+        stale_client = connect(cluster.url, timeout=2.0)
+        stale = Blacklist(stale_client, prefix=prefix)
+        assert stale.is_revoked(None, sids[0]) and not stale.is_revoked(None, sids[-1])
         errors: list[BaseException] = []
         stop = threading.Event()
 
@@ -371,6 +478,10 @@ def test_a_slot_migration_during_revocations_keeps_every_acknowledged_one(
         assert moved > 0
         assert all(isinstance(e, RedisUnavailable) for e in errors), errors[:3]
         assert client.get_node_from_key(bl.sid_key(sids[0])).port == target.port
+        # The check goes straight to the master it knows, which answers MOVED: followed.
+        assert stale_client.get_node_from_key(bl.sid_key(sids[0])).port == source.port
+        assert stale.is_revoked(None, sids[0]) and stale.is_revoked(None, done[-1])
+        assert stale_client.get_node_from_key(bl.sid_key(sids[0])).port == target.port
         reader_client = connect(cluster.url)
         try:
             reader = Blacklist(reader_client, prefix=prefix)
@@ -381,6 +492,8 @@ def test_a_slot_migration_during_revocations_keeps_every_acknowledged_one(
         finally:
             reader_client.close()
     finally:
+        if stale_client is not None:
+            stale_client.close()
         client.close()
 
 
