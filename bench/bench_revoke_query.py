@@ -51,6 +51,7 @@ TARGET_SECONDS = 60.0  # for 1,000,000 sessions
 IP = 6  # index of ``ip`` in SESSION_COLUMNS
 PG_SCHEMA = "bench_revoke_query"  # PostgreSQL: the scratch schema (dropped afterwards)
 NAMES = {Backend.SQLITE: "SQLite", Backend.POSTGRES: "PostgreSQL"}
+BENCH_NAMES = {Backend.SQLITE: "revoke-query", Backend.POSTGRES: "revoke-query-pg"}
 
 
 def _rows(
@@ -245,7 +246,7 @@ def measure(ctx: Context, n: int, backend: Backend) -> None:
         target = TARGET_SECONDS * n / 1_000_000
         ctx.report(
             Figure(
-                "revoke-query",
+                BENCH_NAMES[backend],
                 f"{NAMES[backend]}: logout --where ending {n:,} sessions (plan + run, batch "
                 f"{DEFAULT_BATCH})",
                 total,
@@ -260,7 +261,7 @@ def measure(ctx: Context, n: int, backend: Backend) -> None:
         )
         ctx.report(
             Figure(
-                "revoke-query",
+                BENCH_NAMES[backend],
                 f"{NAMES[backend]}: dry-run count = sessions revoked; every key with a TTL",
                 float(planned.count),
                 "sessions",
