@@ -71,8 +71,9 @@ SETTING_FLAGS = (
     ),
     SettingFlag(
         "redis_url",
-        "redis://, rediss://, unix:// or redis+sentinel://host:port[,host:port]/service[/db] URL "
-        "(default: the embedded server)",
+        "redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://"
+        "host:port[,host:port]/service[/db], or redis+cluster://host:port[,host:port][?tls=1] "
+        "URL (default: the embedded server)",
         "URL",
     ),
     SettingFlag("prefix", "Redis key prefix (default: sessionmon:)", "TEXT"),
@@ -126,12 +127,12 @@ SETTING_FLAGS = (
     ),
     SettingFlag(
         "redis_ca_file",
-        "rediss://: CA certificates (PEM) that sign the server's certificate (default: the "
-        "system's)",
+        "rediss://, rediss+sentinel://, redis+cluster://?tls=1: CA certificates (PEM) that sign "
+        "the servers' certificates (default: the system's)",
         "PATH",
     ),
-    SettingFlag("redis_cert_file", "rediss://: client certificate (PEM) for mutual TLS", "PATH"),
-    SettingFlag("redis_key_file", "rediss://: the client certificate's key (PEM file)", "PATH"),
+    SettingFlag("redis_cert_file", "TLS URLs: client certificate (PEM) for mutual TLS", "PATH"),
+    SettingFlag("redis_key_file", "TLS URLs: the client certificate's key (PEM file)", "PATH"),
     SettingFlag(
         "rotate_refresh",
         "rotate refresh tokens on every silent refresh, with reuse detection (default: yes)",

@@ -35,7 +35,12 @@ TEST_SECRET = "test-secret-" + secrets.token_hex(24)
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The Redis every test uses: SESSIONMON_TEST_REDIS_CLUSTER=1 a fixture-started cluster
-    (``redis+cluster://``), SESSIONMON_TEST_REDIS_URL, else an embedded server."""
+    (``redis+cluster://``; or SESSIONMON_TEST_REDIS_URL's when it is a ``redis+cluster://``
+    URL), SESSIONMON_TEST_REDIS_URL, else an embedded server."""
+    if CLUSTER and os.environ.get("SESSIONMON_TEST_REDIS_URL", "").startswith("redis+cluster://"):
+        # A cluster of the caller's (tests/core/test_redis_cluster_acl.py: as an ACL user).
+        yield os.environ["SESSIONMON_TEST_REDIS_URL"]
+        return
     if CLUSTER:
         cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster"), masters=3)
         try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from tests.redis_server import RedisProcess
 
@@ -16,6 +18,11 @@ SESSIONMON_RULES = (
     "+scan +eval +multi +exec +wait +xadd +xrange +xrevrange +xread "
     "+hello +client|setname +client|tracking"
 )
+# What a Redis Cluster adds (the README's cluster line): redis-py's RedisCluster reads the layout
+# (CLUSTER SLOTS) and the command table (COMMAND) when it connects and again after a MOVED, and
+# sends ASKING before a command redirected during a slot migration (ASK).
+CLUSTER_RULES = "+cluster|slots +command +asking"
+SESSIONMON_CLUSTER_RULES = f"{SESSIONMON_RULES} {CLUSTER_RULES}"
 # The one refusal sessionmon causes (and expects): the write guard asks CONFIG GET first, once
 # per process, and reads INFO when it is refused (granting CONFIG GET would show the server's
 # passwords to this user).
@@ -45,6 +52,24 @@ def add_user(proc: RedisProcess, name: str, rules: str) -> AclUser:
     finally:
         admin.close()
     return AclUser(proc, name, password)
+
+
+def add_cluster_user(nodes: Sequence[RedisProcess], name: str, rules: str) -> str:
+    """The user on every node of a cluster (ACL is per node), their ``ACL LOG`` emptied; the
+    ``redis+cluster://`` URL (``?tls=1`` when the nodes speak TLS) as that user."""
+    password = secrets.token_hex(16)
+    for node in nodes:
+        admin = node.client()
+        try:
+            admin.execute_command(
+                "ACL", "SETUSER", name, "reset", "on", f">{password}", *rules.split()
+            )
+            admin.execute_command("ACL", "LOG", "RESET")
+        finally:
+            admin.close()
+    seeds = ",".join(f"127.0.0.1:{n.port}" for n in nodes)
+    tls = "?tls=1" if nodes[0].tls else ""
+    return f"redis+cluster://{quote(name)}:{password}@{seeds}{tls}"
 
 
 def denials(proc: RedisProcess) -> list[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 
 from tests.redis_server import RedisProcess, free_port, system_redis_server
+from tests.redis_tls import Certificates
 from tests.support.waiting import wait_until
 
 
@@ -31,12 +32,19 @@ def cluster_port() -> int:
 
 
 class RedisClusterProcesses:
-    """``masters`` masters and ``replicas`` replicas per master, in ``workdir``."""
+    """``masters`` masters and ``replicas`` replicas per master, in ``workdir``; with ``tls``
+    every node is TLS only (client certificates required, TLS on the cluster bus)."""
 
     def __init__(
-        self, workdir: Path, masters: int = 3, replicas: int = 0, args: tuple[str, ...] = ()
+        self,
+        workdir: Path,
+        masters: int = 3,
+        replicas: int = 0,
+        args: tuple[str, ...] = (),
+        tls: Certificates | None = None,
     ) -> None:
         self.workdir = workdir
+        self.tls = tls
         self.masters = masters
         self.replicas = replicas
         self.args = args
@@ -44,8 +52,9 @@ class RedisClusterProcesses:
 
     @property
     def url(self) -> str:
-        """``redis+cluster://`` with every node as a seed."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        """``redis+cluster://`` with every node as a seed (``?tls=1`` with ``tls``)."""
+        seeds = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return f"redis+cluster://{seeds}" + ("?tls=1" if self.tls else "")
 
     def start(self, timeout: float = 60.0) -> RedisClusterProcesses:
         binary = system_redis_server()
@@ -65,12 +74,14 @@ class RedisClusterProcesses:
                         "--cluster-node-timeout", "2000",
                         "--appendfsync", "everysec",
                         *self.args,
+                        *(self.tls.server_args(port) if self.tls else ()),
                     ),
+                    tls=self.tls.client_options() if self.tls else None,
                 )  # fmt: skip
                 self.nodes.append(node.start())
             subprocess.run(
                 [
-                    cli, "--cluster", "create",
+                    cli, *(self.tls.cli_args() if self.tls else ()), "--cluster", "create",
                     *(f"127.0.0.1:{n.port}" for n in self.nodes),
                     "--cluster-replicas", str(self.replicas), "--cluster-yes",
                 ],

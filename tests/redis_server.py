@@ -9,8 +9,9 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -33,6 +34,8 @@ class RedisProcess:
 
     ``args``: more redis-server options (they win over the defaults: ``--appendonly no``).
     ``binary``: another redis-server (default: the embedded server's, see ``system_redis_server``).
+    ``tls``: redis-py's ``ssl_*`` options of a TLS-only server (``--port 0 --tls-port`` in
+    ``args``): the start-up ping and ``client()`` speak TLS with them.
     """
 
     def __init__(
@@ -41,8 +44,10 @@ class RedisProcess:
         port: int | None = None,
         args: Sequence[str] = (),
         binary: str | None = None,
+        tls: Mapping[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
+        self.tls = dict(tls or {})
         self.port = port or free_port()
         self.args = list(args)
         self.binary = binary
@@ -76,7 +81,9 @@ class RedisProcess:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, socket_connect_timeout=0.2, **self.tls
+        )
         try:
             while time.monotonic() < deadline:
                 with contextlib.suppress(redis.RedisError):
@@ -89,7 +96,8 @@ class RedisProcess:
 
     def client(self, **kwargs: object) -> redis.Redis:
         """A plain redis-py client of this server (the test closes it)."""
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **kwargs)  # type: ignore[arg-type]
+        options = self.tls | kwargs
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **options)
 
     def pause(self) -> None:
         """SIGSTOP: the server hangs (connections are accepted by the kernel, never answered)."""

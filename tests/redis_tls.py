@@ -7,6 +7,7 @@ import contextlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -54,6 +55,36 @@ class Certificates:
 
     def path(self, name: str) -> Path:
         return self.directory / name
+
+    def server_args(self, port: int, auth_clients: str = "yes") -> tuple[str, ...]:
+        """redis-server options: TLS only on ``port`` (``--port 0``), this CA's server
+        certificate, TLS between nodes (cluster bus, replication, sentinels' links: the
+        client certificate on their outgoing side, the server one has serverAuth only)."""
+        c = self.path
+        return (
+            "--port", "0", "--tls-port", str(port),
+            "--tls-cert-file", str(c("server.crt")), "--tls-key-file", str(c("server.key")),
+            "--tls-client-cert-file", str(c("client.crt")),
+            "--tls-client-key-file", str(c("client.key")),
+            "--tls-ca-cert-file", str(c("ca.crt")), "--tls-auth-clients", auth_clients,
+            "--tls-replication", "yes", "--tls-cluster", "yes",
+        )  # fmt: skip
+
+    def client_options(self, client: str | None = "client") -> dict[str, Any]:
+        """redis-py's options of a TLS client trusting this CA (and presenting ``client``)."""
+        out: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.path("ca.crt"))}
+        if client is not None:
+            out["ssl_certfile"] = str(self.path(f"{client}.crt"))
+            out["ssl_keyfile"] = str(self.path(f"{client}.key"))
+        return out
+
+    def cli_args(self) -> tuple[str, ...]:
+        """``redis-cli`` options of the same client."""
+        c = self.path
+        return (
+            "--tls", "--cacert", str(c("ca.crt")),
+            "--cert", str(c("client.crt")), "--key", str(c("client.key")),
+        )  # fmt: skip
 
     @classmethod
     def make(cls, directory: Path) -> Certificates:

@@ -110,7 +110,7 @@ def redis_errors(what: str = "Redis") -> Iterator[None]:
             f"{what} is loading its data after a restart ({_describe(exc)})"
         ) from None
     except redis.sentinel.MasterNotFoundError as exc:  # its message names the sentinels
-        raise RedisUnavailable(_describe(exc)) from None
+        raise RedisUnavailable(str(exc).splitlines()[0] if str(exc) else _describe(exc)) from None
     except redis.exceptions.ClusterDownError as exc:  # CLUSTERDOWN, MASTERDOWN
         raise RedisUnavailable(
             f"{what} Cluster is not in state ok ({_describe(exc)}): a master is down or "

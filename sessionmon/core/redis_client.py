@@ -1,6 +1,7 @@
 """The redis-py client sessionmon uses: bounded timeouts, bounded retries. Every client sessionmon
 makes is made here (``connect``): a plain or TLS server (``redis://``, ``rediss://``,
-``unix://``), the master of a Sentinel service (``redis+sentinel://``), or a Redis Cluster
+``unix://``), the master of a Sentinel service (``redis+sentinel://``, ``rediss+sentinel://``
+over TLS), or a Redis Cluster
 (``redis+cluster://host:port[,host:port]``, or a ``redis://`` / ``rediss://`` URL whose server
 says ``cluster_enabled:1`` in ``INFO cluster``: then redis-py's ``RedisCluster``).
 
@@ -68,6 +69,7 @@ class BoundedRetry(Retry):
 
 CLUSTER_SCHEME = "redis+cluster"
 SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_TLS_SCHEME = "rediss+sentinel"
 SENTINEL_PORT = 26379
 
 
@@ -134,7 +136,11 @@ def _host_list(
 @dataclass(frozen=True)
 class SentinelUrl:
     """``redis+sentinel://[user:pass@]host:port[,host:port]/service_name[/db]``: the credentials
-    and ``db`` are the master's; ``?sentinel_username=...&sentinel_password=...`` the sentinels'."""
+    and ``db`` are the master's; ``?sentinel_username=...&sentinel_password=...`` the sentinels'.
+
+    ``rediss+sentinel://`` speaks TLS to the master and to the sentinels; ``?sentinel_tls=0``
+    (plain sentinels, TLS data nodes) or ``redis+sentinel://...?sentinel_tls=1`` (TLS sentinels,
+    plain data nodes) split the two."""
 
     sentinels: tuple[tuple[str, int], ...]
     service: str
@@ -143,6 +149,8 @@ class SentinelUrl:
     password: str | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = None
+    tls: bool = False
+    sentinel_tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> SentinelUrl:
@@ -158,9 +166,12 @@ class SentinelUrl:
         if len(path) == 2 and not path[1].isdigit():
             raise bad(f"the database must be a number, not {path[1]!r}")
         options = dict(parse_qsl(parts.query, keep_blank_values=True))
-        unknown = sorted(set(options) - {"sentinel_username", "sentinel_password"})
+        known = ("sentinel_username", "sentinel_password", "sentinel_tls")
+        unknown = sorted(set(options) - set(known))
         if unknown:
-            raise bad(f"unknown option {unknown[0]!r} (sentinel_username, sentinel_password)")
+            raise bad(f"unknown option {unknown[0]!r} ({', '.join(known)})")
+        tls = parts.scheme.lower() == SENTINEL_TLS_SCHEME
+        sentinel_tls = _flag(options.get("sentinel_tls"), tls, bad)
         return cls(
             sentinels=sentinels,
             service=path[0],
@@ -169,17 +180,30 @@ class SentinelUrl:
             password=password,
             sentinel_username=options.get("sentinel_username") or None,
             sentinel_password=options.get("sentinel_password") or None,
+            tls=tls,
+            sentinel_tls=sentinel_tls,
         )
 
     def display(self) -> str:
         return ", ".join(f"{host}:{port}" for host, port in self.sentinels)
 
 
+def _flag(value: str | None, default: bool, bad: Callable[[str], ConfigError]) -> bool:
+    """A URL option's yes/no (``1``/``0``, ``yes``/``no``, ``true``/``false``)."""
+    if value is None:
+        return default
+    if value.lower() in ("1", "yes", "true"):
+        return True
+    if value.lower() in ("0", "no", "false"):
+        return False
+    raise bad(f"expected 1 or 0, not {value!r}")
+
+
 class _Sentinel(redis.sentinel.Sentinel):
     """redis-py's Sentinel whose "no master" error says why in one line: no sentinel answered,
     none knows the service, or the master is down (a failover under way)."""
 
-    def __init__(self, url: SentinelUrl, timeout: float) -> None:
+    def __init__(self, url: SentinelUrl, timeout: float, tls: TlsFiles | None = None) -> None:
         super().__init__(
             list(url.sentinels),
             sentinel_kwargs={
@@ -189,7 +213,8 @@ class _Sentinel(redis.sentinel.Sentinel):
                 "retry": Retry(NoBackoff(), 0),
                 "username": url.sentinel_username,
                 "password": url.sentinel_password,
-            },
+            }
+            | (_tls_options(tls) if url.sentinel_tls else {}),
         )
         self.url = url
 
@@ -200,10 +225,10 @@ class _Sentinel(redis.sentinel.Sentinel):
             try:
                 masters = sentinel.sentinel_masters()
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-                unreachable.append(str(exc).splitlines()[0][:120] if str(exc) else repr(exc))
+                unreachable.append(str(exc).splitlines()[0] if str(exc) else repr(exc))
                 continue
             except redis.exceptions.ResponseError as exc:  # NOAUTH, NOPERM, ...
-                unreachable.append(str(exc).splitlines()[0][:120])
+                unreachable.append(str(exc).splitlines()[0])
                 continue
             state = masters.get(service_name) if isinstance(masters, dict) else None
             if not state:
@@ -213,13 +238,22 @@ class _Sentinel(redis.sentinel.Sentinel):
             else:
                 self.sentinels[0], self.sentinels[position] = sentinel, self.sentinels[0]
                 return state["ip"], state["port"]
+        from sessionmon.core.blacklist import _tls_failure
+
         where = f"(sentinels {self.url.display()})"
+        if unreachable and not (down or unknown) and (tls := _tls_failure(unreachable[0])):
+            raise redis.sentinel.MasterNotFoundError(
+                f"no Redis Sentinel answered {where}: TLS handshake failed: {tls}"
+            )
         if down:
             why = f"the master of {service_name!r} is down (a failover may be under way) {where}"
         elif unknown:
             why = f"Redis Sentinel knows no service named {service_name!r} {where}"
         else:
-            why = f"no Redis Sentinel answered {where}: {unreachable[0] if unreachable else '?'}"
+            first = unreachable[0][:160] if unreachable else "?"
+            why = f"no Redis Sentinel answered {where}: {first}"
+            if not self.url.sentinel_tls and "reset by peer" in first:
+                why += " (TLS-only sentinels need rediss+sentinel:// or ?sentinel_tls=1)"
         raise redis.sentinel.MasterNotFoundError(why)
 
 
@@ -232,6 +266,11 @@ class SentinelClient(redis.Redis):
         super().close()
         if self.sentinels is not None:
             self.sentinels.close()
+
+
+def _tls_options(tls: TlsFiles | None) -> dict[str, Any]:
+    """redis-py's options of a TLS connection with ``tls``'s files (checked here)."""
+    return {"ssl": True} | (tls or TlsFiles()).kwargs()
 
 
 def _options(timeout: float) -> dict[str, Any]:
@@ -249,14 +288,17 @@ def connect(
 ) -> Any:
     """A client whose every command answers (or fails) within about ``timeout`` seconds.
 
-    ``tls``: the CA and client certificate files of a ``rediss://`` URL (a ``ConfigError`` with
-    any other URL). A ``redis+sentinel://`` URL gives the service's master, found through the
-    sentinels on every new connection (so a failover is followed on reconnect). A
+    ``tls``: the CA and client certificate files of a ``rediss://``, ``rediss+sentinel://`` or
+    ``redis+cluster://...?tls=1`` URL (a ``ConfigError`` with a URL without TLS). A
+    ``redis+sentinel://`` URL gives the service's master, found through the sentinels on every
+    new connection (so a failover is followed on reconnect). A
     ``redis+cluster://`` URL, or a ``redis://`` URL whose server is a cluster node, gives a
     ``RedisCluster`` (it reads the cluster's layout now: ``RedisUnavailable`` if no seed
     answers or the cluster is not in state ok).
     """
     scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme in (SENTINEL_SCHEME, SENTINEL_TLS_SCHEME):
+        return _sentinel_master(SentinelUrl.parse(url), _options(timeout) | kwargs, timeout, tls)
     if tls and scheme not in ("rediss", CLUSTER_SCHEME):
         raise ConfigError(
             f"--redis-ca-file, --redis-cert-file and --redis-key-file need a rediss:// URL, "
@@ -265,8 +307,6 @@ def connect(
     options = _options(timeout) | kwargs
     if scheme == "rediss":
         options = (tls or TlsFiles()).kwargs() | options
-    if scheme == SENTINEL_SCHEME:
-        return _sentinel_master(SentinelUrl.parse(url), options, timeout)
     if scheme == CLUSTER_SCHEME:
         cluster_url = ClusterUrl.parse(url)
         if tls and not cluster_url.tls:
@@ -278,7 +318,7 @@ def connect(
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
             f"bad Redis URL {mask_url(url)}: use redis://, rediss://, unix://, "
-            f"redis+sentinel:// or redis+cluster:// (Sentinel over TLS is not supported)"
+            f"redis+sentinel://, rediss+sentinel:// or redis+cluster://"
         )
     try:
         client = redis.Redis.from_url(url, **options)
@@ -402,13 +442,48 @@ def connect_cluster(
             )
         except redis.exceptions.RedisClusterException as exc:
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "Cluster mode is not enabled" in text:
+                _why_no_layout(url, node_options)  # redis-py hides the server's answer
+            if not url.tls and ("reset by peer" in text or "Connection closed" in text):
+                # A TLS-only node hangs up on a plain client.
+                raise redis.exceptions.ConnectionError(
+                    f"no seed answered as a cluster node (the nodes closed the connection: "
+                    f"TLS-only nodes need ?tls=1 and --redis-ca-file): {text}"
+                ) from None
             raise redis.exceptions.ConnectionError(
                 f"no seed answered as a cluster node in state ok: {text}"
             ) from None
 
 
-def _sentinel_master(url: SentinelUrl, options: dict[str, Any], timeout: float) -> redis.Redis:
-    sentinel = _Sentinel(url, timeout)
+def _why_no_layout(url: ClusterUrl, node_options: dict[str, Any]) -> None:
+    """Ask the seeds ``CLUSTER SLOTS`` again and raise the first refusal (an ACL user without
+    ``cluster|slots``: NOPERM), which redis-py reports as "Cluster mode is not enabled"."""
+    for host, port in url.seeds:
+        client = redis.Redis(
+            host=host, port=port, username=url.username, password=url.password, **node_options
+        )
+        try:
+            client.execute_command("CLUSTER", "SLOTS")
+        except redis.exceptions.ResponseError as exc:
+            if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in str(exc):
+                raise
+        except redis.exceptions.RedisError:
+            continue
+        finally:
+            client.close()
+
+
+def _sentinel_master(
+    url: SentinelUrl, options: dict[str, Any], timeout: float, tls: TlsFiles | None
+) -> redis.Redis:
+    if tls and not (url.tls or url.sentinel_tls):
+        raise ConfigError(
+            f"--redis-ca-file, --redis-cert-file and --redis-key-file need TLS: use "
+            f"rediss+sentinel:// (or ?sentinel_tls=1) for the sentinels {url.display()}"
+        )
+    if url.tls:
+        options = _tls_options(tls) | options
+    sentinel = _Sentinel(url, timeout, tls)
     client = sentinel.master_for(
         url.service,
         redis_class=SentinelClient,

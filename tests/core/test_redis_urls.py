@@ -37,6 +37,7 @@ def test_sentinel_url_forms() -> None:
         ("redis+sentinel://h:0/a", "expected host:port"),
         ("redis+sentinel://h:1,/a", "expected host:port"),
         ("redis+sentinel://h:1/a?password=x", "unknown option"),
+        ("rediss+sentinel://h:1/a?sentinel_tls=maybe", "expected 1 or 0, not 'maybe'"),
     ],
 )
 def test_bad_sentinel_urls(url: str, needle: str) -> None:
@@ -76,3 +77,31 @@ def test_tls_files_from_env_and_their_checks(tmp_path: Path) -> None:
         connect("redis://127.0.0.1:1/0", tls=TlsFiles(ca_file=ca))
     with pytest.raises(ConfigError, match="go together"):
         connect("rediss://127.0.0.1:1/0", tls=TlsFiles(ca_file=ca, cert_file=ca))
+
+
+def test_sentinel_over_tls_url_forms(tmp_path: Path) -> None:
+    both = SentinelUrl.parse("rediss+sentinel://h1:1,h2:2/main")
+    assert (both.tls, both.sentinel_tls) == (True, True)
+    data_only = SentinelUrl.parse("rediss+sentinel://h1:1/main?sentinel_tls=0")
+    assert (data_only.tls, data_only.sentinel_tls) == (True, False)
+    sentinels_only = SentinelUrl.parse("redis+sentinel://h1:1/main?sentinel_tls=yes")
+    assert (sentinels_only.tls, sentinels_only.sentinel_tls) == (False, True)
+    plain = SentinelUrl.parse("redis+sentinel://h1:1/main")
+    assert (plain.tls, plain.sentinel_tls) == (False, False)
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read until connecting")
+    client = connect("rediss+sentinel://127.0.0.1:1/main", timeout=0.5, tls=TlsFiles(ca_file=ca))
+    try:
+        assert isinstance(client, SentinelClient)
+        kwargs = client.connection_pool.connection_kwargs
+        assert kwargs["ssl_ca_certs"] == str(ca) and kwargs["ssl_cert_reqs"] == "required"
+        assert client.connection_pool.connection_class.__name__ == "SentinelManagedSSLConnection"
+        assert client.sentinels is not None
+        sentinel_kwargs = client.sentinels.sentinel_kwargs
+        assert sentinel_kwargs["ssl"] is True and sentinel_kwargs["ssl_ca_certs"] == str(ca)
+    finally:
+        client.close()
+    with pytest.raises(ConfigError, match=r"need TLS: use rediss\+sentinel://"):
+        connect("redis+sentinel://127.0.0.1:1/main", tls=TlsFiles(ca_file=ca))
+    with pytest.raises(ConfigError, match="--redis-ca-file: no such file"):
+        connect("rediss+sentinel://127.0.0.1:1/main", tls=TlsFiles(ca_file=tmp_path / "none"))
