@@ -25,6 +25,10 @@ BENCHMARKS = {
         "bench.bench_revoke_query",
         "logout --where: 1,000,000 sessions revoked by one query, dry run = revoked",
     ),
+    "revoke-query-pg": (
+        "bench.bench_revoke_query:run_pg",
+        "the same on PostgreSQL (a scratch schema on SESSIONMON_BENCH_PG_URL)",
+    ),
     "monitor": ("bench.bench_monitor", "monitor first paint, tick CPU, RSS, filter/sort"),
     "pgquery": ("bench.bench_pgquery", "PostgreSQL keyset window and trigram filter vs plain SQL"),
     "rotation": ("bench.bench_rotation", "failed verifications across key rotations under load"),
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sessions",
         type=_count,
-        help="sessions for the store and monitor benchmarks, e.g. 10m (default 1m, quick 10k)",
+        help="sessions for the store, monitor and revoke-query benchmarks, e.g. 10m (default 1m, "
+        "quick 10k; revoke-query: 20k)",
     )
     args = parser.parse_args(argv)
     names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
@@ -99,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n== {name}: {what}", flush=True)
             t0 = time.perf_counter()
             try:
-                importlib.import_module(module).run(ctx)
+                path, _, func = module.partition(":")
+                getattr(importlib.import_module(path), func or "run")(ctx)
             except Exception:
                 failed.append(name)
                 traceback.print_exc()

@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--batch",
         type=int,
-        default=5000,  # bulk_logout.DEFAULT_BATCH (imported lazily, like the rest of the core)
-        help="sessions per batch: one database transaction (default 5000)",
+        default=20_000,  # bulk_logout.DEFAULT_BATCH (imported lazily, like the rest of the core)
+        help="sessions per batch: one database transaction (default 20000)",
     )
     where.add_argument("--resume", metavar="JOB", help="finish a revoke-by-query job that stopped")
 

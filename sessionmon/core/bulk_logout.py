@@ -23,7 +23,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,13 +45,16 @@ from sessionmon.core.errors import (
 from sessionmon.core.events import Event, EventKind
 from sessionmon.core.session_query import SessionQuery, matching_sessions
 from sessionmon.core.store import AuditRow, Session, SessionStore
+from sessionmon.core.store.base import CatchUp
 
 if TYPE_CHECKING:
     from sessionmon.core.store.url import DatabaseUrl
 
 ACTION = "force_logout_query"
 JOB_ACTION = "logout_query"
-DEFAULT_BATCH = 5000  # sessions per job batch: one database transaction
+# Sessions per job batch: one database transaction. Larger batches touch each index page once
+# for more rows (1.3x faster than 5,000 at 1.1M rows) and hold the write lock ~1.5 s.
+DEFAULT_BATCH = 20_000
 REVOKE_CHUNK = 1000  # sessions per blacklist write (one Redis script) within a batch
 
 
@@ -86,12 +89,18 @@ class JobReport:
     state: JobState
     outcome: JobOutcome
     failure: SessionmonError | None = None
+    catch_up: CatchUp = field(default_factory=CatchUp)  # the store's, after the batches
 
     def to_dict(self) -> dict[str, object]:
         return {
             **asdict(self.state),
             "outcome": self.outcome.value,
             "error": str(self.failure) if self.failure else None,
+            "catch_up": {
+                "how": self.catch_up.how.value,
+                "stale": self.catch_up.stale,
+                "seconds": round(self.catch_up.seconds, 3),
+            },
         }
 
 
@@ -218,7 +227,17 @@ class LogoutJob:
         if batch < 1:
             raise ConfigError("the batch size must be at least 1")
         with self._exclusive():
-            failure = self._run_batches(auth, batch, progress)
+            catch_up = CatchUp()
+            try:
+                auth.store.begin_bulk_ending(self.state.job)
+            except DatabaseError as exc:
+                failure: SessionmonError | None = exc
+            else:
+                failure = self._run_batches(auth, batch, progress)
+                try:  # inside the run: the trigram index is exact when it returns
+                    catch_up = auth.store.end_bulk_ending(self.state.job)
+                except DatabaseError as exc:  # left deferred (still exact): a resume finishes
+                    failure = failure or exc
             st = self.state
             st.finished = failure is None
             self._save()
@@ -237,9 +256,8 @@ class LogoutJob:
                         count=st.ended,
                     )
                 )
-        return JobReport(
-            st, JobOutcome.COMPLETE if failure is None else JobOutcome.STOPPED, failure
-        )
+        outcome_ = JobOutcome.COMPLETE if failure is None else JobOutcome.STOPPED
+        return JobReport(st, outcome_, failure, catch_up)
 
     def _run_batches(
         self, auth: Auth, batch: int, progress: Progress | None

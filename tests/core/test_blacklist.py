@@ -113,6 +113,30 @@ def test_value_is_small_json(blacklist: Blacklist, redis_client: redis.Redis) ->
     assert abs(doc["revoked_at"] - blacklist.clock.now()) < 1
 
 
+@pytest.mark.parametrize(
+    ("email", "reason", "exp_offset"),
+    [
+        ("ann@example.com", "incident", 60),
+        ('Zoë "the admin" <z@exämple.org>', "line\nbreak \\ tab\t \u2028", 60.25),
+        (None, None, 3600),
+    ],
+)
+def test_value_is_exactly_what_json_dumps_writes(
+    blacklist: Blacklist, redis_client: redis.Redis, email, reason, exp_offset
+) -> None:
+    """Entries are encoded field by field (fast); the bytes equal ``json.dumps``'s."""
+    now = blacklist.clock.now()
+    exp = now + exp_offset  # an int or a float
+    req = RevokeRequest("access", "s1", exp, "a1", "u1", email)
+    blacklist.revoke([req], reason=reason, actor="ops")
+    raw = redis_client.get(blacklist.token_key("s1", "a1"))
+    expected = {
+        "kind": "access", "sid": "s1", "sub": "u1", "email": email, "reason": reason,
+        "actor": "ops", "revoked_at": round(now, 3), "exp": exp,
+    }  # fmt: skip
+    assert raw.decode() == json.dumps(expected, separators=(",", ":"))
+
+
 # -- the expiry index ------------------------------------------------------------------------
 
 

@@ -23,6 +23,8 @@ from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import ConfigError, DatabaseError, RedisUnavailable
 from sessionmon.core.session_query import SessionQuery, matching_sessions, parse_cidr, parse_time
 from sessionmon.core.store import SessionStore, SqliteStore
+from sessionmon.core.store.base import CatchUpHow
+from sessionmon.core.store.sqlite_schema import DEFERRALS, SEARCH_TABLE, STALE
 from sessionmon.core.tokens import Reason, TokenCodec
 from tests.redis_server import RedisProcess
 
@@ -108,6 +110,12 @@ def test_job_ends_exactly_the_planned_set_in_batches(
     # Reloaded from disk, the job is finished and says so.
     again = LogoutJob.load(tmp_path / "jobs", st.job)
     assert again.state == JobState(**{**vars(st)})
+    if isinstance(auth.store, SqliteStore):  # the trigram index was caught up, exactly
+        assert report.catch_up.how is CatchUpHow.DELETED and report.catch_up.stale == 2
+        conn = auth.store.conn
+        assert conn.execute(f"SELECT count(*) FROM {STALE}").fetchone()[0] == 0
+        assert conn.execute(f"SELECT count(*) FROM {DEFERRALS}").fetchone()[0] == 0
+        conn.execute(f"INSERT INTO {SEARCH_TABLE}({SEARCH_TABLE}) VALUES ('integrity-check')")
 
 
 def test_a_session_ended_meanwhile_counts_as_gone(

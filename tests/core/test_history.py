@@ -15,7 +15,7 @@ from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import ConfigError
 from sessionmon.core.policy import OnMaxSessions, SessionPolicy
 from sessionmon.core.purge import purge_expired
-from sessionmon.core.store import SessionStore
+from sessionmon.core.store import AuditRow, SessionStore
 from sessionmon.core.store.history import EndHow, HistoryQuery
 
 
@@ -61,6 +61,59 @@ def test_every_way_a_session_ends_is_named(
     assert got[c.id] == (EndHow.FORCE_LOGOUT_QUERY, "carol", "bad ip range")
     assert got[d.id] == (EndHow.EVICTED, "system", "evicted")
     assert got[e.id] == (EndHow.IDLE, "system", "idle")
+
+
+def test_one_deletion_of_sessions_ending_in_several_ways_keeps_each_ones_own(
+    auth: Auth, store: SessionStore, clock: FrozenClock
+) -> None:
+    """A bulk job's batch is blacklisted in chunks, each at its own time: the deletion moves
+    each group into the history with its own time and way (two actions that end alike too)."""
+    sessions = [auth.login(f"u{i}", f"u{i}@example.com", "U")[0] for i in range(5)]
+    at = clock.now()
+    ways = [
+        (at, QUERY_ACTION), (at, QUERY_ACTION), (at + 1, QUERY_ACTION),
+        (at, "force_logout"), (at, "force_logout_user"),
+    ]  # fmt: skip
+    rows = [
+        AuditRow(at=t, actor="ops", action=action, session_id=s.id, reason="why", outcome="ok")
+        for s, (t, action) in zip(sessions, ways, strict=True)
+    ]
+    assert store.delete_sessions_with_audit([s.id for s in sessions], rows) == 5
+    got = {r.session_id: (r.ended_at, r.how) for r in store.ended_sessions(HistoryQuery())}
+    assert got == {
+        sessions[0].id: (at, EndHow.FORCE_LOGOUT_QUERY),
+        sessions[1].id: (at, EndHow.FORCE_LOGOUT_QUERY),
+        sessions[2].id: (at + 1, EndHow.FORCE_LOGOUT_QUERY),
+        sessions[3].id: (at, EndHow.FORCE_LOGOUT),
+        sessions[4].id: (at, EndHow.FORCE_LOGOUT),
+    }
+
+
+def test_a_large_deletion_writes_every_audit_row_whole(
+    auth: Auth, store: SessionStore, clock: FrozenClock
+) -> None:
+    """150 rows: PostgreSQL writes them by COPY (text, NULLs, JSON lists, times intact)."""
+    sessions = [auth.login(f"u{i}", f"u{i}@example.com", "U")[0] for i in range(150)]
+    at = clock.now() + 0.125
+    rows = [
+        AuditRow(
+            at=at, actor="ops", action=QUERY_ACTION, session_id=s.id, user_id=s.user_id,
+            email=s.email, reason='tab\t "quoted" \\ ünï', revoked=[f"k:{s.id}", "k2"],
+            outcome="ok", detail={"n": i} if i % 2 else None,
+        )
+        for i, s in enumerate(sessions)
+    ]  # fmt: skip
+    before = store.audit_count()
+    assert store.delete_sessions_with_audit([s.id for s in sessions], rows) == 150
+    assert store.audit_count() == before + 150
+    got = {e.session_id: e for e in store.audit(limit=150)}
+    for i, s in enumerate(sessions):
+        e = got[s.id]
+        assert (e.at, e.actor, e.action, e.user_id, e.email) == (
+            at, "ops", QUERY_ACTION, s.user_id, s.email
+        )  # fmt: skip
+        assert (e.reason, e.revoked, e.outcome) == (rows[i].reason, rows[i].revoked, "ok")
+        assert e.detail == ({"n": i} if i % 2 else None)
 
 
 def test_reuse_detection_and_purge_are_recorded(

@@ -256,6 +256,24 @@ class LimitedInsert:
     live_before: int = 0
 
 
+class CatchUpHow(Enum):
+    """How a bulk ending's catch-up (SQLite's trigram index) made the index exact."""
+
+    NOTHING = "nothing"  # no stale entries (or no trigram index)
+    DELETED = "deleted"  # the stale entries deleted from the index
+    REBUILT = "rebuilt"  # the index rebuilt from the rows left
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """What a bulk ending's catch-up did: how, how many stale entries it removed, how long
+    it took."""
+
+    how: CatchUpHow = CatchUpHow.NOTHING
+    stale: int = 0
+    seconds: float = 0.0
+
+
 class SessionStore(Protocol):
     """Sessions and their audit log, in one database. Every method is safe to call from any
     thread; every driver error comes out as a ``DatabaseError`` with one line for a human."""
@@ -267,6 +285,16 @@ class SessionStore(Protocol):
     history_retention: float  # seconds ended sessions are kept (``--history-retention``)
 
     def close(self) -> None: ...
+
+    def begin_bulk_ending(self, job: str) -> None:
+        """Job ``job`` starts ending many sessions: make its deletes cheap (SQLite: a larger
+        page cache on this connection, the trigram index's deletes deferred)."""
+        ...
+
+    def end_bulk_ending(self, job: str) -> CatchUp:
+        """Job ``job`` has stopped: undo ``begin_bulk_ending`` and bring what it deferred up
+        to date (SQLite: the trigram index exact again)."""
+        ...
 
     def schema_version(self) -> int: ...
 

@@ -25,7 +25,7 @@ import psycopg_pool
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import DatabaseError, DatabaseUnavailable
 from sessionmon.core.store import keyset
-from sessionmon.core.store.base import AuditEntry, Backend, Session
+from sessionmon.core.store.base import AuditEntry, AuditRow, Backend, Session
 from sessionmon.core.store.order import OrderReader, ViewQuery
 from sessionmon.core.store.postgres_schema import CHANNEL, SEARCH_EXPR, SEPARATOR, migrate
 from sessionmon.core.store.repository import SqlRepository
@@ -41,6 +41,7 @@ STATEMENT_TIMEOUT_MS = 30_000
 _COLS = ", ".join(SESSION_COLUMNS)
 _AUDIT_COLS = ", ".join(AUDIT_COLUMNS)
 _FETCH_CHUNK = 65_536
+COPY_FROM = 100  # audit rows written at once from this many by COPY (a bulk job's batch)
 _USER_LOCK_CLASS = 0x5E55  # pg_advisory_xact_lock(class, key): per-user login serialisation
 
 
@@ -204,6 +205,48 @@ class PostgresStore(SqlRepository):
             (*ids, at, how, actor, reason),
         )
         return int(cur.rowcount)
+
+    def _move_all_to_history(
+        self,
+        conn: psycopg.Connection,
+        ids: Sequence[str],
+        at: float,
+        how: str,
+        actor: str,
+        reason: str | None,
+    ) -> int:
+        """A whole batch in one statement (the ids as one array parameter): one plan and one
+        round trip instead of one per ``CHUNK``."""
+        cur = conn.execute(
+            f"WITH gone AS (DELETE FROM sessions WHERE id = ANY(%s) RETURNING *) "
+            f"{self._history_insert()} FROM gone",
+            (list(ids), at, how, actor, reason),
+        )
+        return int(cur.rowcount)
+
+    def get_sessions(self, session_ids: Sequence[str]) -> list[Session]:
+        """The sessions among ``session_ids`` that exist, in the order given (one query)."""
+        ids = list(dict.fromkeys(session_ids))
+        if not ids:
+            return []
+        rows = self._query(f"SELECT {_COLS} FROM sessions WHERE id = ANY(%s)", (ids,))
+        found = {r[0]: Session(*r) for r in rows}
+        return [found[i] for i in ids if i in found]
+
+    def _insert_audit(
+        self, conn: psycopg.Connection, rows: Iterable[AuditRow | dict[str, Any]]
+    ) -> None:
+        """Many rows (a bulk job's batch) by ``COPY``, a few by ``INSERT``."""
+        params = [AuditRow.coerce(row).params() for row in rows]
+        cols = ", ".join(AUDIT_COLUMNS[1:])
+        if len(params) < COPY_FROM:
+            if params:
+                marks = self._marks(len(AUDIT_COLUMNS) - 1)
+                conn.cursor().executemany(f"INSERT INTO audit ({cols}) VALUES ({marks})", params)
+            return
+        with conn.cursor().copy(f"COPY audit ({cols}) FROM STDIN") as copy:
+            for p in params:
+                copy.write_row(p)
 
     def _after_id_copy(self, conn: psycopg.Connection, table: str) -> None:
         # Later rows written here get ids after the copied ones.

@@ -8,7 +8,8 @@ Version 2: the filter's ``pg_trgm`` GIN index over email, name, id and ip, and a
 trigger that sends ``NOTIFY sessionmon_changes`` (payload: the schema) on every write to
 ``sessions``, so monitors reload within a poll of any process's commit. Version 3: refresh-token
 rotation columns on ``sessions`` and ``audit.detail``. Version 4: each session's access and
-refresh ``kid`` and its rotation history. Version 5: ``ended_sessions``.
+refresh ``kid`` and its rotation history. Version 5: ``ended_sessions``. Version 6: nothing
+(SQLite's deferred trigram-index deletes).
 """
 
 from __future__ import annotations
@@ -191,7 +192,12 @@ def _v5(cur: psycopg.Cursor) -> None:
         cur.execute(f"CREATE INDEX {name} ON ended_sessions ({cols})")
 
 
-MIGRATIONS: list[Callable[[psycopg.Cursor], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(cur: psycopg.Cursor) -> None:
+    """Nothing: version 6 is SQLite's deferred trigram-index deletes. PostgreSQL's GIN index
+    needs none (a deleted row's entries go with VACUUM, not with the delete)."""
+
+
+MIGRATIONS: list[Callable[[psycopg.Cursor], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

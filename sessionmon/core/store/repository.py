@@ -15,7 +15,14 @@ from typing import Any
 
 from sessionmon.core.clock import Clock
 from sessionmon.core.store import keyset
-from sessionmon.core.store.base import AuditEntry, AuditRow, LimitedInsert, Rotation, Session
+from sessionmon.core.store.base import (
+    AuditEntry,
+    AuditRow,
+    CatchUp,
+    LimitedInsert,
+    Rotation,
+    Session,
+)
 from sessionmon.core.store.history import (
     DEFAULT_RETENTION,
     ENDED_COLUMNS,
@@ -282,6 +289,12 @@ class SqlRepository:
         sql = f"SELECT 1 FROM sessions WHERE source IS NULL OR source <> {m} LIMIT 1"
         return bool(self._query(sql, (source,)))
 
+    def begin_bulk_ending(self, job: str) -> None:
+        """Nothing to prepare (PostgreSQL: a GIN index's deletes are already lazy)."""
+
+    def end_bulk_ending(self, job: str) -> CatchUp:
+        return CatchUp()
+
     def delete_sessions_with_audit(
         self, session_ids: Sequence[str], audit_rows: Iterable[AuditRow | dict[str, Any]]
     ) -> int:
@@ -289,13 +302,13 @@ class SqlRepository:
         rows = [AuditRow.coerce(r) for r in audit_rows]
         by_session = {r.session_id: r for r in rows if r.session_id}
         deleted = 0
-        alike = _one_ending(session_ids, by_session)
+        groups = _endings(session_ids, by_session)
         with self.transaction() as conn:
-            if alike is not None:
-                # Every session ends the same way (an operator's action on many): the database
-                # moves the rows into the history itself, with no row through Python.
-                for chunk in self._chunks(session_ids):
-                    deleted += self._move_to_history(conn, chunk, *alike)
+            if groups is not None:
+                # A few ways of ending (an operator's action on many, written in chunks): the
+                # database moves the rows into the history itself, with no row through Python.
+                for ending, ids in groups.items():
+                    deleted += self._move_all_to_history(conn, ids, *ending)
                 self._insert_audit(conn, rows)
                 self._record_endings(conn, [])
                 return deleted
@@ -311,6 +324,15 @@ class SqlRepository:
             self._insert_audit(conn, rows)
             self._record_endings(conn, ended)
         return deleted
+
+    def _move_all_to_history(
+        self, conn: Any, ids: Sequence[str], at: float, how: str, actor: str, reason: str | None
+    ) -> int:
+        """``_move_to_history`` of ``ids``, ``CHUNK`` at a time; how many were deleted."""
+        return sum(
+            self._move_to_history(conn, chunk, at, how, actor, reason)
+            for chunk in self._chunks(ids)
+        )
 
     def _move_to_history(
         self, conn: Any, ids: Sequence[str], at: float, how: str, actor: str, reason: str | None
@@ -567,19 +589,32 @@ class SqlRepository:
                 self._after_audit_copy(conn)
 
 
-def _one_ending(
+# More ways of ending than this in one deletion: the rows go through Python instead.
+MAX_ENDINGS = 16
+
+
+def _endings(
     session_ids: Sequence[str], by_session: dict[str, AuditRow]
-) -> tuple[float, str, str, str | None] | None:
-    """(ended at, how, actor, reason) when every session has an audit row and they all say the
-    same (one operator action on many sessions), else None."""
+) -> dict[tuple[float, str, str, str | None], list[str]] | None:
+    """The sessions by how they end, (ended at, how, actor, reason), when every session has an
+    audit row and there are at most ``MAX_ENDINGS`` such ways (an operator's action on many:
+    a bulk job's batch is blacklisted in chunks, each at its own time), else None."""
     if not session_ids:
         return None
-    first = by_session.get(session_ids[0])
-    if first is None:
-        return None
-    key = (first.at, first.action, first.actor, first.reason)
+    groups: dict[tuple[float, str, str, str | None], list[str]] = {}
     for sid in session_ids:
         row = by_session.get(sid)
-        if row is None or (row.at, row.action, row.actor, row.reason) != key:
+        if row is None:
             return None
-    return first.at, EndHow.of_audit(first.action, first.reason).value, first.actor, first.reason
+        key = (row.at, row.action, row.actor, row.reason)
+        ids = groups.get(key)
+        if ids is None:
+            if len(groups) == MAX_ENDINGS:
+                return None
+            groups[key] = ids = []
+        ids.append(sid)
+    endings: dict[tuple[float, str, str, str | None], list[str]] = {}
+    for (at, action, actor, reason), ids in groups.items():  # two actions may end alike
+        how = EndHow.of_audit(action, reason).value
+        endings.setdefault((at, how, actor, reason), []).extend(ids)
+    return endings

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 # Both backends migrate to this version (their migration lists have this many steps).
 # Version 4 is the key ids' (access_kid, refresh_kid on sessions); version 5 the history of
-# ended sessions (``ended_sessions``, see ``store.history``).
-SCHEMA_VERSION = 5
+# ended sessions (``ended_sessions``, see ``store.history``); version 6 SQLite's deferred
+# trigram-index deletes for bulk endings (``store.sqlite_search``; nothing on PostgreSQL).
+SCHEMA_VERSION = 6
 HISTORY_VERSION = 5
 
 SESSION_COLUMNS = (

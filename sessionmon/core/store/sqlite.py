@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ import sqlite_utils
 
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.errors import DatabaseError, DatabaseMissing
-from sessionmon.core.store import keyset
-from sessionmon.core.store.base import Backend
+from sessionmon.core.store import keyset, sqlite_search
+from sessionmon.core.store.base import Backend, CatchUp, CatchUpHow
 from sessionmon.core.store.repository import SqlRepository
 from sessionmon.core.store.schema import SCHEMA_VERSION
 from sessionmon.core.store.sqlite_check import check_sqlite_file
@@ -28,8 +29,10 @@ from sessionmon.core.store.sqlite_reader import SqliteReader
 from sessionmon.core.store.sqlite_schema import MIGRATIONS, translate
 from sessionmon.core.store.url import DatabaseUrl
 
-# The page cache of a connection, KiB (SQLite's default: 2 MiB).
-CACHE_KIB = 64 * 1024
+# The page cache of a connection during a bulk ending, KiB (otherwise SQLite's default, 2 MiB):
+# a logout job's deletes touch the 7 indexes of a million-session table at random, and with the
+# default cache reread most pages from the OS at every batch. Pages are allocated as used.
+BULK_CACHE_KIB = 64 * 1024
 
 
 class SqliteStore(SqlRepository):
@@ -61,6 +64,7 @@ class SqliteStore(SqlRepository):
         self.clock = clock
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()
+        self._cache_before: int | None = None  # the page cache to restore after a bulk ending
         if not self.path.exists():
             if not create:
                 raise DatabaseMissing(f"database not found: {self.path}")
@@ -98,10 +102,6 @@ class SqliteStore(SqlRepository):
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
-            # SQLite's default page cache is 2 MiB: a bulk delete touching the 7 indexes and the
-            # trigram index of a million-session table then rereads most pages from the OS at
-            # every batch (~1.5x slower). Pages are allocated as they are used.
-            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             self.migrate(readonly=readonly)
             if not readonly and checkpoint_interval is not None:
                 self._checkpointer = Checkpointer.acquire(self.path, checkpoint_interval)
@@ -185,6 +185,47 @@ class SqliteStore(SqlRepository):
             with contextlib.suppress(OSError):
                 total += path.stat().st_size
         return total
+
+    # -- bulk endings (a logout job) -------------------------------------------------------------
+
+    def begin_bulk_ending(self, job: str) -> None:
+        """A larger page cache on this connection, and the trigram index's deletes deferred
+        (``sqlite_search``) until ``end_bulk_ending``."""
+        with self.transaction() as conn:
+            if self._cache_before is None:
+                self._cache_before = int(conn.execute("PRAGMA cache_size").fetchone()[0])
+                conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+            if sqlite_search.deferrable(conn):
+                sqlite_search.defer(conn, job, self.clock.now())
+
+    def end_bulk_ending(self, job: str) -> CatchUp:
+        """End ``job``'s deferral and make the trigram index exact again: the stale entries
+        deleted ``DELETE_CHUNK`` per transaction, or the index rebuilt from the rows left when
+        that is cheaper (``sqlite_search.should_rebuild``). A failure leaves the deferral on
+        (the filter stays exact; a resumed job catches up)."""
+        started = time.perf_counter()
+        try:
+            with self.transaction() as conn:
+                if not sqlite_search.deferrable(conn):
+                    return CatchUp()
+                stale, left, _ = sqlite_search.end_deferral(conn, job)
+                if stale and sqlite_search.should_rebuild(stale, left):
+                    sqlite_search.rebuild(conn)
+                    return sqlite_search.timed(CatchUpHow.REBUILT, stale, started)
+            total = 0
+            while stale:
+                with self.transaction() as conn:
+                    n = sqlite_search.delete_stale(conn, sqlite_search.DELETE_CHUNK)
+                total += n
+                if n < sqlite_search.DELETE_CHUNK:
+                    break
+            how = CatchUpHow.DELETED if total else CatchUpHow.NOTHING
+            return sqlite_search.timed(how, total, started)
+        finally:
+            if self._cache_before is not None:
+                with self._guard() as conn:
+                    conn.execute(f"PRAGMA cache_size = {self._cache_before}")
+                self._cache_before = None
 
     # -- the monitor -----------------------------------------------------------------------------
 
