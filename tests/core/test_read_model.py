@@ -5,6 +5,7 @@ a plain substring test, and the change token."""
 
 from __future__ import annotations
 
+import threading
 import time
 from array import array
 from collections.abc import Iterator
@@ -283,6 +284,43 @@ def test_reload_waits_for_the_running_fill_and_a_new_query_cancels_it(progressiv
     exact = second.settled
     assert exact is not None and not exact.estimated
     assert third.wait(10) and list(third) == list(exact)
+
+
+def test_a_query_interrupted_by_the_cancel_reports_cancelled(progressive, monkeypatch):
+    """The race CI once lost: the cancel interrupts a query that is running, whose own error
+    ("interrupted") must not stand in for the reason the order stopped."""
+    cancelled = threading.Event()
+    cancel, run = order_module._Fill.cancel, order_module._Fill._run
+
+    def cancel_and_tell(fill: Any) -> None:
+        cancel(fill)
+        cancelled.set()
+
+    def run_until_interrupted(fill: Any) -> None:
+        open_snapshot = fill.open_snapshot
+
+        def opened() -> Any:
+            snap = open_snapshot()
+
+            def chunks(size: int) -> Iterator[list[int]]:
+                assert cancelled.wait(20), "the order was never cancelled"  # a query running
+                raise RuntimeError("interrupted")  # what the driver raises then
+                yield []
+
+            snap.chunks = chunks
+            return snap
+
+        fill.open_snapshot = opened
+        run(fill)
+
+    monkeypatch.setattr(order_module._Fill, "cancel", cancel_and_tell)
+    monkeypatch.setattr(order_module._Fill, "_run", run_until_interrupted)
+    first = progressive.order(ViewQuery("email"), NOW)
+    first.resume()
+    cancelled.clear()
+    progressive.order(ViewQuery("created_at"), NOW)  # another list: the first is cancelled
+    assert first.wait(10) and isinstance(first.error, DatabaseError)
+    assert "cancelled" in str(first.error) and "interrupted" not in str(first.error)
 
 
 @pytest.mark.parametrize("sort", ["email", "created_at", "refresh_exp"])

@@ -308,10 +308,13 @@ class _Fill:
                 self.order = order
                 if self.preview is not None:
                     self.preview._settle(order)
-        except DatabaseError as exc:
-            self._fail(exc)
         except Exception as exc:  # a driver error, or a bug: one clear error, never a hang
-            self._fail(self.describe(exc))
+            if self.cancelled:  # the interrupted query's own error says less than this
+                self._fail(DatabaseError("session order cancelled"))
+            elif isinstance(exc, DatabaseError):
+                self._fail(exc)
+            else:
+                self._fail(self.describe(exc))
         finally:
             self.ready.set()
             self.snap = None
