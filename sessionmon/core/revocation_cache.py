@@ -13,8 +13,9 @@ answers for those keys.
 
 Why an answer is never stale by more than ``max_staleness`` seconds (default 50 ms):
 
-- The thread PINGs on the same connection every ``heartbeat`` (while checks are coming in; an
-  idle process does not ping, and its first checks after a pause ask Redis). Redis replies in
+- The thread PINGs on the same connection every ``heartbeat`` (default ``max_staleness / 2``,
+  while checks are coming in; an idle process does not ping, and its first checks after a pause
+  ask Redis). Redis replies in
   order, so a PONG proves every invalidation for writes before that PING was sent has already been
   applied. The cache serves answers only while the last confirmed PING was sent at most
   ``max_staleness`` ago; a stalled, partitioned or paused channel therefore stops hits by itself,
@@ -88,7 +89,7 @@ class CachedRevocations:
             raise ValueError("max_staleness must be positive")
         self.blacklist = blacklist
         self.max_staleness = float(max_staleness)
-        self.heartbeat = float(heartbeat) if heartbeat else self.max_staleness / 4
+        self.heartbeat = float(heartbeat) if heartbeat else self.max_staleness / 2
         self.max_entries = int(max_entries)
         self.reconnect_delay = reconnect_delay
         self.prefix = blacklist.layout.base  # "<prefix>bl:" covers token and session keys
@@ -107,6 +108,7 @@ class CachedRevocations:
         self._wanted = -1.0
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._wake = threading.Event()  # a check found the channel unconfirmed: PING now
         self._thread: threading.Thread | None = None
         self._conn: Any = None
         # Each channel's last confirmed PING (monotonic); ``_confirmed`` is the oldest of them.
@@ -128,7 +130,8 @@ class CachedRevocations:
 
     def close(self) -> None:
         """Stop the thread and forget everything."""
-        self._stop.set()  # the thread notices within one heartbeat and disconnects
+        self._stop.set()  # the thread notices within IDLE_WAIT and disconnects
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -169,8 +172,14 @@ class CachedRevocations:
         keys = self._keys(jti, sid)
         if not keys:
             return False
-        now = self._wanted = time.monotonic()
-        if not self._live or now - self._confirmed > self.max_staleness:
+        now = time.monotonic()
+        if now - self._wanted > IDLE_AFTER:
+            self._wake.set()  # the first check after a pause: an idle thread PINGs now
+        self._wanted = now
+        if not self._live:
+            return None
+        if now - self._confirmed > self.max_staleness:
+            self._wake.set()
             return None
         cache = self._cache
         unknown = False
@@ -346,41 +355,54 @@ class CachedRevocations:
                 self.last_error = None
                 self._ready.set()
             ping_sent: float | None = None
+            no_pong_after = max(1.0, 4 * self.max_staleness)
             while not stop.is_set():
+                # Two wake-ups per heartbeat and none in between (each costs the event loop a GIL
+                # hand-off): the PING when it is due, then its PONG.
                 now = time.monotonic()
-                if (
-                    ping_sent is None
-                    and now - self._channels.get(name, -1.0) >= self.heartbeat
-                    and now - self._wanted <= IDLE_AFTER
-                ):
-                    ping_sent = now
-                    conn.send_command("PING")
-                elif ping_sent is not None and now - ping_sent > max(1.0, 4 * self.max_staleness):
-                    raise redis.TimeoutError("no PONG on the invalidation channel")
-                if ping_sent is not None:
-                    wait = self.heartbeat / 2
-                elif now - self._wanted <= IDLE_AFTER:
-                    wait = self.heartbeat
+                if ping_sent is None:
+                    if now - self._wanted > IDLE_AFTER:
+                        # Idle: take in what Redis pushed (a closed connection raises here), then
+                        # sleep until a check finds the channel unconfirmed (or IDLE_WAIT).
+                        while conn.can_read(0):
+                            self._reply(conn, name, None, n, IDLE_WAIT)
+                        self._wake.wait(IDLE_WAIT)
+                        self._wake.clear()
+                        continue
+                    due = self._channels.get(name, -1.0) + self.heartbeat
+                    if now < due:
+                        wait = due - now
+                    else:
+                        ping_sent = now
+                        conn.send_command("PING")
+                        wait = IDLE_WAIT  # the PONG wakes it; close() is seen meanwhile
                 else:
-                    wait = IDLE_WAIT
-                try:
-                    # One blocking read (not select + read): fewer GIL hand-offs per message.
-                    reply = conn.read_response(
-                        push_request=True, timeout=wait, disconnect_on_error=False
-                    )
-                except redis.TimeoutError:
-                    continue
-                if _is_push(reply):
-                    self._on_push(reply)
-                elif reply in (b"PONG", "PONG") and ping_sent is not None:
-                    self._confirm(name, ping_sent, n)
+                    wait = min(IDLE_WAIT, ping_sent + no_pong_after - now)
+                    if wait <= 0:
+                        raise redis.TimeoutError("no PONG on the invalidation channel")
+                if self._reply(conn, name, ping_sent, n, wait):
                     ping_sent = None
-                elif isinstance(reply, redis.ResponseError | Exception):
-                    raise redis.ResponseError(str(reply))
         finally:
             self._conn = None
             with contextlib.suppress(Exception):
                 conn.disconnect()
+
+    def _reply(self, conn: Any, name: str, ping_sent: float | None, n: int, wait: float) -> bool:
+        """Read one message of channel ``name`` within ``wait`` seconds (nothing: False); True
+        when it was the PONG of the PING sent at ``ping_sent``."""
+        try:
+            # One blocking read (not select + read): fewer GIL hand-offs per message.
+            reply = conn.read_response(push_request=True, timeout=wait, disconnect_on_error=False)
+        except redis.TimeoutError:
+            return False
+        if _is_push(reply):
+            self._on_push(reply)
+        elif reply in (b"PONG", "PONG") and ping_sent is not None:
+            self._confirm(name, ping_sent, n)
+            return True
+        elif isinstance(reply, redis.ResponseError | Exception):
+            raise redis.ResponseError(str(reply))
+        return False
 
     def _confirm(self, name: str, sent: float, n: int) -> None:
         """Channel ``name``'s PONG for a PING sent at ``sent``: the cache is as current as the

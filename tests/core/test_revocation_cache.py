@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from sessionmon.core import revocation_cache
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import KIND_SESSION, Blacklist, RevokeRequest, connect
 from sessionmon.core.clock import FrozenClock
@@ -85,6 +86,22 @@ def test_answers_from_memory_after_the_first_check(cache: CachedRevocations) -> 
         assert cache.is_revoked("jti-1", "sid-1") is False
     assert cache.stats.misses == misses
     assert cache.stats.hits >= hits + 50
+
+
+def test_an_idle_cache_is_confirmed_again_at_the_first_check(
+    blacklist: Blacklist, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a pause the heartbeat sleeps; the first check that finds the channel unconfirmed
+    wakes it at once, not at its next look (here an hour away)."""
+    monkeypatch.setattr(revocation_cache, "IDLE_AFTER", 0.2)
+    monkeypatch.setattr(revocation_cache, "IDLE_WAIT", 3600.0)
+    with CachedRevocations(blacklist, max_staleness=STALENESS) as cache:
+        assert cache.is_revoked("jti-1", "sid-1") is False
+        # No check for a while: the last PING is old, so the thread is asleep, idle.
+        assert eventually(lambda: time.monotonic() - cache._confirmed > 1.0)
+        assert cache.from_memory("jti-1", "sid-1") is None  # not confirmed: ask Redis...
+        assert eventually(lambda: cache.from_memory("jti-1", "sid-1") is False, timeout=10)
+        assert cache.live  # ...and the thread PINGed at once
 
 
 def test_sees_a_revocation_made_in_this_process(
