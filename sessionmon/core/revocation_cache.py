@@ -32,6 +32,7 @@ Why an answer is never stale by more than ``max_staleness`` seconds (default 50 
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import threading
 import time
@@ -49,6 +50,15 @@ DEFAULT_MAX_STALENESS = 0.05
 DEFAULT_MAX_ENTRIES = 200_000
 IDLE_AFTER = 1.0  # seconds without a check after which the heartbeat pauses
 IDLE_WAIT = 0.2  # how often an idle thread looks for work
+DRAIN_MAX = 1000  # pushes an idle thread applies before it sleeps again
+
+
+class _Read(enum.Enum):
+    """What one read of the invalidation channel brought."""
+
+    NOTHING = "nothing"  # the wait ran out
+    MESSAGE = "message"  # a push (applied) or a reply that is not our PONG
+    PONG = "pong"  # the PING we sent is answered: the channel is confirmed
 
 
 class RevocationCheck(Protocol):
@@ -108,7 +118,9 @@ class CachedRevocations:
         self._wanted = -1.0
         self._stop = threading.Event()
         self._ready = threading.Event()
-        self._wake = threading.Event()  # a check found the channel unconfirmed: PING now
+        # One per channel thread: set when a check finds the channel unconfirmed (an idle
+        # thread PINGs at once) and on close.
+        self._wakes: tuple[threading.Event, ...] = ()
         self._thread: threading.Thread | None = None
         self._conn: Any = None
         # Each channel's last confirmed PING (monotonic); ``_confirmed`` is the oldest of them.
@@ -130,8 +142,8 @@ class CachedRevocations:
 
     def close(self) -> None:
         """Stop the thread and forget everything."""
-        self._stop.set()  # the thread notices within IDLE_WAIT and disconnects
-        self._wake.set()
+        self._stop.set()
+        self._wake_all()  # the threads notice at once (or within IDLE_WAIT) and disconnect
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -167,19 +179,20 @@ class CachedRevocations:
 
     def from_memory(self, jti: str | None, sid: str | None) -> bool | None:
         """The answer of ``is_revoked`` when memory holds it and the channel is confirmed within
-        ``max_staleness``; ``None`` when only Redis can tell. Never waits and never raises (an
-        async server may call it on its event loop)."""
+        ``max_staleness``; ``None`` when only Redis can tell. Never waits on I/O and never raises
+        (an async server may call it on its event loop)."""
         keys = self._keys(jti, sid)
         if not keys:
             return False
         now = time.monotonic()
-        if now - self._wanted > IDLE_AFTER:
-            self._wake.set()  # the first check after a pause: an idle thread PINGs now
-        self._wanted = now
+        paused = now - self._wanted > IDLE_AFTER
+        self._wanted = now  # before the wake-up: the woken thread must see it
+        if paused:
+            self._wake_all()  # the first check after a pause: an idle thread PINGs now
         if not self._live:
             return None
         if now - self._confirmed > self.max_staleness:
-            self._wake.set()
+            self._wake_all()
             return None
         cache = self._cache
         unknown = False
@@ -194,6 +207,11 @@ class CachedRevocations:
             return None
         self.stats.hits += 1
         return False
+
+    def _wake_all(self) -> None:
+        for wake in self._wakes:
+            if not wake.is_set():
+                wake.set()
 
     def _keys(self, jti: str | None, sid: str | None) -> list[str]:
         return self.blacklist.check_keys(jti, sid)
@@ -307,6 +325,7 @@ class CachedRevocations:
                 failures.append(exc)
             finally:
                 stop.set()
+                self._wake_all()  # idle siblings stop now, not at their next look
 
         threads = [
             threading.Thread(
@@ -319,6 +338,7 @@ class CachedRevocations:
         while not self._stop.is_set() and not stop.wait(IDLE_WAIT):
             pass
         stop.set()
+        self._wake_all()
         for thread in threads:
             thread.join(timeout=5)
         if failures:
@@ -328,6 +348,9 @@ class CachedRevocations:
         """Run channel ``name`` (one of ``n``) until ``stop`` or an error."""
         conn = factory()
         self._conn = conn
+        wake = threading.Event()
+        with self._lock:
+            self._wakes = (*self._wakes, wake)
         try:
             conn.connect()  # HELLO 3
             with contextlib.suppress(AttributeError):
@@ -355,54 +378,70 @@ class CachedRevocations:
                 self.last_error = None
                 self._ready.set()
             ping_sent: float | None = None
+            ping_now = False  # an idle read stalled mid-message: a PING decides if it lives
             no_pong_after = max(1.0, 4 * self.max_staleness)
             while not stop.is_set():
-                # Two wake-ups per heartbeat and none in between (each costs the event loop a GIL
-                # hand-off): the PING when it is due, then its PONG.
+                # Two wake-ups per heartbeat (each costs the event loop a GIL hand-off): the
+                # PING when it is due, then its PONG; plus one per push Redis sends.
+                if ping_sent is None and not ping_now:
+                    wake.clear()  # then look at _wanted: a check after this sets it again
+                    if time.monotonic() - self._wanted > IDLE_AFTER:
+                        # Idle: take in what Redis pushed (a closed connection raises here),
+                        # then sleep until a check comes (or IDLE_WAIT).
+                        if self._drain(conn, name, n, stop):
+                            ping_now = True
+                        else:
+                            wake.wait(IDLE_WAIT)
+                        continue
                 now = time.monotonic()
                 if ping_sent is None:
-                    if now - self._wanted > IDLE_AFTER:
-                        # Idle: take in what Redis pushed (a closed connection raises here), then
-                        # sleep until a check finds the channel unconfirmed (or IDLE_WAIT).
-                        while conn.can_read(0):
-                            self._reply(conn, name, None, n, IDLE_WAIT)
-                        self._wake.wait(IDLE_WAIT)
-                        self._wake.clear()
-                        continue
                     due = self._channels.get(name, -1.0) + self.heartbeat
-                    if now < due:
+                    if now < due and not ping_now:
                         wait = due - now
                     else:
+                        ping_now = False
                         ping_sent = now
                         conn.send_command("PING")
-                        wait = IDLE_WAIT  # the PONG wakes it; close() is seen meanwhile
+                        wait = IDLE_WAIT  # the PONG wakes it; a stop is seen meanwhile
                 else:
                     wait = min(IDLE_WAIT, ping_sent + no_pong_after - now)
                     if wait <= 0:
                         raise redis.TimeoutError("no PONG on the invalidation channel")
-                if self._reply(conn, name, ping_sent, n, wait):
+                if self._reply(conn, name, ping_sent, n, wait) is _Read.PONG:
                     ping_sent = None
         finally:
+            with self._lock:
+                self._wakes = tuple(w for w in self._wakes if w is not wake)
             self._conn = None
             with contextlib.suppress(Exception):
                 conn.disconnect()
 
-    def _reply(self, conn: Any, name: str, ping_sent: float | None, n: int, wait: float) -> bool:
-        """Read one message of channel ``name`` within ``wait`` seconds (nothing: False); True
-        when it was the PONG of the PING sent at ``ping_sent``."""
+    def _drain(self, conn: Any, name: str, n: int, stop: threading.Event) -> bool:
+        """Apply the pushes already received (up to ``DRAIN_MAX``). True when a read stalled in
+        the middle of a message: the connection may be dead, and only a PING can tell."""
+        for _ in range(DRAIN_MAX):
+            if stop.is_set() or not conn.can_read(0):
+                return False
+            if self._reply(conn, name, None, n, IDLE_WAIT) is _Read.NOTHING:
+                return True
+        return False
+
+    def _reply(self, conn: Any, name: str, ping_sent: float | None, n: int, wait: float) -> _Read:
+        """Read one message of channel ``name`` within ``wait`` seconds and act on it: a push
+        is applied, the PONG of the PING sent at ``ping_sent`` confirms the channel."""
         try:
             # One blocking read (not select + read): fewer GIL hand-offs per message.
             reply = conn.read_response(push_request=True, timeout=wait, disconnect_on_error=False)
         except redis.TimeoutError:
-            return False
+            return _Read.NOTHING
         if _is_push(reply):
             self._on_push(reply)
         elif reply in (b"PONG", "PONG") and ping_sent is not None:
             self._confirm(name, ping_sent, n)
-            return True
+            return _Read.PONG
         elif isinstance(reply, redis.ResponseError | Exception):
             raise redis.ResponseError(str(reply))
-        return False
+        return _Read.MESSAGE
 
     def _confirm(self, name: str, sent: float, n: int) -> None:
         """Channel ``name``'s PONG for a PING sent at ``sent``: the cache is as current as the

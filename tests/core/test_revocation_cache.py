@@ -27,6 +27,7 @@ from sessionmon.core.revocation_cache import CachedRevocations
 from sessionmon.core.store import SqliteStore
 from sessionmon.core.tokens import Reason, TokenCodec
 from tests.redis_server import RedisProcess
+from tests.support.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 STALENESS = 0.05
@@ -208,6 +209,34 @@ def test_connection_loss_fails_closed(private: tuple[RedisProcess, Blacklist]) -
         assert cache.last_error
     finally:
         cache.close()
+
+
+def test_an_idle_channel_gone_silent_mid_message_is_dropped(
+    private: tuple[RedisProcess, Blacklist], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle channel gets half a push and then nothing (the path went silent, the connection
+    still open): a PING decides, and without its PONG the cache drops the channel and connects
+    again. It never spins on the half message, and close() stops it."""
+    monkeypatch.setattr(revocation_cache, "IDLE_AFTER", 0.2)
+    proc, direct = private
+    proxy = TcpProxy("127.0.0.1", proc.port).start()
+    client = connect(f"redis://127.0.0.1:{proxy.port}/0", timeout=0.5)
+    cache = CachedRevocations(Blacklist(client, prefix="p:"), max_staleness=STALENESS)
+    try:
+        assert cache.start(wait=10)
+        assert cache.is_revoked("j", "s") is False
+        assert eventually(lambda: time.monotonic() - cache._confirmed > 1.0)  # idle now
+        proxy.stall_replies(5)
+        direct.revoke([RevokeRequest(KIND_SESSION, "s", time.time() + 60)])  # pushes to it
+        assert proxy.stalled.wait(10), "the push never reached the proxy"
+        assert eventually(lambda: "no PONG" in (cache.last_error or ""), timeout=10)
+        thread = cache._thread
+        assert thread is not None
+    finally:
+        cache.close()
+        proxy.close()
+        client.close()
+    assert not thread.is_alive()
 
 
 def test_silent_stall_stops_answers_from_memory(private: tuple[RedisProcess, Blacklist]) -> None:

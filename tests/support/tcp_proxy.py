@@ -12,7 +12,9 @@ from tests.redis_server import free_port
 
 class TcpProxy:
     """Forwards ``127.0.0.1:<port>`` to ``target``. ``cut()`` drops every connection and refuses
-    new ones (the server looks down); ``restore()`` listens again on the same port."""
+    new ones (the server looks down); ``restore()`` listens again on the same port;
+    ``stall_replies(n)`` passes on only ``n`` more bytes from the server, then nothing (a path
+    that goes silent in the middle of a message, the connections still open)."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -21,6 +23,12 @@ class TcpProxy:
         self._conns: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._reply_budget: int | None = None  # bytes from the server still passed on
+        self.stalled = threading.Event()  # set once the budget is spent on real bytes
+
+    def stall_replies(self, after: int) -> None:
+        with self._lock:
+            self._reply_budget = after
 
     def start(self) -> TcpProxy:
         listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
@@ -67,13 +75,22 @@ class TcpProxy:
             client.settimeout(None)
             with self._lock:
                 self._conns.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            for src, dst, replies in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(src, dst, replies), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if replies:
+                    with self._lock:
+                        budget = self._reply_budget
+                        if budget is not None:
+                            data = data[:budget]
+                            self._reply_budget = budget - len(data)
+                            if self._reply_budget == 0:
+                                self.stalled.set()
+                if data:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
