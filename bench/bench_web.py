@@ -79,8 +79,8 @@ def run(ctx: Context) -> None:
             flush=True,
         )
         names = list(APPS)
-        for name in names:  # warm up: imports, first connections, the caches
-            load(wrk, servers[name], setup.token_file, 1, 8)
+        for name in names:  # warm up: imports, first connections, every worker's caches
+            load(wrk, servers[name], setup.token_file, seconds / SLICES, CONNECTIONS)
         results: dict[str, list[WrkResult]] = {n: [] for n in names}
         for r in range(rounds):
             slices: dict[str, list[WrkResult]] = {n: [] for n in names}
