@@ -1266,6 +1266,7 @@ def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
     """Every check, one block each; with ``--repair`` the repair runs first and is reported."""
+    from sessionmon.core.bulk_logout import jobs_dir_for
     from sessionmon.core.doctor import Probe, Status, repair, run_checks
 
     if args.limit < 1:
@@ -1281,6 +1282,7 @@ def cmd_doctor(args: argparse.Namespace, settings: Settings) -> int:
                     leeway=settings.leeway,
                     allow_evicting=settings.allow_evicting_redis,
                     limit=args.limit,
+                    jobs=jobs_dir_for(settings.db),
                 )
 
             repaired = None

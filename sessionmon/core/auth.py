@@ -44,6 +44,7 @@ from sessionmon.core.errors import (
     TooManySessions,
 )
 from sessionmon.core.events import Event, EventKind, EventSink, NullSink
+from sessionmon.core.last_seen import DeferredTouches
 from sessionmon.core.policy import Ending, OnMaxSessions, SessionPolicy
 from sessionmon.core.revocation_cache import RevocationCheck
 from sessionmon.core.store import AuditRow, Session, SessionStore
@@ -222,6 +223,7 @@ class Auth:
         revocation_cache: RevocationCheck | None = None,
         policy: SessionPolicy | None = None,
         events: EventSink | None = None,
+        touches: DeferredTouches | None = None,
     ) -> None:
         self.store = store
         # The activity feed (fire and forget: ``emit`` never blocks or raises).
@@ -241,6 +243,9 @@ class Auth:
         self._revocations: RevocationCheck = (
             blacklist if revocation_cache is None else revocation_cache
         )
+        # Off by default: a due last-seen update is written in the request. With a
+        # DeferredTouches it is noted and written in the background (a web server's choice).
+        self.touches = touches
         self._touched: OrderedDict[str, float] = OrderedDict()
         self._touch_lock = threading.Lock()
         self._touch_paused_until = 0.0  # monotonic; see _pause_touches
@@ -374,8 +379,9 @@ class Auth:
         """What ``authenticate`` answers for a valid access token, when everything it needs is in
         memory: the token verifies without a file read, the revocation cache says from memory
         (confirmed within its ``max_staleness``) that neither the token nor its session is
-        revoked, and no last-seen update is due. ``None`` otherwise (no cache, a miss, a revoked
-        or bad token, a refresh): call ``authenticate``. Never waits on Redis, the database or a
+        revoked, and no last-seen update is due (or one is, and ``touches`` defers it).
+        ``None`` otherwise (no cache, a miss, a revoked or bad token, a refresh): call
+        ``authenticate``. Never waits on Redis, the database or a
         file, and never raises: an async server calls it on its event loop and only the rest go
         to a worker thread."""
         from_memory = getattr(self.revocation_cache, "from_memory", None)
@@ -386,7 +392,9 @@ class Auth:
         if claims is None or from_memory(claims.jti, claims.sid) is not False:
             return None
         if self._touch_due(claims.sid):
-            return None
+            if self.touches is None:
+                return None
+            self._maybe_touch(claims.sid)  # noted; written in the background
         return AuthResult(user=_user(claims), claims=claims)
 
     def refresh(
@@ -645,7 +653,8 @@ class Auth:
         return AuthResult(reason=reason, detail=detail, claims=claims)
 
     def _maybe_touch(self, sid: str) -> None:
-        """Update last_seen_at at most once per ``touch_interval`` per session (best effort)."""
+        """Update last_seen_at at most once per ``touch_interval`` per session (best effort;
+        with ``touches``, noted and written in the background)."""
         if self.touch_interval < 0:
             return
         now = self.clock.now()
@@ -657,6 +666,9 @@ class Auth:
             self._touched.move_to_end(sid)
             while len(self._touched) > 100_000:
                 self._touched.popitem(last=False)
+        if self.touches is not None:
+            self.touches.note(sid, now)
+            return
         if time.monotonic() < self._touch_paused_until:
             return
         # last_seen is best effort: never fail a request over it.

@@ -152,6 +152,30 @@ def end_in_batches(
     return total
 
 
+@dataclass(frozen=True)
+class UnfinishedJob:
+    """A job that has not visited every planned id: running now, or stopped part-way."""
+
+    state: JobState
+    running: bool
+
+
+def unfinished_jobs(root: Path) -> list[UnfinishedJob]:
+    """The jobs under ``root`` that did not finish, oldest first (unreadable ones are skipped:
+    ``LogoutJob.load`` names what is wrong with one)."""
+    if not root.is_dir():
+        return []
+    out = []
+    for directory in sorted(root.iterdir()):
+        try:
+            job = LogoutJob.load(root, directory.name)
+        except ConfigError:
+            continue
+        if not job.state.finished:
+            out.append(UnfinishedJob(job.state, job.running()))
+    return out
+
+
 def jobs_dir_for(db: DatabaseUrl) -> Path:
     """Where the jobs of database ``db`` live: beside it (``sessions.db.jobs/``), or in the
     PostgreSQL database's data directory."""
@@ -212,6 +236,16 @@ class LogoutJob:
             raise ConfigError(f"no logout job {job_id} in {root}") from None
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(f"logout job {job_id} is unreadable: {exc}") from None
+
+    def running(self) -> bool:
+        """True while a process runs this job (it holds the job's lock)."""
+        with open(self.directory / "lock", "a", opener=_private) as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return False
 
     def ids(self) -> list[str]:
         with open(self.directory / "ids", encoding="ascii") as f:

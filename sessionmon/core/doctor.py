@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 from sessionmon.core.blacklist import (
@@ -24,6 +25,7 @@ from sessionmon.core.blacklist import (
     RevokeRequest,
     redis_errors,
 )
+from sessionmon.core.bulk_logout import unfinished_jobs
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.durations import format_duration
 from sessionmon.core.errors import RedisUnavailable, SessionmonError
@@ -176,8 +178,10 @@ class Probe:
         clock: Clock = SYSTEM_CLOCK,
         allow_evicting: bool = False,
         limit: int = DEFAULT_LIMIT,
+        jobs: Path | None = None,
     ) -> None:
         self.store = store
+        self.jobs = jobs  # the revoke-by-query jobs' directory (None: not checked)
         self.blacklist = blacklist
         self.leeway = blacklist.leeway if leeway is None else leeway
         self.clock = clock
@@ -505,6 +509,30 @@ def check_expired_waiting(p: Probe) -> CheckResult:
     )  # fmt: skip
 
 
+def check_logout_jobs(p: Probe) -> CheckResult:
+    title = "Revoke-by-query jobs finished"
+    if p.jobs is None:
+        return CheckResult("logout_jobs", title, Status.OK, "not checked (no jobs directory)")
+    jobs = unfinished_jobs(p.jobs)
+    if not jobs:
+        return CheckResult("logout_jobs", title, Status.OK, "none unfinished")
+    items = tuple(
+        f"{j.state.job}: {j.state.done:,} of {j.state.total:,} visited, "
+        f"{'running now' if j.running else 'stopped'} ({j.state.query})"
+        for j in jobs[: p.limit]
+    )
+    stopped = sum(not j.running for j in jobs)
+    if not stopped:
+        return CheckResult(
+            "logout_jobs", title, Status.OK, f"{len(jobs)} running", None, items, len(jobs)
+        )
+    return CheckResult(
+        "logout_jobs", title, Status.WARNING,
+        f"{stopped} stopped part-way: the sessions they matched are not all ended yet",
+        "sessionmon logout --resume JOB (each stopped job)", items, len(jobs),
+    )  # fmt: skip
+
+
 def check_database_size(p: Probe) -> CheckResult:
     now = p.clock.now()
     size = p.store.database_size()
@@ -530,12 +558,13 @@ CHECKS: tuple[tuple[str, str, Callable[[Probe], CheckResult]], ...] = (
     ("clock_skew", "Clock skew", check_clock_skew),
     ("future_tokens", "Tokens issued in the future", check_future_tokens),
     ("expired_waiting", "Expired sessions waiting for purge", check_expired_waiting),
+    ("logout_jobs", "Revoke-by-query jobs finished", check_logout_jobs),
     ("database_size", "Database size and growth", check_database_size),
 )
 
 
 # The checks that need no Redis (the others are not tried again once Redis did not answer).
-DATABASE_ONLY = frozenset({"future_tokens", "expired_waiting", "database_size"})
+DATABASE_ONLY = frozenset({"future_tokens", "expired_waiting", "logout_jobs", "database_size"})
 
 
 def run_checks(probe: Probe) -> Report:

@@ -20,6 +20,7 @@ from sessionmon.core.embedded_keeper import EmbeddedKeeper, Reviver
 from sessionmon.core.event_stream import StreamWriter
 from sessionmon.core.events import EventSink, NullSink
 from sessionmon.core.keysource import KeySource, open_keys
+from sessionmon.core.last_seen import DeferredTouches
 from sessionmon.core.policy import SessionPolicy
 from sessionmon.core.redis_client import connect
 from sessionmon.core.redis_health import WriteGuard
@@ -124,6 +125,9 @@ class Runtime:
     _codec: TokenCodec | None = field(default=None, repr=False)
     _auth: Auth | None = field(default=None, repr=False)
     auth_options: dict[str, Any] = field(default_factory=dict)
+    # The web path: last-seen updates noted by requests, written in the background.
+    defer_touches: bool = False
+    _touches: DeferredTouches | None = field(default=None, repr=False)
     # The activity feed every emitter of this process writes to (``make_events``).
     events: EventSink = field(default_factory=NullSink)
 
@@ -150,6 +154,8 @@ class Runtime:
                 "events": self.events,
                 **self.auth_options,
             }
+            if self.defer_touches and "touches" not in options:
+                self._touches = options["touches"] = DeferredTouches(self.store)
             self._auth = Auth(
                 self.store,
                 self.blacklist,
@@ -162,6 +168,8 @@ class Runtime:
         return self._auth
 
     def close(self) -> None:
+        if self._touches is not None:  # the noted last-seen times, before the store closes
+            self._touches.close()
         close_events(self.events)  # what was emitted is written before the client goes
         with contextlib.suppress(Exception):
             self.client.close()
@@ -191,7 +199,8 @@ def open_runtime(
 ) -> Runtime:
     """Open the store and connect Redis (lazily: an unreachable Redis is reported on first use).
 
-    ``web``: the web path (Redis timeout 1 s unless set). An embedded server that dies later is
+    ``web``: the web path (Redis timeout 1 s unless set; last-seen updates written in the
+    background, see :mod:`sessionmon.core.last_seen`). An embedded server that dies later is
     restarted in the background by the first command that finds it gone.
     """
     store = open_store(settings.db, create=create_db, clock=clock)
@@ -230,4 +239,5 @@ def open_runtime(
         keeper=keeper,
         auth_options=auth_options,
         events=make_events(settings, client),
+        defer_touches=web,
     )

@@ -17,6 +17,7 @@ import redis
 
 from sessionmon.core.auth import Auth
 from sessionmon.core.blacklist import Blacklist
+from sessionmon.core.bulk_logout import jobs_dir_for
 from sessionmon.core.clock import SYSTEM_CLOCK, Clock
 from sessionmon.core.doctor import Probe, Report, run_checks
 from sessionmon.core.embedded_keeper import EmbeddedKeeper
@@ -131,6 +132,7 @@ class MonitorBackend:
             self.blacklist,
             clock=clock or self.clock,
             allow_evicting=settings.allow_evicting_redis if settings is not None else False,
+            jobs=jobs_dir_for(settings.db) if settings is not None else None,
         )
         return run_checks(probe)
 

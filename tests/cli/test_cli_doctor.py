@@ -78,7 +78,7 @@ def test_doctor_healthy_then_repair(
         env = {"SESSIONMON_REDIS_URL": proc.url}
         ok = run_cli("doctor", env_extra=env)
         assert ok.returncode == 0, ok.stdout + ok.stderr
-        assert ok.stdout.splitlines()[-1].startswith("0 problem(s), 0 warning(s), 12 ok")
+        assert ok.stdout.splitlines()[-1].startswith("0 problem(s), 0 warning(s), 13 ok")
 
         # The revocation lost behind the core's back (keys and index entries).
         assert session.access_jti and session.refresh_jti

@@ -46,7 +46,7 @@ async def test_the_health_view_checks_in_a_worker_and_sees_a_skewed_clock(
         await wait_for(pilot, lambda: view.loads >= 1, "the first check")
         assert threads and threads[0] is not threading.main_thread()
         report = view.report
-        assert report is not None and len(report.checks) == 12
+        assert report is not None and len(report.checks) == 13
         skew = {c.name: c for c in report.checks}["clock_skew"]
         assert skew.status is Status.OK
         assert {c.name: c for c in report.checks}["deleted_but_usable"].status is Status.OK

@@ -346,6 +346,11 @@ class SessionStore(Protocol):
 
     def touch(self, session_id: str, now: float) -> bool: ...
 
+    def touch_many(self, seen: Sequence[tuple[str, float]]) -> int:
+        """Set ``last_seen_at`` of several sessions in one transaction, never moving one back
+        (another process may have written a later time); rows updated."""
+        ...
+
     def list_sessions(
         self,
         *,

@@ -242,6 +242,22 @@ class SqlRepository:
             )
             return bool(cur.rowcount == 1)
 
+    def touch_many(self, seen: Sequence[tuple[str, float]]) -> int:
+        """Set ``last_seen_at`` of several sessions in one transaction, never moving one back
+        (another process may have written a later time); rows updated."""
+        if not seen:
+            return 0
+        m = self.dialect.mark
+        sql = (
+            f"UPDATE sessions SET last_seen_at = {m} "
+            f"WHERE id = {m} AND (last_seen_at IS NULL OR last_seen_at < {m})"
+        )
+        n = 0
+        with self.transaction() as conn:
+            for session_id, at in seen:
+                n += max(conn.execute(sql, (at, session_id, at)).rowcount, 0)
+        return n
+
     def list_sessions(
         self,
         *,
