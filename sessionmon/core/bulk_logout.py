@@ -238,14 +238,20 @@ class LogoutJob:
             raise ConfigError(f"logout job {job_id} is unreadable: {exc}") from None
 
     def running(self) -> bool:
-        """True while a process runs this job (it holds the job's lock)."""
-        with open(self.directory / "lock", "a", opener=_private) as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        """True while a process runs this job (it holds the job's lock). Creates nothing."""
+        try:
+            fd = os.open(self.directory / "lock", os.O_RDONLY)
+        except FileNotFoundError:  # never run
             return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
 
     def ids(self) -> list[str]:
         with open(self.directory / "ids", encoding="ascii") as f:

@@ -513,7 +513,14 @@ def check_logout_jobs(p: Probe) -> CheckResult:
     title = "Revoke-by-query jobs finished"
     if p.jobs is None:
         return CheckResult("logout_jobs", title, Status.OK, "not checked (no jobs directory)")
-    jobs = unfinished_jobs(p.jobs)
+    try:
+        jobs = unfinished_jobs(p.jobs)
+    except OSError as exc:  # another user's directory: say so, the other checks run
+        return CheckResult(
+            "logout_jobs", title, Status.WARNING,
+            f"cannot read the jobs in {p.jobs}: {exc.strerror or exc}",
+            "run doctor as a user who may read the database's directory",
+        )  # fmt: skip
     if not jobs:
         return CheckResult("logout_jobs", title, Status.OK, "none unfinished")
     items = tuple(
