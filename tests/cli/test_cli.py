@@ -287,6 +287,9 @@ def test_demo_runs_and_stops_cleanly_on_sigint(cli_env: dict[str, str], db_url) 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a suite started in the background (``cmd &``) passes SIGINT on
+        # ignored, and Python then installs no handler for it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 20
