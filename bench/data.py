@@ -146,6 +146,7 @@ def insert_sessions(
             conn.execute(create)
         for name in search_tables:
             conn.execute(f"INSERT INTO {name}({name}) VALUES ('rebuild')")
+            conn.execute(f"INSERT INTO {name}({name}) VALUES ('optimize')")
         for _, create in triggers:
             conn.execute(create)
 

@@ -106,7 +106,7 @@ def _migrate_v2(db: sqlite_utils.Database) -> None:
         f"CREATE VIRTUAL TABLE {t} USING fts5({cols}, content='sessions', "
         "content_rowid='rowid', tokenize='trigram', detail=full)"
     )
-    conn.execute(f"INSERT INTO {t}({t}) VALUES ('rebuild')")
+    rebuild_index(conn)
     conn.execute(
         f"CREATE TRIGGER {t}_insert AFTER INSERT ON sessions BEGIN "
         f"INSERT INTO {t}(rowid, {cols}) VALUES (new.rowid, {new}); END"
@@ -257,3 +257,15 @@ def translate(exc: sqlite3.Error, path: Path) -> DatabaseError:
     if "readonly" in msg:
         return DatabaseError(f"database {path} is read-only ({msg})")
     return DatabaseError(f"database {path}: {msg}")
+
+
+def rebuild_index(conn: sqlite3.Connection) -> None:
+    """Build the trigram index from the table, merged into one segment (caller's transaction).
+
+    A rebuild writes the index as several segments, which FTS5 then merges a little at a time
+    inside whichever writes come next: after a rebuild at 1M rows, a force-logout's p99 was
+    20-30 ms for a minute or two (1.6 ms afterwards). ``optimize`` does that merge now, once
+    (~0.25 s per 100,000 rows)."""
+    t = SEARCH_TABLE
+    conn.execute(f"INSERT INTO {t}({t}) VALUES ('rebuild')")
+    conn.execute(f"INSERT INTO {t}({t}) VALUES ('optimize')")

@@ -20,7 +20,7 @@ import time
 
 from sessionmon.core.store.base import CatchUp, CatchUpHow
 from sessionmon.core.store.schema import SEARCH_COLUMNS
-from sessionmon.core.store.sqlite_schema import DEFERRALS, SEARCH_TABLE, STALE
+from sessionmon.core.store.sqlite_schema import DEFERRALS, SEARCH_TABLE, STALE, rebuild_index
 
 # A rebuild re-indexes every row left in one transaction: only up to this many (~5 s).
 REBUILD_MAX = 250_000
@@ -52,7 +52,7 @@ def end_deferral(conn: sqlite3.Connection, job: str) -> tuple[int, int, bool]:
 def rebuild(conn: sqlite3.Connection) -> None:
     """Rebuild the index from the rows left and forget every stale entry (caller's
     transaction)."""
-    conn.execute(f"INSERT INTO {SEARCH_TABLE}({SEARCH_TABLE}) VALUES ('rebuild')")
+    rebuild_index(conn)
     conn.execute(f"DELETE FROM {STALE}")
 
 
