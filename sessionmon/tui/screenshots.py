@@ -241,6 +241,7 @@ def sample_report(now: float = NOW) -> Report:
         CheckResult("future_tokens", "Tokens issued in the future", ok, "none"),
         CheckResult("expired_waiting", "Expired sessions waiting for purge", ok,
                     "2, the oldest expired 6:40 ago"),
+        CheckResult("logout_jobs", "Revoke-by-query jobs finished", ok, "none unfinished"),
         CheckResult("database_size", "Database size and growth", ok,
                     "148.0 KB, 16 live session(s); last 24 h: 16 created, 4 ended (+12)"),
     )  # fmt: skip
