@@ -3,11 +3,12 @@
 middleware and behind a naive middleware (``jwt.decode`` + one ``EXISTS``), in the same run.
 
 Four servers run side by side (each ``--workers 4``, SQLite + the benchmark Redis): ``no auth``,
-``naive``, ``sessionmon`` (one ``EXISTS`` per request) and ``sessionmon, cached``
-(``SESSIONMON_REVOCATION_CACHE=1``). Each round runs wrk against every one of them in turn,
-``SLICES`` times, interleaved (the order rotating), every request with another session's token;
-every response must be a 200. An app's round is its slices' requests over their time. Ratios are
-per round (the same noise on both sides), then the median over rounds: the run's figure.
+``naive``, ``sessionmon`` as it ships (the revocation cache on) and ``sessionmon, cache off``
+(``SESSIONMON_REVOCATION_CACHE=0``: one ``EXISTS`` per request). Each round runs wrk against
+every one of them in turn, ``SLICES`` times, interleaved (the order rotating), every request with
+another session's token; every response must be a 200. An app's round is its slices' requests
+over their time. Ratios are per round (the same noise on both sides), then the median over
+rounds: the run's figure. The targets are the app's as it ships (cached).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from bench.harness import Context, Figure
 from bench.web_setup import WORKERS, Uvicorn, WebSetup, server_stack
 from bench.wrk import WrkResult, ensure_wrk, run_async_client, run_wrk
 
-NOAUTH, NAIVE, PLAIN, CACHED = "no auth", "naive", "sessionmon", "sessionmon, cached"
+NOAUTH, NAIVE = "no auth", "naive"
+PLAIN, CACHED = "sessionmon, cache off", "sessionmon (default: cached)"
 APPS = {
     NOAUTH: ("bench.web_apps:noauth", {}),
     NAIVE: ("bench.web_apps:naive", {}),
-    PLAIN: ("examples.webapp:app", {}),
-    CACHED: ("examples.webapp:app", {"SESSIONMON_REVOCATION_CACHE": "1"}),
+    PLAIN: ("examples.webapp:app", {"SESSIONMON_REVOCATION_CACHE": "0"}),
+    CACHED: ("examples.webapp:app", {}),
 }
 CONNECTIONS = 32
 SLICES = 3  # wrk runs per app and round, interleaved between the apps
@@ -107,8 +109,8 @@ def run(ctx: Context) -> None:
                 ),
                 flush=True,
             )
-        for name in (PLAIN, CACHED):
-            report(ctx, name, results, rounds, wrk is not None)
+        for name in (PLAIN, CACHED):  # the targets are the app's as it ships (cached)
+            report(ctx, name, results, rounds, wrk is not None, targeted=name == CACHED)
     finally:
         for server in servers.values():
             server.stop()
@@ -134,7 +136,13 @@ def url(server: Uvicorn) -> str:
 
 
 def report(
-    ctx: Context, name: str, results: dict[str, list[WrkResult]], rounds: int, wrk: bool
+    ctx: Context,
+    name: str,
+    results: dict[str, list[WrkResult]],
+    rounds: int,
+    wrk: bool,
+    *,
+    targeted: bool,
 ) -> None:
     mine = results[name]
     rps = statistics.median(r.rps for r in mine)
@@ -152,8 +160,8 @@ def report(
                 baseline=statistics.median(r.rps for r in theirs),
                 baseline_what=base,
                 ratio=ratio,
-                target=f">= {target}x {base}",
-                met=ratio >= target,
+                target=f">= {target}x {base}" if targeted else "",
+                met=ratio >= target if targeted else None,
                 note=("" if wrk else "asyncio client, not wrk; ")
                 + "per-round ratios "
                 + ", ".join(f"{x:.2f}" for x in ratios),

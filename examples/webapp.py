@@ -12,10 +12,11 @@ Endpoints: ``POST /login`` ``{"email": ..., "name": ...}``, ``GET /me``, ``POST 
 ``GET /.well-known/jwks.json`` (the public keys of the next, current and previous signing keys;
 ``{"keys": []}`` for HMAC).
 
-With ``SESSIONMON_REVOCATION_CACHE=1`` each worker process answers revocation checks from memory
+Each worker process answers revocation checks from memory
 (:class:`~sessionmon.core.revocation_cache.CachedRevocations`, one invalidation connection per
-process): a force-logout from anywhere is seen by every worker within its ``max_staleness``
-(50 ms); while the channel is not confirmed every check asks Redis.
+process; ``SESSIONMON_REVOCATION_CACHE=0`` turns it off): a force-logout from anywhere is seen by
+every worker within its ``max_staleness`` (50 ms), one made by the worker itself at once; while
+the channel is not confirmed every check asks Redis.
 
 Refresh tokens rotate on every silent refresh (``SESSIONMON_ROTATE_REFRESH``, on by default): the
 middleware sets both cookies, and a refresh token used again after ``SESSIONMON_REUSE_GRACE``

@@ -21,8 +21,10 @@ import functools
 import heapq
 import itertools
 import json
+import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -49,6 +51,37 @@ if TYPE_CHECKING:
     from sessionmon.core.redis_health import WriteGuard
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Called in this process with the keys of every revoke and unrevoke once the call is over,
+# however it ended: a ``CachedRevocations`` forgets what it remembers of them, so a process sees
+# its own revocations at once; other processes' (and a write Redis applied after our timeout)
+# arrive as Redis's invalidation pushes.
+_write_listeners: tuple[Callable[[Sequence[str]], None], ...] = ()
+_listeners_lock = threading.Lock()
+
+
+def add_write_listener(listener: Callable[[Sequence[str]], None]) -> None:
+    """Call ``listener(keys)`` after every revoke and unrevoke made in this process."""
+    global _write_listeners
+    with _listeners_lock:
+        _write_listeners = (*_write_listeners, listener)
+
+
+def remove_write_listener(listener: Callable[[Sequence[str]], None]) -> None:
+    global _write_listeners
+    with _listeners_lock:
+        _write_listeners = tuple(fn for fn in _write_listeners if fn != listener)
+
+
+def _written(keys: Sequence[str]) -> None:
+    """Tell every listener; one that fails is logged and never changes the revoke's outcome."""
+    for listener in _write_listeners:
+        try:
+            listener(keys)
+        except Exception:
+            log.exception("a blacklist write listener failed")
+
 
 KIND_ACCESS = "access"
 KIND_REFRESH = "refresh"
@@ -316,11 +349,15 @@ class Blacklist:
             return {}
         guard = self.guard
         wait = guard.wait_replicas if guard is not None else 0
-        if not self.cluster:
-            # One server: one EVAL over every shard, all or nothing for the whole revoke.
-            planned = [(index, *item) for index, items in groups.items() for item in items]
-            return self._guarded(lambda: self._write_one_server(planned, now, wait))
-        return self._write_cluster(groups, now, wait)
+        try:
+            if not self.cluster:
+                # One server: one EVAL over every shard, all or nothing for the whole revoke.
+                planned = [(index, *item) for index, items in groups.items() for item in items]
+                return self._guarded(lambda: self._write_one_server(planned, now, wait))
+            return self._write_cluster(groups, now, wait)
+        finally:
+            if _write_listeners:
+                _written([key for items in groups.values() for key, _, _ in items])
 
     def _guarded(self, write: Callable[[], T]) -> T:
         """``write`` through the guard (``RedisMayEvict`` on a server that may evict keys)."""
@@ -493,7 +530,11 @@ class Blacklist:
             replies = pipe.execute()
             return sum(int(n) for n in replies[0::2])
 
-        return self._run(delete)
+        try:
+            return self._run(delete)
+        finally:
+            if _write_listeners:
+                _written([_text(key) for key in keys])
 
     # -- reads --------------------------------------------------------------------------------
 

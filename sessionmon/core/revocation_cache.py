@@ -1,7 +1,8 @@
 """Cached revocation checks: a local mirror of blacklist lookups, kept current by Redis itself.
 
-Off by default. ``CachedRevocations`` answers ``is_revoked(jti, sid)`` from memory when it can
-prove the answer is current, and asks Redis otherwise.
+``Auth`` uses one when given (the example web app gives each worker one unless
+``SESSIONMON_REVOCATION_CACHE=0``). ``CachedRevocations`` answers ``is_revoked(jti, sid)`` from
+memory when it can prove the answer is current, and asks Redis otherwise.
 
 How it stays current: one dedicated RESP3 connection runs ``CLIENT TRACKING ON BCAST PREFIX
 <prefix>bl:`` (server-assisted client-side caching, Redis >= 6); on a Redis Cluster one such
@@ -23,6 +24,11 @@ Why an answer is never stale by more than ``max_staleness`` seconds (default 50 
 - A miss puts a unique marker in the cache *before* asking Redis; an invalidation removes whatever
   is there; the answer is stored only if the marker is still in place. A write that races with the
   read can therefore never leave a "not revoked" behind.
+- This process's own writes: every ``Blacklist.revoke`` / ``unrevoke`` made in the process
+  calls the caches' ``_forget_written`` once Redis has answered, before it returns, so the next
+  check of those keys asks Redis without waiting for the push (a request right after a logout
+  on the same worker is refused). A miss that read "not revoked" read it before the write, so
+  its marker was placed before, and is removed by, that forget.
 - Fail closed: when the channel is down (connection lost, Redis restarting, tracking refused), the
   cache is emptied and every check goes to Redis, which raises ``RedisUnavailable`` if it cannot
   answer. After a reconnect the cache starts empty. Nothing is ever answered from memory while the
@@ -44,13 +50,20 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from sessionmon.core.blacklist import Blacklist, redis_errors
+from sessionmon.core.blacklist import (
+    Blacklist,
+    add_write_listener,
+    redis_errors,
+    remove_write_listener,
+)
 
 DEFAULT_MAX_STALENESS = 0.05
 DEFAULT_MAX_ENTRIES = 200_000
 IDLE_AFTER = 1.0  # seconds without a check after which the heartbeat pauses
 IDLE_WAIT = 0.2  # how often an idle thread looks for work
 DRAIN_MAX = 1000  # pushes an idle thread applies before it sleeps again
+FORGET_ALL_FROM = 10_000  # keys written at once from which the whole cache is dropped instead
+REFUSED_MAX_DELAY = 30.0  # seconds between tries at most while the server refuses tracking
 
 
 class _Read(enum.Enum):
@@ -77,6 +90,7 @@ class CacheStats:
     invalidations: int = 0
     flushes: int = 0
     connects: int = 0
+    local_writes: int = 0  # keys this process wrote, forgotten without waiting for the push
 
 
 class CachedRevocations:
@@ -118,6 +132,7 @@ class CachedRevocations:
         self._wanted = -1.0
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._tried = threading.Event()  # the first attempt is over (live or failed)
         # One per channel thread: set when a check finds the channel unconfirmed (an idle
         # thread PINGs at once) and on close.
         self._wakes: tuple[threading.Event, ...] = ()
@@ -129,15 +144,17 @@ class CachedRevocations:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self, wait: float | None = 5.0) -> bool:
-        """Start the invalidation thread; with ``wait``, block until it is live (returns live)."""
+        """Start the invalidation thread; with ``wait``, block until its first attempt is over,
+        at most ``wait`` seconds (returns live: False when that attempt failed)."""
         if self._thread is None:
             self._stop.clear()
+            add_write_listener(self._forget_written)
             self._thread = threading.Thread(
                 target=self._run, name="sessionmon-revocation-cache", daemon=True
             )
             self._thread.start()
         if wait:
-            self._ready.wait(wait)
+            self._tried.wait(wait)
         return self.live
 
     def close(self) -> None:
@@ -147,6 +164,7 @@ class CachedRevocations:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        remove_write_listener(self._forget_written)
         self._go_dark(None)
 
     def __enter__(self) -> CachedRevocations:
@@ -238,12 +256,16 @@ class CachedRevocations:
         return any(answers)
 
     def _query(self, keys: list[str]) -> list[bool]:
-        """EXISTS for each key, in one round trip."""
-        pipe = self.blacklist.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.exists(key)
-        with redis_errors():
+        """EXISTS for each key, in one round trip (through the blacklist's error handling: a
+        dead embedded server is revived as for any other command)."""
+
+        def run() -> list[bool]:
+            pipe = self.blacklist.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
             return [bool(n) for n in pipe.execute()]
+
+        return self.blacklist._run(run)
 
     def _evict(self) -> None:
         cache = self._cache
@@ -290,9 +312,25 @@ class CachedRevocations:
                 cache.pop(key.decode() if isinstance(key, bytes) else str(key), None)
             self.stats.invalidations += len(keys)
 
+    def _forget_written(self, keys: Any) -> None:
+        """Keys this process just revoked (or unrevoked): asked of Redis at their next check,
+        without waiting for Redis's push (a request right after a logout is answered 401)."""
+        with self._lock:
+            if len(keys) >= FORGET_ALL_FROM:  # a bulk logout: not one pop per key under the lock
+                self._epoch += 1
+                self._cache.clear()
+            else:
+                cache = self._cache
+                for key in keys:
+                    cache.pop(key, None)
+            self.stats.local_writes += len(keys)
+
     def _run(self) -> None:
         failed = False
+        refused_delay = 0.0
         while not self._stop.is_set():
+            delay = self.reconnect_delay
+            connects = self.stats.connects
             try:
                 if failed and self.blacklist.cluster:
                     with contextlib.suppress(Exception):  # a failover: read the layout again
@@ -307,10 +345,23 @@ class CachedRevocations:
                 text = (str(exc) or type(exc).__name__).splitlines()[0][:200]
                 self._go_dark(f"invalidation channel down: {text}")
                 failed = True
+                if self.stats.connects != connects:  # it was live: start the backoff afresh
+                    refused_delay = 0.0
+                if isinstance(exc, redis.ResponseError | redis.AuthenticationError):
+                    # Refused (Redis < 6, an ACL user without CLIENT TRACKING): it will not
+                    # change soon; ask again less and less often.
+                    refused_delay = min(
+                        REFUSED_MAX_DELAY, max(self.reconnect_delay, 2 * refused_delay)
+                    )
+                    delay = refused_delay
+                else:
+                    refused_delay = 0.0
             else:
                 self._go_dark(None)
                 failed = False
-            self._stop.wait(self.reconnect_delay)
+                refused_delay = 0.0
+            self._tried.set()
+            self._stop.wait(delay)
 
     def _listen_all(self, channels: list[tuple[str, Callable[[], Any]]]) -> None:
         """One thread per channel (a cluster's masters); the first that fails stops them all
@@ -377,6 +428,7 @@ class CachedRevocations:
                 self.stats.connects += 1
                 self.last_error = None
                 self._ready.set()
+                self._tried.set()
             ping_sent: float | None = None
             ping_now = False  # an idle read stalled mid-message: a PING decides if it lives
             no_pong_after = max(1.0, 4 * self.max_staleness)

@@ -11,9 +11,9 @@
                                    (``https://app.example.com``); default: same origin only
 ``SESSIONMON_MAX_BODY``            request body cap in bytes (default 16384)
 ``SESSIONMON_FAIL_OPEN``           ``1``: serve without a user while Redis is down (default 503)
-``SESSIONMON_REVOCATION_CACHE``    ``1``: answer revocation checks from memory, kept current by
-                                   Redis (``CachedRevocations``; default ``0``: one ``EXISTS``
-                                   per request)
+``SESSIONMON_REVOCATION_CACHE``    ``1`` (default): answer revocation checks from memory, kept
+                                   current by Redis (``CachedRevocations``); ``0``: one
+                                   ``EXISTS`` per request
 =================================  ===========================================================
 """
 
@@ -44,7 +44,7 @@ class WebSettings:
     allowed_origins: frozenset[str] = frozenset()
     max_body: int = DEFAULT_MAX_BODY
     fail_open: bool = False
-    revocation_cache: bool = False
+    revocation_cache: bool = True
 
     def cookies(self) -> CookieSettings:
         """The :class:`CookieSettings` these settings describe."""

@@ -6,6 +6,7 @@ tests kill, freeze and restart. Waits are bounded polls (liveness), never timing
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -20,7 +21,13 @@ import redis
 
 from sessionmon.core import revocation_cache
 from sessionmon.core.auth import Auth
-from sessionmon.core.blacklist import KIND_SESSION, Blacklist, RevokeRequest, connect
+from sessionmon.core.blacklist import (
+    KIND_SESSION,
+    Blacklist,
+    RevokeRequest,
+    connect,
+    remove_write_listener,
+)
 from sessionmon.core.clock import FrozenClock
 from sessionmon.core.errors import RedisUnavailable
 from sessionmon.core.revocation_cache import CachedRevocations
@@ -115,6 +122,78 @@ def test_sees_a_revocation_made_in_this_process(
     assert cache.is_revoked("jti-other", "sid-2") is False
 
 
+def test_a_revocation_made_in_this_process_is_seen_before_redis_pushes_it(
+    blacklist: Blacklist, redis_url: str, prefix: str, request: pytest.FixtureRequest
+) -> None:
+    """Read your own writes: a logout answered by this process is never followed by a request
+    this process answers from memory as "not revoked", however late Redis's push comes (here
+    never: pushes are dropped). Through any ``Blacklist`` of the process, not only the cache's."""
+    with CachedRevocations(blacklist, max_staleness=30.0) as cache:
+        cache._on_push = lambda message: None  # type: ignore[method-assign]
+        other = Blacklist(connect(redis_url), prefix=prefix)
+        request.addfinalizer(other.client.close)
+        for sid in ("sid-1", "sid-2", "sid-3"):
+            assert cache.is_revoked("jti-1", sid) is False
+        assert eventually(lambda: cache.from_memory("jti-1", "sid-3") is False)
+        blacklist.revoke([RevokeRequest(KIND_SESSION, "sid-1", time.time() + 60)])
+        other.revoke([RevokeRequest(KIND_SESSION, "sid-2", time.time() + 60)])
+        assert cache.from_memory("jti-1", "sid-1") is None  # forgotten: only Redis can tell
+        assert cache.is_revoked("jti-1", "sid-1") is True
+        assert cache.is_revoked("jti-1", "sid-2") is True
+        assert cache.from_memory("jti-1", "sid-3") is False  # the rest is still remembered
+        assert cache.stats.local_writes == 2
+        (key,) = blacklist.revoke([RevokeRequest(KIND_SESSION, "sid-3", time.time() + 60)])
+        assert cache.is_revoked("jti-1", "sid-3") is True
+        blacklist.unrevoke([key])
+        assert cache.is_revoked("jti-1", "sid-3") is False
+    blacklist.revoke([RevokeRequest(KIND_SESSION, "sid-4", time.time() + 60)])
+    assert cache.stats.local_writes == 4  # closed: no longer told
+
+
+def test_a_miss_read_just_before_a_local_revoke_is_not_kept(blacklist: Blacklist) -> None:
+    """The forget runs after Redis took the write: a check that read "not revoked" just before
+    it (here: inside the revoke, before the write) is dropped, not remembered. Pushes dropped."""
+    with CachedRevocations(blacklist, max_staleness=30.0) as cache:
+        cache._on_push = lambda message: None  # type: ignore[method-assign]
+        assert eventually(lambda: cache.live)
+        write = blacklist._guarded
+
+        def check_then_write(fn: Callable[[], object]) -> object:
+            assert cache.is_revoked("jti-1", "sid-1") is False  # read before the write
+            return write(fn)
+
+        blacklist._guarded = check_then_write  # type: ignore[method-assign]
+        blacklist.revoke([RevokeRequest(KIND_SESSION, "sid-1", time.time() + 60)])
+        assert cache.from_memory("jti-1", "sid-1") is None
+        assert cache.is_revoked("jti-1", "sid-1") is True
+
+
+def test_a_server_that_refuses_tracking_is_asked_less_and_less_often(
+    private: tuple[RedisProcess, Blacklist],
+) -> None:
+    """Refused (an ACL user without CLIENT): ``start`` returns after the first attempt, and
+    the attempts back off (each wait is at least twice the one before, up to the cap)."""
+    proc, bl = private
+    admin = redis.Redis.from_url(proc.url)
+    admin.execute_command("ACL", "SETUSER", "default", "-client")
+    attempts: list[float] = []
+
+    def factory() -> object:
+        attempts.append(time.monotonic())
+        return revocation_cache._tracking_connection(bl.client.connection_pool)
+
+    cache = CachedRevocations(bl, reconnect_delay=0.05, connection_factory=factory)
+    try:
+        assert cache.start(wait=3600) is False  # not an hour: the first refusal ends the wait
+        assert eventually(lambda: len(attempts) >= 5, timeout=30)
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert gaps[3] >= 0.4 and gaps[3] >= gaps[0], gaps  # 0.05, 0.1, 0.2, 0.4, ...
+    finally:
+        cache.close()
+        admin.execute_command("ACL", "SETUSER", "default", "+client")
+        admin.close()
+
+
 def test_sees_a_revocation_made_by_another_process(
     cache: CachedRevocations, redis_url: str, prefix: str
 ) -> None:
@@ -129,6 +208,7 @@ def test_sees_a_revocation_made_by_another_process(
 
 
 def test_unrevoke_and_expiry_are_seen(cache: CachedRevocations, blacklist: Blacklist) -> None:
+    remove_write_listener(cache._forget_written)  # the deletes come as Redis's pushes
     keys = blacklist.revoke([RevokeRequest(KIND_SESSION, "sid-x", time.time() - 8)])  # TTL 2 s
     assert cache.is_revoked(None, "sid-x") is True
     (key,) = keys

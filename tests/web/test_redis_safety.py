@@ -27,14 +27,26 @@ def timed(fn: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
     return response, time.monotonic() - started
 
 
+@pytest.mark.parametrize("cache", ["1", "0"], ids=["cache", "no-cache"])
 def test_a_hung_redis_is_503_within_the_web_timeout(
-    start_webapp: Start, redis_process: RedisProcess, store: SessionStore
+    start_webapp: Start, redis_process: RedisProcess, store: SessionStore, cache: str
 ) -> None:
-    server = start_webapp(access_ttl="60s", redis_url=redis_process.url)  # default timeout: 1 s
+    server = start_webapp(  # default timeout: 1 s
+        access_ttl="60s", redis_url=redis_process.url, revocation_cache=cache
+    )
     sid, access, refresh = login(server)
     assert get_me(server, access, refresh).status_code == 200
     redis_process.pause()
+    paused = time.monotonic()
     try:
+        if cache == "1":
+            # The cache answers from memory only while its channel was confirmed within the
+            # last 50 ms: a request right after the freeze may still be 200, none after that.
+            while (r := timed(lambda: get_me(server, access, refresh)))[0].status_code == 200:
+                assert time.monotonic() - paused < 0.05 + MARGIN, "200 from a stale cache"
+            response, took = r
+            assert response.status_code == 503, response.text
+            assert took < 1.0 + MARGIN, f"answered after {took:.2f}s"
         for _ in range(3):  # the pooled connection, then new ones: each within the timeout
             r, took = timed(lambda: get_me(server, access, refresh))
             assert r.status_code == 503, r.text

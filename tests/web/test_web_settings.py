@@ -62,7 +62,8 @@ def test_load_web_settings() -> None:
     assert s.cookie_secure is None and s.cookie_samesite == "strict" and s.trusted_proxy
     assert s.allowed_origins == {"https://app.example.com", "http://localhost:3000"}
     assert s.max_body == 1024 and s.fail_open and s.revocation_cache
-    assert not load_web_settings({}).revocation_cache  # off by default
+    assert load_web_settings({}).revocation_cache  # on by default
+    assert not load_web_settings({"SESSIONMON_REVOCATION_CACHE": "0"}).revocation_cache
     assert load_web_settings({"SESSIONMON_COOKIE_SECURE": "0"}).cookies().secure is False
 
 
