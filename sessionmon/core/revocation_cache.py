@@ -449,7 +449,7 @@ class CachedRevocations:
                 if ping_sent is None:
                     due = self._channels.get(name, -1.0) + self.heartbeat
                     if now < due and not ping_now:
-                        wait = due - now
+                        wait = min(IDLE_WAIT, due - now)  # a long heartbeat still sees a stop
                     else:
                         ping_now = False
                         ping_sent = now
