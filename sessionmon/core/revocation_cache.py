@@ -131,7 +131,6 @@ class CachedRevocations:
         # an idle process costs nothing (the first check after a pause asks Redis).
         self._wanted = -1.0
         self._stop = threading.Event()
-        self._ready = threading.Event()
         self._tried = threading.Event()  # the first attempt is over (live or failed)
         # One per channel thread: set when a check finds the channel unconfirmed (an idle
         # thread PINGs at once) and on close.
@@ -427,7 +426,6 @@ class CachedRevocations:
             if live:
                 self.stats.connects += 1
                 self.last_error = None
-                self._ready.set()
                 self._tried.set()
             ping_sent: float | None = None
             ping_now = False  # an idle read stalled mid-message: a PING decides if it lives

@@ -222,6 +222,9 @@ class SessionmonApp(App[int]):
         if self.handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGHUP):
+                # Where the loop cannot take signal handlers (Windows: NotImplementedError; not
+                # the main thread, as under some test runners: RuntimeError / ValueError) the
+                # monitor still runs; only that signal keeps its default action.
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, self._quit_on_signal, sig)
                     self._signals.append(sig)
